@@ -1,0 +1,366 @@
+"""The embed stage: dataset images -> aligned chips -> target vectors.
+
+Work is cached per image (:mod:`audit.cache`) and written as it finishes,
+so a killed run, rerun, picks up where it stopped.  Detection and, for
+dlib's single-threaded engine, the descriptor fan out over processes;
+a batched engine (torch, a cloud API) embeds in the main process.
+
+Every image of the dataset gets a row with a status (``ok``, ``no_face``,
+``error``) and a reason: nothing is dropped, and the per-group failure
+rate is a result of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from audit.cache import CachedChip, CachedEmbedding, EmbeddingCache
+from audit.errors import InputError
+from audit.faces import FaceAligner, FaceConfig
+from audit.images import ImageReadError, decode_png, encode_png, read_image
+from audit.progress import progress
+from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, EmbedOutcome, Target
+
+DEFAULT_CHUNK_SIZE = 32
+DEFAULT_GENERATOR_CHIP_SIZE = 64
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class EmbeddingSet:
+    """The embed stage's output for one dataset and one target.
+
+    ``table`` has one row per dataset image (``image_id``, ``content_hash``,
+    ``status``, ``n_faces``, ``reason``, ``chip_status``, and the dataset's
+    identity and attribute columns).  ``vectors`` has one row per table row,
+    NaN where the status is not ``ok``.  ``chips`` (when asked for) holds
+    the aligned generator chips, zeros where no face was found.
+    """
+
+    table: pd.DataFrame
+    vectors: np.ndarray
+    chips: np.ndarray | None
+    target_fingerprint: str
+    preprocessing: str
+    n_computed: int
+    n_from_cache: int
+
+    @property
+    def ok(self) -> np.ndarray:
+        return (self.table["status"] == STATUS_OK).to_numpy()
+
+    def status_counts(self) -> dict[str, int]:
+        return {s: int(n) for s, n in self.table["status"].value_counts().items()}
+
+
+@dataclass
+class _ItemResult:
+    index: int
+    content_hash: str
+    status: str
+    n_faces: int
+    reason: str
+    chips: dict[int, np.ndarray]
+    vector: np.ndarray | None = None
+    image: np.ndarray | None = None
+
+
+# -- worker side ---------------------------------------------------------------
+_worker_aligner: FaceAligner | None = None
+_worker_target: Target | None = None
+
+
+def _init_worker(face_config: FaceConfig, target: Target | None) -> None:
+    global _worker_aligner, _worker_target
+    try:  # one thread per process: the processes are the parallelism
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    _worker_aligner = FaceAligner(face_config)
+    _worker_target = target
+
+
+def _process_items(items: list[tuple[int, str]], sizes: tuple[int, ...], embed_here: bool,
+                   keep_image: bool) -> list[_ItemResult]:
+    """Read, align (and embed, for a parallel-safe target) a chunk of images."""
+    assert _worker_aligner is not None
+    results = []
+    for index, path in items:
+        try:
+            image, content_hash = read_image(Path(path))
+        except (ImageReadError, OSError) as exc:
+            results.append(_ItemResult(index, "", STATUS_ERROR, 0, str(exc), {}))
+            continue
+        face = _worker_aligner.align(image, sizes=sizes) if sizes else None
+        status = face.status if face is not None else STATUS_OK
+        result = _ItemResult(index, content_hash, status, face.n_faces if face else 1,
+                             face.reason if face else "", face.chips if face else {},
+                             image=image if keep_image else None)
+        results.append(result)
+    if embed_here and _worker_target is not None:
+        todo = [r for r in results if r.status == STATUS_OK]
+        if todo:
+            size = _worker_target.chip_size
+            outcomes = _worker_target.embed([r.chips[size] for r in todo])
+            for r, outcome in zip(todo, outcomes):
+                _apply_outcome(r, outcome)
+    return results
+
+
+def _apply_outcome(result: _ItemResult, outcome: EmbedOutcome) -> None:
+    result.vector = outcome.vector
+    if outcome.status != STATUS_OK:
+        result.status, result.reason, result.n_faces = outcome.status, outcome.reason, outcome.n_faces
+    elif outcome.n_faces != 1 and result.n_faces == 1:
+        result.n_faces = outcome.n_faces
+
+
+# -- main side -----------------------------------------------------------------
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Embedder:
+    """Embeds images through one target, with one face configuration and one cache.
+
+    ``cache=None`` neither reads nor writes a cache (``--no-cache``, for
+    benchmarks).  ``workers`` processes do detection (and dlib's descriptor).
+    """
+
+    def __init__(self, target: Target, *, face_config: FaceConfig = FaceConfig(),
+                 cache: EmbeddingCache | None = None, workers: int | None = None,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, show_progress: bool = True) -> None:
+        self.target = target
+        self.face_config = face_config
+        self.cache = cache
+        self.workers = default_workers() if workers is None else int(workers)
+        if self.workers < 1:
+            raise InputError(f"workers={workers!r}, must be at least 1.")
+        self.chunk_size = chunk_size
+        self.show_progress = show_progress
+        self._aligner: FaceAligner | None = None
+
+    @property
+    def preprocessing(self) -> str:
+        """The cache key part that describes what the target was given."""
+        if self.target.input_kind == "aligned":
+            return f"{self.face_config.key()}:chip{self.target.chip_size}"
+        return f"{self.target.input_kind}-v1"
+
+    def _local_aligner(self) -> FaceAligner:
+        if self._aligner is None:
+            self._aligner = FaceAligner(self.face_config)
+        return self._aligner
+
+    # -- datasets ----------------------------------------------------------------
+    def embed_dataset(self, dataset, *, chip_size: int | None = DEFAULT_GENERATOR_CHIP_SIZE) -> EmbeddingSet:
+        """Embed every image of ``dataset`` (an :class:`audit.data.manifest.Dataset`)."""
+        table = dataset.table.reset_index(drop=True)
+        paths = [dataset.absolute_path(p) for p in table["path"]]
+        if "sha256" in table.columns and table["sha256"].notna().all():
+            hashes = table["sha256"].astype(str).tolist()
+        else:
+            hashes = [_hash_file(p) for p in paths]
+        return self._embed(table, paths, hashes, chip_size=chip_size)
+
+    def _embed(self, table: pd.DataFrame, paths: list[Path], hashes: list[str], *,
+               chip_size: int | None) -> EmbeddingSet:
+        n = len(table)
+        target, fingerprint, prep = self.target, self.target.fingerprint(), self.preprocessing
+        face_key = self.face_config.key()
+        status = np.array([STATUS_ERROR] * n, dtype=object)
+        reasons = np.array([""] * n, dtype=object)
+        n_faces = np.zeros(n, dtype=int)
+        chip_status = np.array([""] * n, dtype=object)
+        vectors = np.full((n, target.dimension), np.nan, dtype=np.float32)
+        chips = np.zeros((n, chip_size, chip_size, 3), dtype=np.uint8) if chip_size else None
+
+        cached_emb = self.cache.get_embeddings(hashes, target=fingerprint, preprocessing=prep) if self.cache else {}
+        cached_chip = (self.cache.get_chips(hashes, preprocessing=face_key, size=chip_size)
+                       if self.cache and chip_size else {})
+        precomputed = target.input_kind == "precomputed"
+        todo: list[int] = []
+        for i, h in enumerate(hashes):
+            emb = cached_emb.get(h)
+            if precomputed:
+                emb = None  # a lookup is free; only chips are worth caching
+            chip = cached_chip.get(h) if chip_size else None
+            if emb is not None:
+                status[i], n_faces[i], reasons[i] = emb.status, emb.n_faces, emb.reason
+                if emb.vector is not None:
+                    vectors[i] = emb.vector
+            if chip is not None:
+                chip_status[i] = chip.status
+                if chip.png is not None:
+                    chips[i] = decode_png(chip.png)
+            if (emb is None and not precomputed) or (chip_size and chip is None):
+                todo.append(i)
+        if precomputed:
+            self._lookup_precomputed(table, status, n_faces, reasons, vectors)
+        n_from_cache = n - len(todo)
+
+        if todo:
+            self._compute(todo, paths, hashes, chip_size, status, n_faces, reasons, chip_status,
+                          vectors, chips, cached_emb, precomputed)
+        out = table.copy()
+        out.insert(1, "content_hash", hashes)
+        out["status"] = status
+        out["n_faces"] = n_faces
+        out["reason"] = reasons
+        out["chip_status"] = chip_status if chip_size else ""
+        return EmbeddingSet(out, vectors, chips, fingerprint, prep, len(todo), n_from_cache)
+
+    def _lookup_precomputed(self, table, status, n_faces, reasons, vectors) -> None:
+        outcomes = self.target.lookup(table["image_id"].astype(str).tolist())  # type: ignore[attr-defined]
+        for i, outcome in enumerate(outcomes):
+            status[i], n_faces[i], reasons[i] = outcome.status, outcome.n_faces, outcome.reason
+            if outcome.vector is not None:
+                vectors[i] = outcome.vector
+
+    def _compute(self, todo, paths, hashes, chip_size, status, n_faces, reasons, chip_status,
+                 vectors, chips, cached_emb, precomputed) -> None:
+        target = self.target
+        aligned = target.input_kind == "aligned"
+        sizes = tuple(sorted(({target.chip_size} if aligned else set()) | ({chip_size} if chip_size else set())))
+        embed_in_workers = aligned and bool(target.parallel_safe) and self.workers > 1
+        keep_image = target.input_kind == "image"
+        chunks = [[(i, str(paths[i])) for i in todo[s:s + self.chunk_size]]
+                  for s in range(0, len(todo), self.chunk_size)]
+        fingerprint, prep, face_key = target.fingerprint(), self.preprocessing, self.face_config.key()
+
+        def finish(results: list[_ItemResult]) -> None:
+            if not embed_in_workers and not precomputed:
+                self._embed_in_main([r for r in results if hashes[r.index] not in cached_emb])
+            emb_rows, chip_rows = [], []
+            for r in results:
+                i = r.index
+                if r.content_hash and r.content_hash != hashes[i]:
+                    r.status, r.reason = STATUS_ERROR, "file changed while the audit ran; rerun"
+                if chip_size:
+                    chip = r.chips.get(chip_size)
+                    chip_status[i] = STATUS_OK if chip is not None else (r.status if r.status != STATUS_OK else STATUS_NO_FACE)
+                    if chip is not None:
+                        chips[i] = chip
+                    if chip is not None or r.status == STATUS_NO_FACE:
+                        chip_rows.append((hashes[i], CachedChip(chip_status[i], r.n_faces,
+                                                                encode_png(chip) if chip is not None else None)))
+                if precomputed or hashes[i] in cached_emb:
+                    continue
+                status[i], n_faces[i], reasons[i] = r.status, r.n_faces, r.reason
+                if r.vector is not None and r.status == STATUS_OK:
+                    vectors[i] = r.vector
+                # Errors may be passing (a network fault): only settled outcomes are cached.
+                if r.status in (STATUS_OK, STATUS_NO_FACE):
+                    emb_rows.append((hashes[i], CachedEmbedding(r.status, r.n_faces, r.reason,
+                                                                r.vector if r.status == STATUS_OK else None)))
+            if self.cache is not None:
+                self.cache.put_embeddings(emb_rows, target=fingerprint, preprocessing=prep)
+                if chip_size:
+                    self.cache.put_chips(chip_rows, preprocessing=face_key, size=chip_size)
+
+        with progress(f"Embedding ({target.name})", len(todo), enabled=self.show_progress) as bar:
+            if self.workers > 1 and len(chunks) > 1:
+                ctx = multiprocessing.get_context("spawn")
+                worker_target = target if embed_in_workers else None
+                with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                         initargs=(self.face_config, worker_target)) as pool:
+                    futures = [pool.submit(_process_items, chunk, sizes, embed_in_workers, keep_image)
+                               for chunk in chunks]
+                    try:
+                        for future in futures:
+                            results = future.result()
+                            finish(results)
+                            bar.advance(len(results))
+                    except BaseException:
+                        for f in futures:
+                            f.cancel()
+                        raise
+            else:
+                _init_local(self)
+                for chunk in chunks:
+                    results = _process_items(chunk, sizes, False, keep_image)
+                    finish(results)
+                    bar.advance(len(results))
+
+    def _embed_in_main(self, results: list[_ItemResult]) -> None:
+        """Embed in this process: batched engines (torch, cloud APIs) are faster here."""
+        target = self.target
+        if target.input_kind == "aligned":
+            todo = [r for r in results if r.status == STATUS_OK]
+            inputs = [r.chips[target.chip_size] for r in todo]
+        else:
+            todo = [r for r in results if r.image is not None]
+            inputs = [r.image for r in todo]
+            for r in todo:   # the target, not the aligner, decides whether there is a face
+                r.status, r.reason = STATUS_OK, ""
+        if todo:
+            for r, outcome in zip(todo, target.embed(inputs)):
+                _apply_outcome(r, outcome)
+        for r in results:
+            r.image = None
+
+    # -- arrays (reconstructions) ------------------------------------------------
+    def embed_arrays(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embed RGB uint8 images (reconstructions); NaN rows and False where no face.
+
+        Results are cached by the pixels' hash: a paid cloud call is never
+        repeated when a resumed run regenerates the same reconstruction.
+        """
+        images = np.asarray(images, dtype=np.uint8)
+        n = len(images)
+        vectors = np.full((n, self.target.dimension), np.nan, dtype=np.float32)
+        ok = np.zeros(n, dtype=bool)
+        hashes = [hashlib.sha256(im.tobytes() + str(im.shape).encode()).hexdigest() for im in images]
+        fingerprint, prep = self.target.fingerprint(), self.preprocessing
+        cached = self.cache.get_embeddings(hashes, target=fingerprint, preprocessing=prep) if self.cache else {}
+        todo = [i for i, h in enumerate(hashes) if h not in cached]
+        for i, h in enumerate(hashes):
+            if h in cached and cached[h].vector is not None:
+                vectors[i], ok[i] = cached[h].vector, True
+        if todo:
+            results = []
+            for i in todo:
+                if self.target.input_kind == "aligned":
+                    face = self._local_aligner().align(images[i], sizes=(self.target.chip_size,))
+                    results.append(_ItemResult(i, hashes[i], face.status, face.n_faces, face.reason, face.chips))
+                else:
+                    results.append(_ItemResult(i, hashes[i], STATUS_OK, 1, "", {}, image=images[i]))
+            self._embed_in_main(results)
+            rows = []
+            for r in results:
+                if r.status == STATUS_OK and r.vector is not None:
+                    vectors[r.index], ok[r.index] = r.vector, True
+                if r.status in (STATUS_OK, STATUS_NO_FACE):
+                    rows.append((r.content_hash, CachedEmbedding(r.status, r.n_faces, r.reason,
+                                                                 r.vector if r.status == STATUS_OK else None)))
+            if self.cache is not None:
+                self.cache.put_embeddings(rows, target=fingerprint, preprocessing=prep)
+        return vectors, ok
+
+
+def _init_local(embedder: Embedder) -> None:
+    global _worker_aligner, _worker_target
+    _worker_aligner = embedder._local_aligner()
+    _worker_target = None
+
+
+def finish(results) -> None:
+    finish(results)

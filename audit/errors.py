@@ -1,0 +1,63 @@
+"""The project's own exceptions and the exit codes the CLI maps them to.
+
+Library code raises these; only the CLI turns them into an ``Error: ...``
+line and an exit code, never a traceback.  Exit codes are part of the
+public contract (CI pipelines branch on them), so they live here, once.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+#: ``audit gate`` (or ``audit run --policy``): at least one rule failed.
+EXIT_GATE_FAILED = 1
+#: Usage or input error: bad option, invalid dataset, policy or results file.
+EXIT_INPUT_ERROR = 2
+#: A target or service stopped the run (quota, unreachable API, budget
+#: spent).  Everything computed so far is in the cache: rerun to resume.
+EXIT_TARGET_STOPPED = 3
+#: The run was interrupted (Ctrl-C).  Rerun the same command to resume.
+EXIT_INTERRUPTED = 130
+
+
+class AuditError(Exception):
+    """Base class of every error the tool reports to its user."""
+
+    exit_code = EXIT_INPUT_ERROR
+
+
+class InputError(AuditError):
+    """Bad input from the user: options, dataset, manifest, policy, results."""
+
+    exit_code = EXIT_INPUT_ERROR
+
+
+class DatasetError(InputError):
+    """A dataset folder or manifest that cannot be used as it is."""
+
+
+class CacheError(InputError):
+    """A cache file that is corrupt, foreign, or from an incompatible version."""
+
+
+class TargetError(AuditError):
+    """A target that cannot be used (missing dependency, failed self-check)."""
+
+    exit_code = EXIT_INPUT_ERROR
+
+
+class TargetStopped(AuditError):
+    """A target stopped answering for a reason the user must act on.
+
+    Raised, for example, when a cloud API's hourly limit is reached or the
+    ``--max-requests`` budget is spent.  The message says how to resume.
+    """
+
+    exit_code = EXIT_TARGET_STOPPED
+
+
+class PolicyError(InputError):
+    """A policy file that is malformed or names unknown metrics or groups."""
+
+
+class ResultsError(InputError):
+    """A results.json that is missing, malformed or of an unknown schema."""

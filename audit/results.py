@@ -1,0 +1,173 @@
+"""results.json: the one file every later step reads.
+
+``audit report`` renders it, ``audit gate`` judges it, a later release's
+gate compares with it.  Its schema is versioned (``SCHEMA_VERSION``) and
+documented in ``docs/results-schema.md``; a reader refuses a file of an
+unknown major version rather than guess.
+
+Every per-group number is a :class:`Figure` and every comparison between
+groups a :class:`Disparity`, in two flat lists, so that a policy can name
+any of them by ``probe.metric`` and grouping without knowing the probes.
+Probe-specific detail (threshold sweeps, histograms, training history)
+lives under ``probes.<name>`` for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from audit.errors import ResultsError
+
+SCHEMA_VERSION = "1.0"
+RESULTS_FILE = "results.json"
+GROUPS_FILE = "groups.csv"
+
+#: Grouping and group names for the whole population.
+ALL = "all"
+#: Joins attribute names into an intersection's grouping ("race*gender")...
+GROUPING_JOIN = "*"
+#: ...and attribute values into its group label ("Black / Female").
+GROUP_JOIN = " / "
+
+Better = Literal["lower", "higher"]
+DISPARITY_KINDS = ("max_min_ratio", "max_geomean_ratio", "max_gap")
+
+#: Flags a figure may carry.  They mark numbers a reader must not lean on.
+FLAG_SMALL_GROUP = "small_group"      # fewer people than the documented minimum
+FLAG_FEW_ERRORS = "few_errors"        # a rate resting on fewer than 30 errors
+FLAG_UNDEFINED = "undefined"          # division by zero or no data: value is NaN
+
+
+def grouping_name(attributes: Iterable[str]) -> str:
+    attrs = list(attributes)
+    return GROUPING_JOIN.join(attrs) if attrs else ALL
+
+
+def group_label(values: Iterable[object]) -> str:
+    vals = [str(v) for v in values]
+    return GROUP_JOIN.join(vals) if vals else ALL
+
+
+@dataclass
+class Figure:
+    """One number about one group, with what a reader needs to recompute it.
+
+    ``count``/``n_images`` hold the numerator and denominator of a rate
+    (Aequitas' habit: raw counts beside every rate); ``n_people`` is the
+    number of distinct people behind it, the unit the intervals resample.
+    """
+
+    probe: str
+    metric: str
+    grouping: str
+    group: str
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n_images: int | None = None
+    n_people: int | None = None
+    count: int | None = None
+    better: Better | None = None
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.probe}.{self.metric}"
+
+
+@dataclass
+class Disparity:
+    """How far apart the groups of one grouping are on one metric."""
+
+    probe: str
+    metric: str
+    grouping: str
+    kind: str
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    worst_group: str | None = None
+    best_group: str | None = None
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.probe}.{self.metric}"
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: write it as null so that every JSON parser reads the file."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        try:
+            return _clean(value.item())
+        except (TypeError, ValueError):
+            pass
+    return value
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write a JSON file so that a crash never leaves half a file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_clean(payload), fh, indent=2, sort_keys=False, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def figures_to_dicts(figures: Iterable[Figure]) -> list[dict]:
+    return [asdict(f) for f in figures]
+
+
+def disparities_to_dicts(disparities: Iterable[Disparity]) -> list[dict]:
+    return [asdict(d) for d in disparities]
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Read and check a results.json (or the run folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise ResultsError(f"No results file at {str(path)!r}. Pass a run folder written by "
+                           f"'audit run' or the path of its {RESULTS_FILE}.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{str(path)!r} is not valid JSON ({exc}).") from exc
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise ResultsError(f"{str(path)!r} has no 'schema_version': it was not written by 'audit run'.")
+    major = str(data["schema_version"]).split(".")[0]
+    if major != SCHEMA_VERSION.split(".")[0]:
+        raise ResultsError(f"{str(path)!r} has schema_version {data['schema_version']!r}; this version "
+                           f"of the tool reads {SCHEMA_VERSION.split('.')[0]}.x. Re-run the audit or "
+                           "use a matching version of the tool.")
+    for key in ("figures", "disparities"):
+        if not isinstance(data.get(key), list):
+            raise ResultsError(f"{str(path)!r} lacks the list {key!r}.")
+    return data
+
+
+def figure_from_dict(d: dict) -> Figure:
+    return Figure(**{k: d.get(k) for k in Figure.__dataclass_fields__ if k in d})
+
+
+def disparity_from_dict(d: dict) -> Disparity:
+    return Disparity(**{k: d.get(k) for k in Disparity.__dataclass_fields__ if k in d})
