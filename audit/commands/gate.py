@@ -1,0 +1,46 @@
+"""``audit gate``: judge a run against a release policy (CI's exit code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from audit.gate import evaluate_policy, format_verdict_table, load_policy, verdict_to_json, verdict_to_junit
+from audit.results import load_results
+
+
+@click.command("gate")
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--policy", "policy_path", required=True, type=click.Path(path_type=Path),
+              help="Policy TOML file: the rules a release must meet.")
+@click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), default=None,
+              help="An earlier release's run folder or results.json, for rules with 'baseline = {...}'.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the verdict as JSON on stdout (the table goes to stderr).")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write JUnit XML here: one test case per check, for CI test reports.")
+def gate(results: Path, policy_path: Path, baseline_path: Path | None, as_json: bool,
+         junit_path: Path | None) -> None:
+    """Refuse a release that is more biased than POLICY allows.
+
+    RESULTS is a run folder written by 'audit run' or its results.json.
+    Prints one row per checked figure; exits 0 when every rule passes,
+    1 when a rule fails, 2 when the policy or results are invalid.
+
+    \b
+    Example:
+      audit gate runs/dlib --policy examples/policy.toml --junit gate.xml
+      audit gate runs/new --policy examples/policy.toml --baseline runs/v1.2 --json
+    """
+    policy = load_policy(policy_path)
+    current = load_results(results)
+    baseline = load_results(baseline_path) if baseline_path is not None else None
+    verdict = evaluate_policy(policy, current, baseline=baseline)
+    if junit_path is not None:
+        junit_path.parent.mkdir(parents=True, exist_ok=True)
+        junit_path.write_text(verdict_to_junit(verdict), encoding="utf-8")
+    click.echo(format_verdict_table(verdict), err=as_json, nl=False)
+    if as_json:
+        click.echo(verdict_to_json(verdict))
+    click.get_current_context().exit(verdict.exit_code)
