@@ -1,0 +1,87 @@
+"""The steps that ``audit embed`` and ``audit run`` share."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pandas as pd
+
+from audit.cache import EmbeddingCache, default_cache_path
+from audit.embedding import Embedder
+from audit.faces import FaceConfig
+from audit.targets.base import STATUS_OK, Target
+
+#: Attributes audited when --group-by is not given, where the dataset has them.
+DEFAULT_GROUP_BY = ("race", "gender")
+#: Other attributes are grouped by default only when they have this few values.
+MAX_DEFAULT_GROUP_VALUES = 12
+
+
+def load_dataset_for_run(folder: Path, *, group_by: Sequence[str] | None):
+    from audit.data.manifest import load_dataset
+
+    return load_dataset(folder, group_by=group_by)
+
+
+def default_group_by(dataset) -> tuple[str, ...]:
+    """race and gender where the dataset has them, else its low-cardinality attributes."""
+    preferred = tuple(a for a in DEFAULT_GROUP_BY if a in dataset.attributes)
+    if preferred:
+        return preferred
+    table = dataset.table
+    return tuple(a for a in dataset.attributes
+                 if 1 < table[a].nunique(dropna=True) <= MAX_DEFAULT_GROUP_VALUES)
+
+
+def open_target(spec: str, option_pairs: Sequence[str] = (), **extra) -> Target:
+    from audit.targets import get_target, parse_target_options
+
+    options = parse_target_options(list(option_pairs))
+    options.update({k: v for k, v in extra.items() if v is not None})
+    return get_target(spec, **options)
+
+
+@contextmanager
+def build_embedder(target: Target, *, face_config: FaceConfig, cache_path: Path | None, use_cache: bool,
+                   workers: int | None, show_progress: bool = True) -> Iterator[Embedder]:
+    cache = EmbeddingCache(cache_path or default_cache_path()) if use_cache else None
+    try:
+        yield Embedder(target, face_config=face_config, cache=cache, workers=workers,
+                       show_progress=show_progress)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def detection_table(table: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame:
+    """Counts of each status per value of each attribute (and overall)."""
+    frames = []
+    for attribute in attributes:
+        counts = pd.crosstab(table[attribute].astype(str), table["status"])
+        counts.insert(0, "attribute", attribute)
+        frames.append(counts)
+    overall = table["status"].value_counts().to_frame().T
+    overall.index = ["all"]
+    overall.insert(0, "attribute", "all")
+    frames.append(overall)
+    out = pd.concat(frames).fillna(0)
+    for column in ("ok", "no_face", "error"):
+        if column not in out.columns:
+            out[column] = 0
+    out = out[["attribute", "ok", "no_face", "error"]].astype({"ok": int, "no_face": int, "error": int})
+    out["failure_rate"] = (out["no_face"] + out["error"]) / (out["ok"] + out["no_face"] + out["error"])
+    out.index.name = "group"
+    return out
+
+
+def summarize_detection(table: pd.DataFrame, attributes: Sequence[str]) -> str:
+    frame = detection_table(table, [a for a in attributes if table[a].nunique() <= 50])
+    frame = frame.assign(failure_rate=frame["failure_rate"].map(lambda r: f"{r:.1%}"))
+    text = "Detections per group:\n" + frame.to_string()
+    failed = table[table["status"] != STATUS_OK]
+    if len(failed):
+        reasons = failed["reason"].value_counts().head(5)
+        text += "\nMost common reasons:\n" + "\n".join(f"  {n:6d}  {r}" for r, n in reasons.items())
+    return text
