@@ -1,0 +1,258 @@
+"""How much room each group gets in the embedding space.
+
+A face model that packs one group's faces into a small, crowded region of
+its embedding space will confuse that group's people with one another more
+often (more false matches).  This probe measures that room on the real
+embeddings, per group:
+
+``log_volume_per_dim``
+    Half the log-determinant of the group's covariance, divided by the
+    dimension ``d``: the log of the geometric-mean standard deviation, i.e.
+    the log-volume of the covariance ellipsoid per dimension.  The
+    covariance is scikit-learn's Ledoit-Wolf shrinkage estimate, which stays
+    invertible when there are fewer people than dimensions.
+``relative_log_volume_per_dim``
+    The same minus the whole population's figure at the same subsample
+    size: 0 means "as much room as everyone", -0.1 means each axis is
+    exp(-0.1) = 0.90 times as long.
+``effective_dimensionality``
+    Participation ratio ``(sum l)^2 / sum l^2`` of the eigenvalues ``l`` of
+    the group's (plain, unshrunk) sample covariance: how many directions the
+    group really spreads along (1 .. d).
+``nn_distance_impostor``
+    Mean distance, in the target's metric, from each person to the nearest
+    *other* person of the group (one image per person).
+``impostor_match_rate``
+    Share of pairs of different people of the group (one image each) whose
+    distance is under the target's match threshold.
+``spread_ratio``
+    ``sqrt(trace(S_total) / trace(S_within))``: the group's whole spread
+    (between + within people) over the spread of one person's images.  A
+    capacity-style figure after Gong, Boddeti & Jain, "On the Capacity of
+    Face Representation" (the ratio of the population ellipsoid to the
+    per-identity ellipsoid, per axis, on average); needs people with several
+    images, else NaN and ``undefined``.
+
+Why equal subsamples
+--------------------
+All these figures depend on how many points they are computed on (a
+log-determinant, a nearest-neighbour distance and an effective dimension
+all grow with the sample), so comparing a group of 50 people with a group
+of 5,000 would mostly measure their sizes.  Each group is therefore
+measured on ``n_draws`` seeded subsamples of the same number of people
+(``subsample_size``; by default the smallest group with at least
+``min_people`` people, capped at :data:`DEFAULT_MAX_SUBSAMPLE_SIZE`), one
+random image per person (all their images for ``spread_ratio``).  A group
+with fewer people than the subsample size gets NaN and ``undefined`` (and
+``small_group``).  The figure is the mean over draws.
+
+What the interval means: the central 95% of the draws' values, i.e. how
+much the figure moves with *which* people are drawn.  It is a subsampling
+spread, not a population sampling interval: it is wide for a large group
+measured on few people and narrows to (almost) nothing for the group whose
+size sets the subsample size (the same people are drawn each time, only
+their image changes).  Disparities use the draws jointly (draw ``b`` of
+every group).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.covariance import LedoitWolf
+
+from audit.distances import check_metric, cross_distances
+from audit.errors import InputError
+from audit.results import ALL, FLAG_SMALL_GROUP, Disparity, Figure, grouping_name
+from probes.stats import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MIN_PEOPLE,
+    check_columns,
+    check_groupings,
+    check_n_resamples,
+    disparities,
+    iter_groups,
+    make_figure,
+)
+
+PROBE = "volume"
+#: Default cap on the people per subsample: enough for stable figures,
+#: small enough that ``n_draws`` Ledoit-Wolf fits and distance matrices stay fast.
+DEFAULT_MAX_SUBSAMPLE_SIZE = 300
+DEFAULT_N_DRAWS = 20
+#: Smallest subsample on which a covariance and a nearest neighbour mean anything.
+MIN_SUBSAMPLE_SIZE = 3
+#: Eigenvalues kept per group in ``details`` (the head of the spectrum).
+N_EIGENVALUES_REPORTED = 10
+
+METRICS = {  # name -> (better, disparity kinds)
+    "log_volume_per_dim": ("higher", ("max_gap",)),   # a log: only differences mean something
+    "relative_log_volume_per_dim": ("higher", ("max_gap",)),
+    "effective_dimensionality": ("higher", ("max_min_ratio", "max_gap")),
+    "nn_distance_impostor": ("higher", ("max_min_ratio", "max_gap")),
+    "impostor_match_rate": ("lower", ("max_min_ratio", "max_gap")),
+    "spread_ratio": ("higher", ("max_min_ratio", "max_gap")),
+}
+
+
+@dataclass
+class VolumeResult:
+    """``figures`` and ``disparities`` for results.json, ``details`` (JSON-ready) for the report."""
+
+    figures: list[Figure]
+    disparities: list[Disparity]
+    details: dict = field(default_factory=dict)
+
+
+def check_embeddings(embeddings: np.ndarray, samples: pd.DataFrame) -> np.ndarray:
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2:
+        raise InputError(f"Expected a 2D array of embeddings (one row per image), got shape {x.shape}. "
+                         "Reshape your data with x.reshape(len(samples), -1).")
+    if len(x) != len(samples):
+        raise InputError(f"embeddings has {len(x)} rows but samples has {len(samples)}: pass one "
+                         "embedding per row of samples, in the same order.")
+    if not np.all(np.isfinite(x)):
+        raise InputError("embeddings holds NaN or infinite values; drop those images first.")
+    return x
+
+
+def log_volume_per_dim(x: np.ndarray) -> float:
+    """Half the log-determinant of the Ledoit-Wolf covariance of ``x``, over the dimension."""
+    cov = LedoitWolf().fit(x).covariance_
+    sign, logdet = np.linalg.slogdet(cov)
+    return 0.5 * logdet / x.shape[1] if sign > 0 else -math.inf
+
+
+def participation_ratio(eigenvalues: np.ndarray) -> float:
+    lam = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0, None)
+    s2 = np.sum(lam ** 2)
+    return float(np.sum(lam) ** 2 / s2) if s2 > 0 else math.nan
+
+
+def spread_ratio(x: np.ndarray, persons: np.ndarray) -> float:
+    """``sqrt(trace(total covariance) / trace(pooled within-person covariance))``; NaN without repeats."""
+    codes, _ = pd.factorize(persons)
+    counts = np.bincount(codes)
+    if np.sum(counts >= 2) < 2:
+        return math.nan
+    means = np.zeros((len(counts), x.shape[1]))
+    np.add.at(means, codes, x)
+    means /= counts[:, None]
+    within_ss = np.sum((x - means[codes]) ** 2)
+    within = within_ss / (len(x) - len(counts))  # pooled: one mean per person estimated
+    total = np.sum((x - x.mean(axis=0)) ** 2) / (len(x) - 1)
+    return float(np.sqrt(total / within)) if within > 0 else math.nan
+
+
+def _draw_figures(x_one: np.ndarray, x_all: np.ndarray, persons_all: np.ndarray, *, metric: str,
+                  threshold: float) -> tuple[dict[str, float], np.ndarray]:
+    d = cross_distances(x_one, x_one, metric)
+    iu = np.triu_indices(len(x_one), k=1)
+    np.fill_diagonal(d, np.inf)
+    eig = np.sort(np.linalg.eigvalsh(np.cov(x_one, rowvar=False)))[::-1]
+    return {
+        "log_volume_per_dim": log_volume_per_dim(x_one),
+        "effective_dimensionality": participation_ratio(eig),
+        "nn_distance_impostor": float(d.min(axis=1).mean()),
+        "impostor_match_rate": float(np.mean(d[iu] < threshold)),
+        "spread_ratio": spread_ratio(x_all, persons_all),
+    }, eig
+
+
+def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Sequence[Sequence[str]],
+                 person: str = "identity", metric: str, threshold: float,
+                 subsample_size: int | None = None, n_draws: int = DEFAULT_N_DRAWS, seed: int = 0,
+                 min_people: int = DEFAULT_MIN_PEOPLE,
+                 max_subsample_size: int = DEFAULT_MAX_SUBSAMPLE_SIZE,
+                 confidence: float = DEFAULT_CONFIDENCE) -> VolumeResult:
+    """Volume, dimensionality and crowding of each group on equal-size subsamples of people.
+
+    ``embeddings[i]`` is the vector of ``samples.iloc[i]``.  See the module
+    docstring for the figures, the subsample size and what the intervals mean.
+    """
+    groupings = check_groupings(groupings)
+    check_columns(samples, {person: "the person column",
+                            **{a: "a grouping attribute" for g in groupings for a in g}})
+    x = check_embeddings(embeddings, samples)
+    check_metric(metric)
+    n_draws = check_n_resamples(n_draws, "n_draws")
+    persons = samples[person].to_numpy()
+    groups = [(grouping_name(attrs), label, mask) for attrs in [[]] + groupings
+              for label, mask in iter_groups(samples, attrs)]
+    people_of = {(g, lab): pd.unique(persons[mask]) for g, lab, mask in groups}
+    size = _subsample_size(subsample_size, people_of, min_people, max_subsample_size)
+
+    rng = np.random.default_rng(seed)
+    values: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    spectra: dict[str, dict] = {}
+    for g, lab, mask in groups:
+        people = people_of[g, lab]
+        if size is None or len(people) < size:
+            values[g, lab] = {m: np.full(n_draws, np.nan) for m in METRICS}
+            continue
+        pos = np.flatnonzero(mask)
+        idx_of = {p: pos[i] for p, i in pd.Series(persons[mask]).groupby(persons[mask], sort=False)
+                  .indices.items()}
+        per_draw = {m: np.empty(n_draws) for m in METRICS if m != "relative_log_volume_per_dim"}
+        eigs = []
+        for b in range(n_draws):
+            chosen = rng.choice(len(people), size=size, replace=False)
+            rows = [idx_of[people[i]] for i in chosen]
+            one = np.array([r[rng.integers(len(r))] for r in rows])
+            every = np.concatenate(rows)
+            figs, eig = _draw_figures(x[one], x[every], persons[every], metric=metric,
+                                      threshold=threshold)
+            for m, v in figs.items():
+                per_draw[m][b] = v
+            eigs.append(eig)
+        values[g, lab] = per_draw
+        mean_eig = np.mean(eigs, axis=0)
+        spectra[f"{g}: {lab}"] = {"top_eigenvalues": mean_eig[:N_EIGENVALUES_REPORTED].tolist(),
+                                  "total_variance": float(mean_eig.sum())}
+    population = values[ALL, ALL].get("log_volume_per_dim", np.full(n_draws, np.nan))
+    for v in values.values():
+        v["relative_log_volume_per_dim"] = v.get("log_volume_per_dim", np.full(n_draws, np.nan)) - population
+
+    figures: list[Figure] = []
+    disparities_out: list[Disparity] = []
+    for name in METRICS:
+        better, kinds = METRICS[name]
+        by_grouping: dict[str, list[Figure]] = {}
+        reps: dict[str, dict[str, np.ndarray]] = {}
+        for g, lab, mask in groups:
+            draws = values[g, lab][name]
+            n_people = len(people_of[g, lab])
+            flags = [FLAG_SMALL_GROUP] if (size is not None and n_people < size) else []
+            value = float(np.nanmean(draws)) if np.any(np.isfinite(draws)) else math.nan
+            fig = make_figure(probe=PROBE, metric=name, grouping=g, group=lab, value=value,
+                              replicates=draws, confidence=confidence, n_images=int(mask.sum()),
+                              n_people=n_people, better=better, min_people=min_people, flags=flags)
+            by_grouping.setdefault(g, []).append(fig)
+            reps.setdefault(g, {})[lab] = draws
+            figures.append(fig)
+        for g, figs in by_grouping.items():
+            if g != ALL:
+                disparities_out.extend(disparities(figs, reps[g], kinds=kinds, confidence=confidence))
+    details = {"subsample_size": size, "n_draws": n_draws, "seed": seed, "metric": metric,
+               "threshold": float(threshold), "dimension": int(x.shape[1]),
+               "unit": "people (one image each; all their images for spread_ratio)",
+               "spectra": spectra}
+    return VolumeResult(figures, disparities_out, details)
+
+
+def _subsample_size(requested, people_of, min_people, cap) -> int | None:
+    if requested is not None:
+        if int(requested) != requested or requested < MIN_SUBSAMPLE_SIZE:
+            raise InputError(f"subsample_size={requested!r}, must be a whole number >= "
+                             f"{MIN_SUBSAMPLE_SIZE} (people per subsample), or None for the default.")
+        return int(requested)
+    sizes = [len(p) for key, p in people_of.items() if key != (ALL, ALL)] or [len(people_of[ALL, ALL])]
+    eligible = [n for n in sizes if n >= min_people] or [n for n in sizes if n >= MIN_SUBSAMPLE_SIZE]
+    if not eligible:
+        return None
+    return int(min(min(eligible), cap))

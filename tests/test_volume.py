@@ -1,0 +1,108 @@
+"""probes.volume: known covariances, equal-size subsampling, small groups."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audit.distances import cross_distances
+from audit.errors import InputError
+from audit.results import FLAG_SMALL_GROUP, FLAG_UNDEFINED
+from probes.volume import volume_probe
+
+
+def clouds(rng, groups: dict[str, tuple[int, np.ndarray]], *, images=1, within_sd=0.0):
+    """groups: name -> (people, per-axis standard deviations of the people's centres)."""
+    rows, vectors = [], []
+    for name, (n, sd) in groups.items():
+        for i in range(n):
+            centre = rng.normal(size=len(sd)) * sd
+            for _ in range(images):
+                vectors.append(centre + within_sd * rng.normal(size=len(sd)))
+                rows.append((f"{name}{i}", name))
+    return np.array(vectors), pd.DataFrame(rows, columns=["identity", "race"])
+
+
+def figs(result, metric):
+    return {f.group: f for f in result.figures if f.metric == metric}
+
+
+def test_log_volume_and_effective_dimensionality_match_a_known_covariance():
+    rng = np.random.default_rng(0)
+    sd = np.sqrt(np.linspace(0.5, 2.0, 8))  # variances 0.5 .. 2.0
+    x, df = clouds(rng, {"A": (1200, sd)})
+    res = volume_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=1.0,
+                       subsample_size=1000, n_draws=5)
+    lam = sd ** 2
+    assert figs(res, "log_volume_per_dim")["A"].value == pytest.approx(0.5 * np.mean(np.log(lam)), abs=0.03)
+    truth_pr = lam.sum() ** 2 / np.sum(lam ** 2)
+    assert figs(res, "effective_dimensionality")["A"].value == pytest.approx(truth_pr, rel=0.05)
+    # a group twice as wide along every axis has log(2) more log-volume per dimension
+    x2, df2 = clouds(rng, {"A": (1200, sd), "B": (1200, 2 * sd)})
+    res2 = volume_probe(x2, df2, groupings=[["race"]], metric="euclidean", threshold=1.0,
+                        subsample_size=1000, n_draws=5)
+    lv = figs(res2, "log_volume_per_dim")
+    assert lv["B"].value - lv["A"].value == pytest.approx(math.log(2), abs=0.05)
+    rel = figs(res2, "relative_log_volume_per_dim")
+    assert rel["all"].value == 0 and rel["A"].value < 0 < rel["B"].value
+    gap = next(d for d in res2.disparities if d.metric == "log_volume_per_dim")
+    assert (gap.kind, gap.worst_group, gap.best_group) == ("max_gap", "A", "B")
+
+
+def test_spread_ratio_is_total_over_within_spread():
+    rng = np.random.default_rng(1)
+    x, df = clouds(rng, {"A": (300, np.full(6, 2.0))}, images=4, within_sd=1.0)
+    res = volume_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=1.0,
+                       subsample_size=300, n_draws=2)
+    assert figs(res, "spread_ratio")["A"].value == pytest.approx(math.sqrt((4 + 1) / 1), rel=0.05)
+    # one image per person: no within-person spread to compare with
+    x1, df1 = clouds(rng, {"A": (50, np.ones(4))})
+    f = figs(volume_probe(x1, df1, groupings=[["race"]], metric="cosine", threshold=0.5,
+                          n_draws=2), "spread_ratio")["A"]
+    assert math.isnan(f.value) and FLAG_UNDEFINED in f.flags
+
+
+def test_equal_size_subsampling_removes_the_dependence_on_group_size():
+    rng = np.random.default_rng(2)
+    sd = np.ones(16)
+    x, df = clouds(rng, {"small": (50, sd), "large": (500, sd)})
+    res = volume_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=4.0, n_draws=20)
+    assert res.details["subsample_size"] == 50
+    for metric in ("log_volume_per_dim", "nn_distance_impostor", "effective_dimensionality"):
+        small, large = figs(res, metric)["small"], figs(res, metric)["large"]
+        assert large.ci_low <= small.value <= large.ci_high, metric
+    # the naive figure on all people differs by far more than those intervals
+    def naive_nn(group):
+        d = cross_distances(x[df.race == group], x[df.race == group], "euclidean")
+        np.fill_diagonal(d, np.inf)
+        return d.min(axis=1).mean()
+    nn = figs(res, "nn_distance_impostor")
+    assert naive_nn("small") - naive_nn("large") > 2 * (nn["large"].ci_high - nn["large"].ci_low)
+
+
+def test_groups_smaller_than_the_subsample_are_flagged_and_undefined():
+    rng = np.random.default_rng(3)
+    x, df = clouds(rng, {"A": (40, np.ones(4)), "B": (40, np.ones(4)), "C": (5, np.ones(4))})
+    res = volume_probe(x, df, groupings=[["race"]], metric="cosine", threshold=0.3, n_draws=3)
+    assert res.details["subsample_size"] == 40  # C has fewer than 30 people: not eligible
+    c = figs(res, "log_volume_per_dim")["C"]
+    assert math.isnan(c.value) and {FLAG_SMALL_GROUP, FLAG_UNDEFINED} <= set(c.flags)
+    assert c.n_people == 5
+    assert not math.isnan(figs(res, "log_volume_per_dim")["A"].value)
+    json.dumps(res.details)  # JSON-serialisable
+    assert set(res.details["spectra"]) == {"all: all", "race: A", "race: B"}
+
+
+def test_bad_embeddings_say_what_to_pass():
+    df = pd.DataFrame({"identity": ["a", "b"], "race": ["A", "B"]})
+    with pytest.raises(InputError, match=r"embeddings has 3 rows but samples has 2"):
+        volume_probe(np.zeros((3, 4)), df, groupings=[["race"]], metric="cosine", threshold=0.5)
+    with pytest.raises(InputError, match=r"Expected a 2D array of embeddings"):
+        volume_probe(np.zeros(2), df, groupings=[["race"]], metric="cosine", threshold=0.5)
+    with pytest.raises(InputError, match=r"subsample_size=1, must be a whole number >= 3"):
+        volume_probe(np.zeros((2, 4)), df, groupings=[["race"]], metric="cosine", threshold=0.5,
+                     subsample_size=1)
