@@ -1,0 +1,50 @@
+"""``audit targets``: the face models this installation can audit."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from audit.targets import list_targets
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@click.command("targets")
+@click.option("--options", "show_options", is_flag=True,
+              help="Also list each target's --target-option keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def targets(show_options: bool, as_json: bool) -> None:
+    """List the targets (face models) that can be audited, and whether each can run here.
+
+    Dimension, metric and threshold are the defaults; '-' means they depend on
+    the model file or the options.  Plugins are packages that register a target
+    under the entry point group 'face_bias_audit.targets'.
+
+    \b
+    Example:
+      audit targets --options
+      audit run --target onnx:arcface.onnx --target-option preset=arcface \\
+                --target-option threshold=0.65 --dataset balanced/ --out runs/arcface
+    """
+    listings = list_targets()
+    if as_json:
+        click.echo(json.dumps([t.to_dict() for t in listings], indent=2))
+        return
+    header = ("TARGET", "DIM", "METRIC", "THRESHOLD", "AVAILABLE", "NOTE")
+    rows = [(t.usage, _figure(t.dimension), _figure(t.metric), _figure(t.default_threshold),
+             "yes" if t.available else "no", t.reason or t.description) for t in listings]
+    widths = [max(len(r[k]) for r in rows + [header]) for k in range(5)]
+    for row in [header] + rows:
+        click.echo("  ".join(cell.ljust(widths[k]) for k, cell in enumerate(row[:5])) + "  " + row[5])
+    if show_options:
+        for t in listings:
+            if not t.options:
+                continue
+            click.echo(f"\n{t.usage} options (--target-option KEY=VALUE):")
+            width = max(len(k) for k, _ in t.options)
+            for key, text in t.options:
+                click.echo(f"  {key.ljust(width)}  {text}")
