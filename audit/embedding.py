@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from audit.cache import CachedChip, CachedEmbedding, EmbeddingCache
-from audit.errors import InputError
+from audit.errors import InputError, TargetError, TargetStopped
 from audit.faces import FaceAligner, FaceConfig
 from audit.images import ImageReadError, decode_png, encode_png, read_image
 from audit.progress import progress
@@ -247,8 +247,9 @@ class Embedder:
         fingerprint, prep, face_key = target.fingerprint(), self.preprocessing, self.face_config.key()
 
         def finish(results: list[_ItemResult]) -> None:
+            stopped = None
             if not embed_in_workers and not precomputed:
-                self._embed_in_main([r for r in results if hashes[r.index] not in cached_emb])
+                stopped = self._embed_in_main([r for r in results if hashes[r.index] not in cached_emb])
             emb_rows, chip_rows = [], []
             for r in results:
                 i = r.index
@@ -275,6 +276,8 @@ class Embedder:
                 self.cache.put_embeddings(emb_rows, target=fingerprint, preprocessing=prep)
                 if chip_size:
                     self.cache.put_chips(chip_rows, preprocessing=face_key, size=chip_size)
+            if stopped is not None:   # what was answered before the stop is cached above
+                raise stopped
 
         with progress(f"Embedding ({target.name})", len(todo), enabled=self.show_progress) as bar:
             if self.workers > 1 and len(chunks) > 1:
@@ -300,9 +303,15 @@ class Embedder:
                     finish(results)
                     bar.advance(len(results))
 
-    def _embed_in_main(self, results: list[_ItemResult]) -> None:
-        """Embed in this process: batched engines (torch, cloud APIs) are faster here."""
-        target = self.target
+    def _embed_in_main(self, results: list[_ItemResult], target: Target | None = None) -> TargetStopped | None:
+        """Embed in this process: batched engines (torch, cloud APIs) are faster here.
+
+        A target that stops (quota, budget) returns the stop instead of
+        raising it, after the outcomes it did pay for are applied, so that
+        the caller caches them before the run ends.
+        """
+        target = target or self.target
+        stopped: TargetStopped | None = None
         if target.input_kind == "aligned":
             todo = [r for r in results if r.status == STATUS_OK]
             inputs = [r.chips[target.chip_size] for r in todo]
@@ -312,10 +321,18 @@ class Embedder:
             for r in todo:   # the target, not the aligner, decides whether there is a face
                 r.status, r.reason = STATUS_OK, ""
         if todo:
-            for r, outcome in zip(todo, target.embed(inputs)):
+            try:
+                outcomes = target.embed(inputs)
+            except TargetStopped as exc:
+                stopped = exc
+                outcomes = list(getattr(exc, "partial_outcomes", []) or [])
+            for r, outcome in zip(todo, outcomes):
                 _apply_outcome(r, outcome)
+            for r in todo[len(outcomes):]:
+                r.status, r.reason, r.vector = STATUS_ERROR, "not embedded: the target stopped", None
         for r in results:
             r.image = None
+        return stopped
 
     # -- arrays (reconstructions) ------------------------------------------------
     def embed_arrays(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -324,12 +341,18 @@ class Embedder:
         Results are cached by the pixels' hash: a paid cloud call is never
         repeated when a resumed run regenerates the same reconstruction.
         """
+        target = self.reembedding_target
+        if target is None:
+            raise TargetError(f"target {self.target.name!r} cannot embed new images (reconstructions): "
+                              "give it a model, e.g. --target-option reembed=dlib.")
         images = np.asarray(images, dtype=np.uint8)
         n = len(images)
-        vectors = np.full((n, self.target.dimension), np.nan, dtype=np.float32)
+        vectors = np.full((n, target.dimension), np.nan, dtype=np.float32)
         ok = np.zeros(n, dtype=bool)
         hashes = [hashlib.sha256(im.tobytes() + str(im.shape).encode()).hexdigest() for im in images]
-        fingerprint, prep = self.target.fingerprint(), self.preprocessing
+        fingerprint = target.fingerprint()
+        prep = (f"{self.face_config.key()}:chip{target.chip_size}" if target.input_kind == "aligned"
+                else f"{target.input_kind}-v1")
         cached = self.cache.get_embeddings(hashes, target=fingerprint, preprocessing=prep) if self.cache else {}
         todo = [i for i, h in enumerate(hashes) if h not in cached]
         for i, h in enumerate(hashes):
@@ -338,12 +361,12 @@ class Embedder:
         if todo:
             results = []
             for i in todo:
-                if self.target.input_kind == "aligned":
-                    face = self._local_aligner().align(images[i], sizes=(self.target.chip_size,))
+                if target.input_kind == "aligned":
+                    face = self._local_aligner().align(images[i], sizes=(target.chip_size,))
                     results.append(_ItemResult(i, hashes[i], face.status, face.n_faces, face.reason, face.chips))
                 else:
                     results.append(_ItemResult(i, hashes[i], STATUS_OK, 1, "", {}, image=images[i]))
-            self._embed_in_main(results)
+            stopped = self._embed_in_main(results, target)
             rows = []
             for r in results:
                 if r.status == STATUS_OK and r.vector is not None:
@@ -353,7 +376,16 @@ class Embedder:
                                                                  r.vector if r.status == STATUS_OK else None)))
             if self.cache is not None:
                 self.cache.put_embeddings(rows, target=fingerprint, preprocessing=prep)
+            if stopped is not None:
+                raise stopped
         return vectors, ok
+
+    @property
+    def reembedding_target(self) -> Target | None:
+        """The target that embeds reconstructions: the target itself, or a precomputed one's model."""
+        if self.target.input_kind == "precomputed":
+            return getattr(self.target, "reembed_target", None)
+        return self.target
 
 
 def _init_local(embedder: Embedder) -> None:

@@ -16,7 +16,7 @@ from typing import ClassVar, Literal, Sequence
 import numpy as np
 
 Metric = Literal["euclidean", "cosine"]
-InputKind = Literal["aligned", "image"]
+InputKind = Literal["aligned", "image", "precomputed"]
 
 #: Status of one image after embedding.  ``ok`` images carry a vector;
 #: the others carry a reason and are counted per group, never dropped.
@@ -84,7 +84,10 @@ class Target(ABC):
       aligned by :mod:`audit.faces` (detection failures are then recorded
       by the faces layer before the target is called);
     * ``"image"``: whole decoded RGB uint8 images; the target finds the
-      face itself (cloud APIs) and reports ``no_face`` where it finds none.
+      face itself (cloud APIs) and reports ``no_face`` where it finds none;
+    * ``"precomputed"``: vectors exported by another system, looked up by
+      image id (``lookup``); new images (reconstructions) are embedded only
+      through an optional ``reembed_target``.
     """
 
     name: ClassVar[str]
