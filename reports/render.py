@@ -1,0 +1,464 @@
+"""Render a finished run into ``report.html`` and ``report.pdf``.
+
+Both come from the same Jinja2 templates (``templates/`` at the top of the
+repository) and the same context, built here from ``results.json`` alone:
+rendering never re-runs a probe.  The HTML is one self-contained file
+(charts and sample faces as data URIs, CSS inline, a Content-Security-Policy
+that forbids any request), so it can be mailed or archived as it is.
+
+Everything that comes from the dataset or the user (group labels, paths,
+names) reaches the page through Jinja2's autoescaping, and WeasyPrint gets
+a URL fetcher that refuses anything but data: URIs and the run's own files,
+so a hostile label can neither inject markup nor make the renderer fetch a
+URL or read a local file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from audit.errors import InputError
+from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, load_results
+from reports import figures as charts
+from reports.text import (FLAG_SHORT, FLAG_TEXT, METRICS, better_text, describe_metric, disparity_sentence,
+                          format_count, format_interval, format_value, headline_disparities)
+
+__all__ = ["render_report", "build_context", "render_html", "write_pdf", "is_allowed_url", "make_url_fetcher",
+           "TEMPLATES_DIR", "FORMATS", "HTML_FILE", "PDF_FILE"]
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
+MAIN_TEMPLATE = "report.html.j2"
+STYLESHEET = "report.css"
+HTML_FILE = "report.html"
+PDF_FILE = "report.pdf"
+FORMATS = ("html", "pdf")
+PROBES = ("detection", "inversion", "volume", "verification")
+PROBE_TITLES = {"detection": "Face detection", "inversion": "Inversion: reconstructing faces from embeddings",
+                "volume": "Embedding-space volume", "verification": "Verification bias"}
+#: Sample images larger than this are not embedded (a run writes 64x64 chips).
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+#: How many failed policy checks the first page lists (the full table follows in its section).
+FIRST_PAGE_FAILED_CHECKS = 8
+OPERATORS = {"<=": "\u2264", ">=": "\u2265", "<": "<", ">": ">", "==": "="}
+
+MSG_BAD_FORMAT = ("unknown report format {value!r}: choose from {choices} (the CLI's --format both "
+                  "writes html and pdf).")
+MSG_NO_FORMAT = "no report format given: pass formats=('html',), ('pdf',) or ('html', 'pdf')."
+MSG_NO_TEMPLATES = ("the report templates are missing: expected {path}. Reinstall the tool from its "
+                    "repository checkout (pip install -e .).")
+MSG_NO_WEASYPRINT = ("WeasyPrint is not installed, so no PDF can be written: pip install weasyprint "
+                     "(and its system libraries, see its documentation), or pass --format html.")
+MSG_REFUSED_URL = ("refused to fetch {url!r} while rendering the PDF: the report may only use data: URIs "
+                   "and files inside the run folder {run_dir}.")
+
+
+# --------------------------------------------------------------------------- safety
+
+def is_allowed_url(url: str, run_dir: Path) -> bool:
+    """True for data: URIs and file: URLs of files inside ``run_dir``; False for anything else."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "data":
+        return True
+    if scheme != "file":
+        return False
+    path = Path(unquote(urlsplit(url).path))
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return False
+    root = Path(run_dir).resolve()
+    return resolved.is_relative_to(root) and resolved.is_file()
+
+
+class RefusedURL(ValueError):
+    """A URL the report renderer will not fetch (WeasyPrint logs it and goes on)."""
+
+
+def make_url_fetcher(run_dir: Path):
+    """A WeasyPrint URL fetcher that only serves data: URIs and the run's own files."""
+    run_dir = Path(run_dir).resolve()
+    try:
+        from weasyprint.urls import URLFetcher  # WeasyPrint >= 66: a fetcher is a URLFetcher
+    except ImportError:  # pragma: no cover - older WeasyPrint: a fetcher is a function
+        from weasyprint import default_url_fetcher
+
+        def fetch(url, *args, **kwargs):
+            if not is_allowed_url(url, run_dir):
+                raise RefusedURL(MSG_REFUSED_URL.format(url=url, run_dir=run_dir))
+            return default_url_fetcher(url, *args, **kwargs)
+
+        return fetch
+
+    class RunFilesFetcher(URLFetcher):
+        def fetch(self, url, headers=None):
+            if not is_allowed_url(url, run_dir):
+                raise RefusedURL(MSG_REFUSED_URL.format(url=url, run_dir=run_dir))
+            return super().fetch(url, headers)
+
+    return RunFilesFetcher(allowed_protocols={"data", "file"}, allow_redirects=False)
+
+
+def embed_image(run_dir: Path, relative: str | None) -> str | None:
+    """A sample image of the run as a data URI, or None if it is missing, outside the run or not an image."""
+    if not relative:
+        return None
+    root = Path(run_dir).resolve()
+    try:
+        path = (root / relative).resolve()
+    except (OSError, RuntimeError, TypeError):
+        return None
+    if not path.is_relative_to(root) or not path.is_file() or path.stat().st_size > MAX_IMAGE_BYTES:
+        return None
+    data = path.read_bytes()
+    for signature, mime in IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return None
+
+
+# --------------------------------------------------------------------------- context
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _grouping_order(results: Mapping) -> dict[str, list[str]]:
+    """Grouping -> groups, in the dataset's order: attributes alone, then intersections, then the rest."""
+    describe = ((results.get("dataset") or {}).get("describe") or {}).get("groupings") or {}
+    order: dict[str, list[str]] = {ALL: [ALL]}
+    for grouping, groups in describe.items():
+        order.setdefault(str(grouping), []).extend(str(g) for g in groups)
+    for grouping, groups in charts.distinct_groups(results.get("figures") or []).items():
+        known = order.setdefault(grouping, [])
+        known.extend(g for g in groups if g not in known)
+    singles = [g for g in order if g != ALL and GROUPING_JOIN not in g]
+    inters = [g for g in order if GROUPING_JOIN in g]
+    return {g: order[g] for g in [ALL, *singles, *inters]}
+
+
+def _sort_rows(rows: Iterable[Mapping], order: Mapping[str, list[str]]) -> list[Mapping]:
+    groupings = list(order)
+
+    def key(row):
+        grouping, group = str(row.get("grouping")), str(row.get("group"))
+        gi = groupings.index(grouping) if grouping in groupings else len(groupings)
+        groups = order.get(grouping, [])
+        return gi, groups.index(group) if group in groups else len(groups), group
+
+    return sorted(rows, key=key)
+
+
+def _flags_text(flags: Sequence[str] | None) -> str:
+    return ", ".join(FLAG_SHORT.get(f, f) for f in flags or [])
+
+
+def _metric_block(probe: str, metric: str, rows: list[Mapping], disparities: list[Mapping],
+                  figures: list[Mapping], palette: charts.GroupPalette) -> dict:
+    """One metric: its words, its chart, its table (formatted) and its disparities in sentences."""
+    key = f"{probe}.{metric}"
+    text = describe_metric(key)
+    better = next((r.get("better") for r in rows if r.get("better")), text.better)
+    table = [{
+        "grouping": str(r.get("grouping")), "group": str(r.get("group")),
+        "colour": palette.colour(str(r.get("grouping")), str(r.get("group"))),
+        "value": format_value(r.get("value"), text.unit),
+        "ci": format_interval(r.get("ci_low"), r.get("ci_high"), text.unit) or "-",
+        "n_people": format_count(r.get("n_people")), "n_images": format_count(r.get("n_images")),
+        "count": format_count(r.get("count")) if r.get("count") is not None else "",
+        "flags": _flags_text(r.get("flags")), "flagged": bool(r.get("flags")),
+    } for r in rows]
+    mine = [d for d in disparities if d.get("probe") == probe and d.get("metric") == metric
+            and d.get("grouping") != ALL]
+    chosen = [d for d in mine if d.get("kind") == "max_min_ratio"]
+    chosen_groupings = {d.get("grouping") for d in chosen}
+    chosen += [d for d in mine if d.get("kind") == "max_gap" and d.get("grouping") not in chosen_groupings]
+    return {
+        "key": key, "id": f"metric-{probe}-{metric}".replace(".", "-").replace("_", "-"),
+        "title": text.title, "meaning": text.meaning, "better": better_text(better), "known": key in METRICS,
+        "unit": text.unit, "chart": charts.interval_chart(rows, palette, unit=text.unit, xlabel=text.title),
+        "rows": table, "has_counts": any(r.get("count") is not None for r in rows),
+        "sentences": [disparity_sentence(d, figures) for d in chosen],
+    }
+
+
+def _metric_blocks(probe: str, figures: list[Mapping], disparities: list[Mapping],
+                   order: Mapping[str, list[str]], palette: charts.GroupPalette) -> list[dict]:
+    mine = [f for f in figures if f.get("probe") == probe]
+    metrics = [k.split(".", 1)[1] for k in METRICS if k.startswith(probe + ".")]
+    metrics = [m for m in metrics if any(f.get("metric") == m for f in mine)]
+    metrics += [m for m in dict.fromkeys(str(f.get("metric")) for f in mine) if m not in metrics]
+    return [_metric_block(probe, m, _sort_rows([f for f in mine if f.get("metric") == m], order),
+                          disparities, figures, palette) for m in metrics]
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _probe_ran(results: Mapping, probe: str) -> bool:
+    """A probe ran if the run kept its detail or any figure of it (settings alone do not prove it)."""
+    if (results.get("probes") or {}).get(probe):
+        return True
+    if probe == "detection" and results.get("detection"):
+        return True
+    return any(f.get("probe") == probe for f in results.get("figures") or [])
+
+
+def _verdict(results: Mapping) -> dict | None:
+    verdict = results.get("policy_verdict")
+    if not isinstance(verdict, Mapping):
+        return None
+    rows = []
+    for check in verdict.get("checks") or []:
+        unit = describe_metric(str(check.get("metric"))).unit
+        kind = check.get("kind")
+        ratio_like = kind in ("max_min_ratio", "max_geomean_ratio")
+        fmt = (lambda v: format_value(v)) if ratio_like else (lambda v: format_value(v, unit))
+        subject = f"{check.get('grouping')} {kind}" if kind else f"{check.get('grouping')} / {check.get('group')}"
+        rows.append({
+            "rule_id": _plain(check.get("rule_id")), "description": _plain(check.get("description")),
+            "metric": describe_metric(str(check.get("metric"))).title, "subject": subject,
+            "estimate": fmt(check.get("estimate")),
+            "ci": format_interval(check.get("ci_low"), check.get("ci_high"), "number" if ratio_like else unit) or "-",
+            "rule": f"{fmt(check.get('judged_value'))} {OPERATORS.get(check.get('operator'), _plain(check.get('operator')))} "
+                    f"{fmt(check.get('bound'))}",
+            "passed": bool(check.get("passed")), "reason": _plain(check.get("reason") or ""),
+        })
+    passed = bool(verdict.get("passed", all(r["passed"] for r in rows)))
+    failed = [r for r in rows if not r["passed"]]
+    return {"passed": passed, "checks": rows, "failed": failed[:FIRST_PAGE_FAILED_CHECKS],
+            "n_failed": len(failed), "n_checks": len(rows), "name": _plain(verdict.get("policy"))}
+
+
+def _dataset(results: Mapping, order: Mapping[str, list[str]], palette: charts.GroupPalette) -> dict:
+    dataset = results.get("dataset") or {}
+    describe = (dataset.get("describe") or {}).get("groupings") or {}
+    groupings = []
+    for grouping, groups in describe.items():
+        groupings.append({"name": str(grouping), "single": GROUPING_JOIN not in str(grouping), "groups": [
+            {"label": str(g), "colour": palette.colour(str(grouping), str(g)),
+             "n_images": format_count((v or {}).get("n_images")), "n_people": format_count((v or {}).get("n_people"))}
+            for g, v in groups.items()]})
+    exclusions = (dataset.get("describe") or {}).get("exclusions") or {}
+    return {
+        "path": _plain(dataset.get("path")), "n_images": format_count(dataset.get("n_images")),
+        "n_identities": format_count(dataset.get("n_identities")), "has_identities": dataset.get("has_identities"),
+        "group_by": _plain(dataset.get("group_by") or (results.get("settings") or {}).get("group_by")),
+        "groupings": groupings, "exclusions": [(str(k), format_count(v)) for k, v in exclusions.items()],
+        "chart": charts.composition_chart(describe, palette) if describe else None,
+        "labels_source": _plain(dataset.get("labels_source")) if dataset.get("labels_source") else None,
+    }
+
+
+def _inversion(results: Mapping, run_dir: Path, no_faces: bool, palette: charts.GroupPalette,
+               order: Mapping[str, list[str]]) -> dict:
+    detail = (results.get("probes") or {}).get("inversion") or {}
+    thresholds = {k: v for k, v in (detail.get("thresholds") or {}).items() if _finite(v)}
+    success = detail.get("success_rate_at") or {}
+    threshold_rows = [{"name": charts.THRESHOLD_STYLES.get(k, (k,))[0], "value": format_value(v),
+                       "success": format_value(success.get(k), "rate")} for k, v in thresholds.items()]
+    distributions = []
+    for grouping, groups in (detail.get("distributions") or {}).items():
+        ordered = {g: groups[g] for g in _order_groups(grouping, groups, order)}
+        distributions.append({"grouping": str(grouping),
+                              "chart": charts.distribution_panels(str(grouping), ordered, thresholds, palette)})
+    sweeps = []
+    sweep = detail.get("sweep") or {}
+    for grouping, groups in (sweep.get("by_group") or {}).items():
+        ordered = {g: groups[g] for g in _order_groups(grouping, groups, order)}
+        sweeps.append({"grouping": str(grouping), "chart": charts.sweep_chart(
+            str(grouping), sweep.get("thresholds") or [], ordered, thresholds, palette)})
+    samples: list[dict] = []
+    if not no_faces:
+        by_group: dict[tuple[str, str], list[dict]] = {}
+        for s in detail.get("sample_images") or []:
+            key = (str(s.get("grouping")), str(s.get("group")))
+            by_group.setdefault(key, []).append({
+                "original": embed_image(run_dir, s.get("original")),
+                "reconstruction": embed_image(run_dir, s.get("reconstruction")),
+                "distance": format_value(s.get("distance")), "image_id": _plain(s.get("image_id"))})
+        rows = _sort_rows([{"grouping": k[0], "group": k[1], "pairs": v} for k, v in by_group.items()], order)
+        for row in rows:
+            samples.append({"grouping": row["grouping"], "group": row["group"],
+                            "colour": palette.colour(row["grouping"], row["group"]), "pairs": row["pairs"]})
+    history = detail.get("history") or []
+    return {
+        "thresholds": threshold_rows, "distributions": distributions, "sweeps": sweeps, "samples": samples,
+        "n_sample_images": len(detail.get("sample_images") or []),
+        "training_chart": charts.training_curve(history, detail.get("best_epoch")) if history else None,
+        "training": [(k.replace("_", " "), _plain(detail.get(k))) for k in ("best_epoch", "device", "training_seconds",
+                                                          "samples_per_second") if k in detail],
+        "n_epochs": len(history),
+    }
+
+
+def _order_groups(grouping: str, groups: Iterable[str], order: Mapping[str, list[str]]) -> list[str]:
+    known = order.get(str(grouping), [])
+    groups = list(groups)
+    return [g for g in known if g in groups] + [g for g in groups if g not in known]
+
+
+def _details(detail: Mapping | None) -> list[tuple[str, str]]:
+    return [(str(k).replace("_", " "), _plain(v)) for k, v in (detail or {}).items()]
+
+
+def build_context(results: Mapping, *, run_dir: Path, no_faces: bool = False) -> dict:
+    """Everything the templates show, formatted; the templates only lay it out."""
+    run_dir = Path(run_dir)
+    figures = [f for f in results.get("figures") or [] if isinstance(f, Mapping)]
+    disparities = [d for d in results.get("disparities") or [] if isinstance(d, Mapping)]
+    order = _grouping_order(results)
+    palette = charts.GroupPalette(order)
+    target = results.get("target") or {}
+    settings = results.get("settings") or {}
+    environment = results.get("environment") or {}
+    ran = {p: _probe_ran(results, p) for p in PROBES}
+    probes_detail = results.get("probes") or {}
+
+    detection = {"ran": ran["detection"], "metrics": _metric_blocks("detection", figures, disparities, order, palette),
+                 "by_status": [(str(k).replace("_", " "), format_count(v))
+                               for k, v in ((results.get("detection") or {}).get("by_status") or {}).items()]}
+    inversion = {"ran": ran["inversion"], "metrics": _metric_blocks("inversion", figures, disparities, order, palette)}
+    if ran["inversion"]:
+        inversion.update(_inversion(results, run_dir, no_faces, palette, order))
+    volume = {"ran": ran["volume"], "metrics": _metric_blocks("volume", figures, disparities, order, palette),
+              "details": _details(probes_detail.get("volume"))}
+    verification = {"ran": ran["verification"],
+                    "metrics": _metric_blocks("verification", figures, disparities, order, palette),
+                    "details": _details({k: v for k, v in (probes_detail.get("verification") or {}).items()})}
+    other_probes = [p for p in dict.fromkeys(str(f.get("probe")) for f in figures) if p not in PROBES]
+    others = [{"name": p, "metrics": _metric_blocks(p, figures, disparities, order, palette)} for p in other_probes]
+
+    headlines = [{"sentence": disparity_sentence(d, figures), "grouping": str(d.get("grouping")),
+                  "metric": describe_metric(f"{d.get('probe')}.{d.get('metric')}").title}
+                 for d in headline_disparities(disparities)]
+    metrics_used = list(dict.fromkeys(f"{f.get('probe')}.{f.get('metric')}" for f in figures))
+    verdict = _verdict(results)
+    tool = results.get("tool") or {}
+    sections = [("contents", "Contents")]
+    if verdict is not None:
+        sections.append(("policy", "Policy verdict"))
+    sections += [("dataset", "Dataset"), ("detection", PROBE_TITLES["detection"]),
+                 ("inversion", PROBE_TITLES["inversion"]), ("volume", PROBE_TITLES["volume"]),
+                 ("verification", PROBE_TITLES["verification"])]
+    sections += [(f"probe-{o['name']}", f"Other probe: {o['name']}") for o in others]
+    sections += [("method", "Method and limits"), ("privacy", "Privacy")]
+    return {
+        "css": Markup(_read_template_file(STYLESHEET)),
+        "title": f"Bias audit of {_plain(target.get('name'))}",
+        "tool": {"name": _plain(tool.get("name", "face-bias-audit")), "version": _plain(tool.get("version"))},
+        "created_at": _plain(results.get("created_at")), "schema_version": _plain(results.get("schema_version")),
+        "command_line": _plain(results.get("command_line")), "seed": _plain(results.get("seed")),
+        "target": {"name": _plain(target.get("name")), "version": _plain(target.get("version")),
+                   "fingerprint": _plain(target.get("fingerprint")), "dimension": _plain(target.get("dimension")),
+                   "metric": _plain(target.get("metric")),
+                   "default_threshold": format_value(target.get("default_threshold")),
+                   "details": _details(target.get("details"))},
+        "dataset": _dataset(results, order, palette),
+        "settings": [(str(k).replace("_", " "), _plain(v)) for k, v in settings.items()],
+        "environment": [(k, _plain(v)) for k, v in environment.items() if k != "libraries"],
+        "libraries": [(str(k), _plain(v)) for k, v in (environment.get("libraries") or {}).items()],
+        "verdict": verdict, "headlines": headlines, "no_faces": no_faces, "ran": ran,
+        "probes_not_run": [PROBE_TITLES[p] for p in PROBES if not ran[p]],
+        "detection": detection, "inversion": inversion, "volume": volume, "verification": verification,
+        "others": others, "sections": sections,
+        "metric_glossary": [{"key": k, "title": describe_metric(k).title, "meaning": describe_metric(k).meaning,
+                             "better": better_text(describe_metric(k).better)} for k in metrics_used],
+        "flag_text": list(FLAG_TEXT.items()),
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+def _read_template_file(name: str) -> str:
+    path = TEMPLATES_DIR / name
+    if not path.is_file():
+        raise InputError(MSG_NO_TEMPLATES.format(path=path))
+    return path.read_text(encoding="utf-8")
+
+
+def _environment() -> Environment:
+    if not (TEMPLATES_DIR / MAIN_TEMPLATE).is_file():
+        raise InputError(MSG_NO_TEMPLATES.format(path=TEMPLATES_DIR / MAIN_TEMPLATE))
+    return Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True, undefined=StrictUndefined,
+                       trim_blocks=True, lstrip_blocks=True)
+
+
+def render_html(context: Mapping) -> str:
+    """The report as one self-contained HTML document."""
+    return _environment().get_template(MAIN_TEMPLATE).render(**context)
+
+
+def write_pdf(html: str, run_dir: Path, target: Path) -> Path:
+    """Lay the HTML out on A4 pages with WeasyPrint, fetching nothing outside the run."""
+    try:
+        import weasyprint
+    except ImportError as exc:  # pragma: no cover - weasyprint is a dependency
+        raise InputError(MSG_NO_WEASYPRINT) from exc
+    document = weasyprint.HTML(string=html, base_url=Path(run_dir).resolve().as_uri() + "/",
+                               url_fetcher=make_url_fetcher(run_dir))
+    _write_atomic(target, document.write_pdf())
+    return target
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = (formats,)
+    chosen = tuple(dict.fromkeys(formats))
+    if not chosen:
+        raise InputError(MSG_NO_FORMAT)
+    for value in chosen:
+        if value not in FORMATS:
+            raise InputError(MSG_BAD_FORMAT.format(value=value, choices=", ".join(FORMATS)))
+    return chosen
+
+
+def render_report(run_dir: Path, *, no_faces: bool = False, formats: Iterable[str] = FORMATS) -> dict[str, Path]:
+    """Write ``report.html`` and/or ``report.pdf`` into a finished run's folder; return their paths.
+
+    ``run_dir`` is the folder ``audit run`` wrote (or its results.json).
+    ``no_faces`` leaves every face image out (the report says so), for a
+    report shared beyond those allowed to see the dataset.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.is_file() and run_dir.name == RESULTS_FILE:
+        run_dir = run_dir.parent
+    chosen = check_formats(formats)
+    results = load_results(run_dir)
+    html = render_html(build_context(results, run_dir=run_dir, no_faces=no_faces))
+    written: dict[str, Path] = {}
+    if "html" in chosen:
+        path = run_dir / HTML_FILE
+        _write_atomic(path, html.encode("utf-8"))
+        written["html"] = path
+    if "pdf" in chosen:
+        written["pdf"] = write_pdf(html, run_dir, run_dir / PDF_FILE)
+    return written

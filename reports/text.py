@@ -1,0 +1,297 @@
+"""Plain words for the report: what each metric means, numbers, disparities.
+
+An auditor reads sentences, not ``inversion.success_rate_at_default``.  Each
+metric the probes write has a title, a one-sentence meaning and the
+direction that is better for the people in a group; a metric this module
+does not know still renders, under its raw name, so a new probe never
+breaks the report.
+
+Numbers are formatted here, once, so that the tables, the sentences and the
+tests agree on how a value is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+__all__ = ["MetricText", "METRICS", "FLAG_TEXT", "describe_metric", "format_value", "format_interval",
+           "format_ratio", "format_count", "disparity_sentence", "headline_disparities", "better_text"]
+
+
+@dataclass(frozen=True)
+class MetricText:
+    """How the report names and explains one metric.
+
+    ``unit`` is ``"rate"`` (written as a percentage) or ``"number"``;
+    ``ratio_sentence`` phrases a ratio between the groups of higher and lower
+    value (``{high}``, ``{low}``, ``{ratio}``), for metrics where "x times as
+    often" reads naturally.
+    """
+
+    key: str
+    title: str
+    meaning: str
+    better: str | None = None
+    unit: str = "number"
+    ratio_sentence: str | None = None
+
+
+_AT_DEFAULT = "at the target's default decision threshold"
+_AT_CROSSING = ("at the crossing threshold (where the distances of reconstructions and of random pairs "
+                "of different people are equally likely)")
+_AT_FMR = "at the threshold where 1 in 1,000 random pairs of different people are matched (FMR = 0.1%)"
+_RECON_MATCHED = "Reconstructions of {high} faces are matched to their originals {ratio}x as often as those of {low} faces"
+
+METRICS: dict[str, MetricText] = {m.key: m for m in (
+    MetricText("detection.failure_rate", "Detection failure rate",
+               "Share of a group's images in which the face detector found no usable face; these images never "
+               "reach the model, so the group is under-represented in every later figure.",
+               "lower", "rate",
+               "The detector fails on {high} images {ratio}x as often as on {low} images"),
+    MetricText("inversion.mean_distance", "Reconstruction distance",
+               "Mean distance, in the target's embedding space, between a face and the face reconstructed from "
+               "its embedding alone. Smaller means the embedding gives away more of the face.",
+               "higher", "number"),
+    MetricText("inversion.success_rate_at_default", "Reconstruction match rate (default threshold)",
+               f"Share of a group's reconstructions that the model accepts as the original person {_AT_DEFAULT}. "
+               "Higher means the group's embeddings leak more of their faces.",
+               "lower", "rate", _RECON_MATCHED + " at the default threshold"),
+    MetricText("inversion.success_rate_at_crossing", "Reconstruction match rate (crossing threshold)",
+               f"Share of a group's reconstructions accepted as the original person {_AT_CROSSING}.",
+               "lower", "rate", _RECON_MATCHED + " at the crossing threshold"),
+    MetricText("inversion.success_rate_at_fmr_1e-3", "Reconstruction match rate (FMR = 0.1% threshold)",
+               f"Share of a group's reconstructions accepted as the original person {_AT_FMR}.",
+               "lower", "rate", _RECON_MATCHED + " at the FMR = 0.1% threshold"),
+    MetricText("inversion.no_face_rate", "Reconstructions without a detectable face",
+               "Share of reconstructions in which the face detector finds no face: a check of the generator's "
+               "quality for the group rather than a harm in itself.",
+               None, "rate"),
+    MetricText("inversion.random_pair_distance_within", "Random-pair distance within the group",
+               "Mean distance between the embeddings of two different people of the same group: the baseline a "
+               "reconstruction must beat to pass as a particular person.",
+               "higher", "number"),
+    MetricText("inversion.type2_distance", "Distance to the person's other images",
+               "Mean distance between a reconstruction and the embeddings of other images of the same person: "
+               "whether a reconstruction could impersonate the person in new photos.",
+               "higher", "number"),
+    MetricText("volume.log_volume_per_dim", "Embedding volume per dimension (log)",
+               "Log of the volume the group's embeddings occupy, divided by the dimension. A smaller volume "
+               "means the model packs the group's faces closer together, so they are easier to confuse.",
+               "higher", "number"),
+    MetricText("volume.relative_log_volume_per_dim", "Relative embedding volume per dimension (log)",
+               "The group's log volume per dimension minus that of the whole population: below 0 the model "
+               "packs this group's faces more tightly than average.",
+               "higher", "number"),
+    MetricText("volume.effective_dimensionality", "Effective dimensionality",
+               "How many dimensions of the embedding the group's faces actually use (participation ratio of the "
+               "covariance eigenvalues). Fewer dimensions leave less room to tell people apart.",
+               "higher", "number"),
+    MetricText("volume.nn_distance_impostor", "Distance to the nearest other person",
+               "Median distance from a face to the nearest face of a different person of the same group. Small "
+               "distances mean look-alikes are easy to find.",
+               "higher", "number"),
+    MetricText("volume.impostor_match_rate", "Impostor match rate",
+               f"Share of faces whose nearest different person of the same group is matched {_AT_DEFAULT}: they "
+               "would be mistaken for someone else.",
+               "lower", "rate",
+               "{high} faces have a look-alike the model confuses them with {ratio}x as often as {low} faces"),
+    MetricText("volume.spread_ratio", "Spread ratio",
+               "Mean distance between the group's faces divided by the same mean over the whole population; "
+               "below 1 the group is more tightly packed than average.",
+               "higher", "number"),
+    MetricText("verification.fnmr_at_default", "False non-match rate (default threshold)",
+               f"Share of pairs of images of the same person that the model rejects {_AT_DEFAULT}: people who "
+               "would be refused access to their own account.",
+               "lower", "rate",
+               "Genuine pairs of {high} people are rejected {ratio}x as often as those of {low} people"),
+    MetricText("verification.fmr_at_default", "False match rate (default threshold)",
+               f"Share of pairs of different people that the model accepts as the same person {_AT_DEFAULT}.",
+               "lower", "rate",
+               "Pairs of different {high} people are wrongly matched {ratio}x as often as pairs of {low} people"),
+    MetricText("verification.fnmr_at_fmr_1e-3", "False non-match rate (global FMR = 0.1% threshold)",
+               "Share of same-person pairs rejected at the one threshold that gives 1 in 1,000 false matches "
+               "over the whole population.",
+               "lower", "rate",
+               "Genuine pairs of {high} people are rejected {ratio}x as often as those of {low} people "
+               "at the global FMR = 0.1% threshold"),
+    MetricText("verification.fmr_at_fmr_1e-3", "False match rate (global FMR = 0.1% threshold)",
+               "The group's own false match rate at the threshold that gives 1 in 1,000 false matches over the "
+               "whole population; above 0.1% the group is over-matched.",
+               "lower", "rate",
+               "Pairs of different {high} people are wrongly matched {ratio}x as often as pairs of {low} people "
+               "at the global FMR = 0.1% threshold"),
+    MetricText("verification.threshold_at_fmr_1e-3", "Threshold for FMR = 0.1% within the group",
+               "The decision threshold the group alone would need for 1 in 1,000 false matches; thresholds far "
+               "from the global one mean that one threshold does not fit every group.",
+               None, "number"),
+)}
+
+#: What a figure's flags tell the reader, in words (audit.results.FLAG_*).
+FLAG_TEXT: dict[str, str] = {
+    "small_group": "too few people in the group for a reliable figure",
+    "few_errors": "the rate rests on fewer than 30 errors, so its interval is rough",
+    "undefined": "no data, or a division by zero: the value is missing",
+}
+FLAG_SHORT: dict[str, str] = {"small_group": "small group", "few_errors": "few errors", "undefined": "undefined"}
+
+NOT_AVAILABLE = "n/a"
+DISPARITY_KIND_TEXT = {
+    "max_min_ratio": "ratio of the highest to the lowest group",
+    "max_geomean_ratio": "ratio of the worst group to the geometric mean of all groups",
+    "max_gap": "gap between the highest and the lowest group",
+}
+
+
+def describe_metric(key: str) -> MetricText:
+    """The metric's words; an unknown metric keeps its raw name and says so."""
+    if key in METRICS:
+        return METRICS[key]
+    return MetricText(key, key, "No description is known for this metric (written by a newer or third-party "
+                                "probe); see the probe's documentation.")
+
+
+def better_text(better: str | None) -> str:
+    return {"lower": "lower is better for the group", "higher": "higher is better for the group"}.get(
+        better or "", "neither direction is better in itself")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def format_value(value, unit: str = "number") -> str:
+    """One number as the report writes it: rates as percentages, 3 significant digits."""
+    if not _finite(value):
+        return NOT_AVAILABLE
+    if unit == "rate":
+        text = f"{100 * value:.3g}"
+        if "e" in text:  # a rate below 1e-4 %: write it plainly
+            text = f"{100 * value:.6f}".rstrip("0").rstrip(".")
+        return f"{text}%"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def format_count(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return NOT_AVAILABLE
+    return f"{int(value):,}"
+
+
+def format_ratio(value) -> str:
+    """``1.3`` for a ratio (two decimals, trailing zeros dropped)."""
+    if not _finite(value):
+        return NOT_AVAILABLE
+    if abs(value) >= 10:
+        return f"{value:.0f}"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def format_interval(low, high, unit: str = "number", *, ratio: bool = False) -> str:
+    """``0.512–0.634`` (``-2.55 to -2.18`` below zero), or "" where the run computed no interval."""
+    if not (_finite(low) and _finite(high)):
+        return ""
+    fmt = format_ratio if ratio else (lambda v: format_value(v, unit))
+    joiner = " to " if low < 0 or high < 0 else "\u2013"  # "-2.55 to -2.18", never "-2.55–-2.18"
+    return f"{fmt(low)}{joiner}{fmt(high)}"
+
+
+def _figure_index(figures: Iterable[Mapping]) -> dict[tuple, Mapping]:
+    return {(f.get("probe"), f.get("metric"), f.get("grouping"), f.get("group")): f for f in figures}
+
+
+def _high_low(disparity: Mapping, figure_index: Mapping, better: str | None) -> tuple[str, str]:
+    """Which of worst/best group has the higher value, from the figures if possible."""
+    worst, best = disparity.get("worst_group"), disparity.get("best_group")
+    key = (disparity.get("probe"), disparity.get("metric"), disparity.get("grouping"))
+    fw, fb = figure_index.get((*key, worst)), figure_index.get((*key, best))
+    if fw and fb and _finite(fw.get("value")) and _finite(fb.get("value")):
+        return (worst, best) if fw["value"] >= fb["value"] else (best, worst)
+    return (best, worst) if better == "higher" else (worst, best)
+
+
+def disparity_sentence(disparity: Mapping, figures: Iterable[Mapping] = ()) -> str:
+    """One disparity in plain words, with its 95% interval and a caution where it may be chance.
+
+    E.g. "Reconstructions of Black faces are matched to their originals 1.3x
+    as often as those of Asian faces at the default threshold (95% CI 1.1–1.5)."
+    """
+    key = f"{disparity.get('probe')}.{disparity.get('metric')}"
+    metric = describe_metric(key)
+    index = _figure_index(figures)
+    better = metric.better
+    for f in index.values():
+        if f"{f.get('probe')}.{f.get('metric')}" == key and f.get("better"):
+            better = f["better"]
+            break
+    kind = disparity.get("kind")
+    value, low, high = disparity.get("value"), disparity.get("ci_low"), disparity.get("ci_high")
+    grouping = disparity.get("grouping")
+    if not _finite(value):
+        return (f"{metric.title} by {grouping}: the {DISPARITY_KIND_TEXT.get(kind, kind)} is undefined "
+                "(a group has no data).")
+    hi_group, lo_group = _high_low(disparity, index, better)
+    if kind == "max_gap":
+        if metric.unit == "rate":
+            gap = f"{100 * value:.3g} percentage points"
+            interval = format_interval(100 * low, 100 * high, ratio=True) if _finite(low) and _finite(high) else ""
+            interval = f"{interval} points" if interval else ""
+        else:
+            gap = format_value(value)
+            interval = format_interval(low, high)
+        sentence = f"{metric.title} is {gap} higher for {hi_group} faces than for {lo_group} faces"
+        no_difference = 0.0
+    elif kind == "max_geomean_ratio":
+        worst = disparity.get("worst_group")
+        sentence = (f"{metric.title} for {worst} faces is {format_ratio(value)}x the geometric mean of the "
+                    f"{grouping} groups")
+        interval = format_interval(low, high, ratio=True)
+        no_difference = 1.0
+    else:
+        ratio = format_ratio(value)
+        template = metric.ratio_sentence or "{title} is {ratio}x as high for {high} faces as for {low} faces"
+        sentence = template.format(title=metric.title, ratio=ratio, high=hi_group, low=lo_group)
+        interval = format_interval(low, high, ratio=True)
+        no_difference = 1.0
+    if interval:
+        sentence += f" (95% CI {interval})."
+        if _finite(low) and low <= no_difference:
+            sentence += " The interval includes no difference: this may be chance."
+    else:
+        sentence += " (no confidence interval was computed)."
+    flags = [FLAG_SHORT.get(flag, flag) for flag in disparity.get("flags") or []]
+    if flags:
+        sentence += f" Caution: {', '.join(flags)}."
+    return sentence[0].upper() + sentence[1:]
+
+
+def headline_disparities(disparities: Iterable[Mapping], *, limit: int = 5) -> list[Mapping]:
+    """The disparities a first page should lead with: the largest ratios, clearest first.
+
+    Ratios between groups are comparable across metrics, gaps are not, so
+    the headline uses ``max_min_ratio`` where the run has it, one per metric.  Metrics with
+    no better direction (a threshold, a quality check) and undefined values
+    are left to their sections; the grouping ``all`` has nothing to compare.
+    """
+    candidates = [d for d in disparities
+                  if d.get("grouping") != "all" and _finite(d.get("value"))
+                  and describe_metric(f"{d.get('probe')}.{d.get('metric')}").better is not None]
+    ratios = [d for d in candidates if d.get("kind") == "max_min_ratio"]
+    chosen = ratios or candidates
+
+    def clear(d: Mapping) -> bool:
+        low = d.get("ci_low")
+        return _finite(low) and low > (0.0 if d.get("kind") == "max_gap" else 1.0)
+
+    chosen = sorted(chosen, key=lambda d: (not clear(d), -float(d["value"])))
+    # One sentence per metric (its largest disparity): the first page should show breadth.
+    seen: set[tuple] = set()
+    distinct = []
+    for d in chosen:
+        if (d.get("probe"), d.get("metric")) not in seen:
+            seen.add((d.get("probe"), d.get("metric")))
+            distinct.append(d)
+    return distinct[:limit]
