@@ -1,0 +1,116 @@
+"""The inversion generator: a face embedding in, a 64x64 (or 128x128) RGB face out.
+
+The architecture is the DCGAN generator (Radford et al. 2016) as used in
+"Inverting Facial Recognition Models" (2019): the embedding is projected by
+a linear layer to a 4x4 map of ``base_channels`` channels, then every stage
+doubles the size with a transposed convolution (kernel 4, stride 2,
+padding 1: exactly x2) and halves the channels; the last stage outputs 3
+channels through a sigmoid, so pixels are in [0, 1] like the training
+targets (chips / 255).
+
+    embedding (N, d)
+      -> Linear(d, 4*4*C) -> BatchNorm1d -> ReLU -> reshape (N, C, 4, 4)
+      -> [ConvTranspose2d -> BatchNorm2d -> ReLU]  4 -> 8 -> 16 -> 32   (C, C/2, C/4, C/8)
+      -> ConvTranspose2d(C/8, 3) -> sigmoid              32 -> 64
+    image (N, 3, 64, 64) in [0, 1]
+
+For 128x128 there is one more hidden stage (C/16 channels).  The network is
+trained only on (embedding, aligned chip) pairs: it never sees the target's
+weights, which is what makes it a black-box probe.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULT_IMAGE_SIZE = 64
+DEFAULT_BASE_CHANNELS = 512
+IMAGE_SIZES = (64, 128)
+#: The projection's spatial size: 4x4, as in DCGAN.
+START_SIZE = 4
+
+
+class UpBlock(nn.Module):
+    """Double the spatial size, change the channels: ConvTranspose2d -> BatchNorm2d -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        # No bias: BatchNorm's shift makes it redundant (DCGAN does the same).
+        self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1,
+                                       bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        x = self.bn(x)
+        return self.relu(x)
+
+
+class InversionGenerator(nn.Module):
+    """DCGAN-style generator from an embedding to an RGB image in [0, 1].
+
+    ``embedding_dim`` is the target's vector size (128 for dlib, 512 for
+    ArcFace, any other for a plugin); ``image_size`` 64 (the method's) or
+    128; ``base_channels`` the channels of the 4x4 map, halved at every stage.
+    """
+
+    def __init__(self, embedding_dim: int, image_size: int = DEFAULT_IMAGE_SIZE,
+                 base_channels: int = DEFAULT_BASE_CHANNELS) -> None:
+        super().__init__()
+        if not isinstance(embedding_dim, int) or embedding_dim < 1:
+            raise ValueError(f"embedding_dim={embedding_dim!r}, must be a positive integer "
+                             "(the target's vector size, e.g. 128 for dlib).")
+        if image_size not in IMAGE_SIZES:
+            raise ValueError(f"image_size={image_size!r}, must be one of {IMAGE_SIZES}.")
+        n_stages = int(math.log2(image_size // START_SIZE))  # 4 for 64, 5 for 128
+        min_base = 2 ** (n_stages - 1)
+        if not isinstance(base_channels, int) or base_channels < min_base:
+            raise ValueError(f"base_channels={base_channels!r}, must be an integer >= {min_base} so that "
+                             f"it can be halved {n_stages - 1} times for image_size={image_size}.")
+        self.embedding_dim = embedding_dim
+        self.image_size = image_size
+        self.base_channels = base_channels
+
+        self.project = nn.Linear(embedding_dim, base_channels * START_SIZE * START_SIZE, bias=False)
+        self.project_bn = nn.BatchNorm1d(base_channels * START_SIZE * START_SIZE)
+        self.project_relu = nn.ReLU(inplace=True)
+        channels = [base_channels // 2 ** i for i in range(n_stages)]  # 512, 256, 128, 64 (, 32)
+        self.blocks = nn.Sequential(*[UpBlock(c_in, c_out) for c_in, c_out in zip(channels, channels[1:])])
+        self.to_rgb = nn.ConvTranspose2d(channels[-1], 3, kernel_size=4, stride=2, padding=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """DCGAN's initialisation: weights N(0, 0.02), BatchNorm scales N(1, 0.02), shifts 0."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                nn.init.normal_(module.weight, 1.0, 0.02)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        x = self.project(embeddings)
+        x = self.project_bn(x)
+        x = self.project_relu(x)
+        x = x.view(-1, self.base_channels, START_SIZE, START_SIZE)
+        x = self.blocks(x)
+        x = self.to_rgb(x)
+        return torch.sigmoid(x)
+
+    def hyperparameters(self) -> dict:
+        """What it takes to rebuild this network (stored in every checkpoint)."""
+        return {"embedding_dim": self.embedding_dim, "image_size": self.image_size,
+                "base_channels": self.base_channels}
+
+
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [0, 1] -> numpy uint8 (N, H, W, 3), rounded, for the target and for PNGs."""
+    return (images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+            .permute(0, 2, 3, 1).contiguous().cpu().numpy())

@@ -1,0 +1,52 @@
+"""The generator's shapes, range and argument checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from probes.inversion.generator import InversionGenerator, to_uint8_images
+
+
+@pytest.mark.parametrize("dim", [128, 512, 1024])
+@pytest.mark.parametrize("size", [64, 128])
+def test_output_shape_and_range(dim: int, size: int) -> None:
+    torch.manual_seed(0)
+    model = InversionGenerator(dim, image_size=size, base_channels=64)
+    with torch.no_grad():
+        out = model(torch.randn(3, dim))
+    assert out.shape == (3, 3, size, size)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_default_architecture_is_the_methods() -> None:
+    model = InversionGenerator(128)
+    assert model.project.out_features == 512 * 4 * 4
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(512, 256), (256, 128), (128, 64), (64, 3)]
+    assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) and c.padding == (1, 1) for c in convs)
+    big = InversionGenerator(128, image_size=128)
+    assert len([m for m in big.modules() if isinstance(m, torch.nn.ConvTranspose2d)]) == 5
+
+
+def test_eval_mode_single_sample() -> None:
+    model = InversionGenerator(16, base_channels=32).eval()
+    assert model(torch.randn(1, 16)).shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"embedding_dim": 0}, "embedding_dim=0, must be a positive integer"),
+    ({"embedding_dim": 8, "image_size": 32}, "image_size=32, must be one of (64, 128)."),
+    ({"embedding_dim": 8, "base_channels": 4}, "base_channels=4, must be an integer >= 8"),
+])
+def test_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        InversionGenerator(**kwargs)
+    assert message in str(exc.value)
+
+
+def test_to_uint8_images() -> None:
+    x = torch.tensor([0.0, 0.5, 1.0, 0.999]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    out = to_uint8_images(x)
+    assert out.shape == (1, 2, 2, 3) and out.dtype.name == "uint8"
+    assert out[0, :, :, 0].tolist() == [[0, 128], [255, 255]]
