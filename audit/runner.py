@@ -298,7 +298,8 @@ class AuditRun:
             embeddings=vectors, chips=self.embset.chips[rows], table=table, split=split,
             embed_fn=self.embedder.embed_arrays, metric=self.target.metric,
             default_threshold=self.target.default_threshold, impostor_distances=impostors,
-            config=training, out_dir=out, groupings=self.groupings, person="identity", seed=config.seed)
+            config=training, out_dir=out, groupings=self.groupings, person="identity", seed=config.seed,
+            average_identities=config.average_identities, progress=config.show_progress)
         samples = result.samples
         samples.to_csv(out / INVERSION_SAMPLES_FILE, index=False)
         metrics = [("mean_distance", "distance", "mean", "higher"),

@@ -133,9 +133,41 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def describe_groupings(results: Mapping) -> dict[str, dict[str, dict]]:
+    """grouping -> group -> {n_images, n_people}, from ``dataset.describe.groupings``.
+
+    ``audit dataset describe`` writes a list of groupings, each with a list
+    of groups; older or hand-made files may hold the nested mapping.
+    Both are read.
+    """
+    raw = ((results.get("dataset") or {}).get("describe") or {}).get("groupings") or {}
+    if isinstance(raw, Mapping):
+        return {str(k): dict(v or {}) for k, v in raw.items()}
+    out: dict[str, dict[str, dict]] = {}
+    for entry in raw:
+        if isinstance(entry, Mapping) and "grouping" in entry:
+            out[str(entry["grouping"])] = {str(g.get("group")): dict(g) for g in entry.get("groups") or []
+                                           if isinstance(g, Mapping)}
+    return out
+
+
+def describe_exclusions(results: Mapping) -> dict[str, int]:
+    """Exclusion reason -> count, from either form of ``dataset.describe.exclusions``."""
+    raw = ((results.get("dataset") or {}).get("describe") or {}).get("exclusions") or {}
+    counts: dict[str, int] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping) and isinstance(value.get("by_reason"), list):
+            for item in value["by_reason"]:
+                reason = str(item.get("reason"))
+                counts[reason] = counts.get(reason, 0) + int(item.get("count") or 0)
+        elif isinstance(value, (int, float)):
+            counts[str(key)] = counts.get(str(key), 0) + int(value)
+    return counts
+
+
 def _grouping_order(results: Mapping) -> dict[str, list[str]]:
     """Grouping -> groups, in the dataset's order: attributes alone, then intersections, then the rest."""
-    describe = ((results.get("dataset") or {}).get("describe") or {}).get("groupings") or {}
+    describe = describe_groupings(results)
     order: dict[str, list[str]] = {ALL: [ALL]}
     for grouping, groups in describe.items():
         order.setdefault(str(grouping), []).extend(str(g) for g in groups)
@@ -249,14 +281,14 @@ def _verdict(results: Mapping) -> dict | None:
 
 def _dataset(results: Mapping, order: Mapping[str, list[str]], palette: charts.GroupPalette) -> dict:
     dataset = results.get("dataset") or {}
-    describe = (dataset.get("describe") or {}).get("groupings") or {}
+    describe = describe_groupings(results)
     groupings = []
     for grouping, groups in describe.items():
         groupings.append({"name": str(grouping), "single": GROUPING_JOIN not in str(grouping), "groups": [
             {"label": str(g), "colour": palette.colour(str(grouping), str(g)),
              "n_images": format_count((v or {}).get("n_images")), "n_people": format_count((v or {}).get("n_people"))}
             for g, v in groups.items()]})
-    exclusions = (dataset.get("describe") or {}).get("exclusions") or {}
+    exclusions = describe_exclusions(results)
     return {
         "path": _plain(dataset.get("path")), "n_images": format_count(dataset.get("n_images")),
         "n_identities": format_count(dataset.get("n_identities")), "has_identities": dataset.get("has_identities"),
