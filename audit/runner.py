@@ -68,7 +68,7 @@ class RunConfig:
     batch_size: int = 200
     validate_every: int = 5
     average_identities: bool = False
-    identity_loss: bool = False
+    generator_channels: int = 512
     n_resamples: int = DEFAULT_N_RESAMPLES
     pairs_file: Path | None = None
     report: bool = True
@@ -293,7 +293,8 @@ class AuditRun:
                                               seed=config.seed)
         training = TrainingConfig(epochs=config.epochs, batch_size=config.batch_size,
                                   validate_every=config.validate_every, seed=config.seed,
-                                  device=config.device, image_size=config.image_size)
+                                  device=config.device, image_size=config.image_size,
+                                  base_channels=config.generator_channels)
         result = run_inversion_probe(
             embeddings=vectors, chips=self.embset.chips[rows], table=table, split=split,
             embed_fn=self.embedder.embed_arrays, metric=self.target.metric,
