@@ -2,22 +2,31 @@
 
 (a) **published**: a torch ``Dataset`` that opens and decodes one PNG chip
     per item, a ``DataLoader`` (batch 200, shuffled) that collates them into
-    float32 batches on the host, each batch copied to the device, fp32;
+    float32 batches on the host, each batch copied to the device, fp32,
+    PyTorch's default Adam;
 (b) **ours**: :func:`probes.inversion.training.train_steps` on the whole
     training set staged once on the device as uint8, batches taken as index
-    slices of a permutation and converted on the device (optionally a larger
-    batch, and bf16 autocast on CUDA).
+    slices of a permutation and converted on the device, the model placed by
+    :func:`~probes.inversion.training.place_model` (channels_last on a CPU)
+    and the optimiser :func:`~probes.inversion.training.make_optimizer` gives
+    (fused Adam on a CPU): exactly what ``train_generator`` runs.
 
-Both train the same :class:`~probes.inversion.generator.InversionGenerator`
-with the same Adam settings for a fixed number of steps after warm-up
-steps; the table gives samples per second and the ratio to (a).  A second
-table times the input pipeline alone (no model), which is the part the two
-differ in: on a CPU the model's arithmetic dominates a step, on a GPU the
-input pipeline does.
+Separate rows time each change alone (ours' input pipeline with a
+contiguous model and the default Adam; plus the fused Adam; plus
+channels_last; and, measured but not adopted, the sub-pixel convolution :class:`~probes.inversion.generator.SubPixelConvTranspose2d`),
+optionally a larger batch and bf16 autocast on CUDA.  All train the same
+:class:`~probes.inversion.generator.InversionGenerator` with the same Adam
+settings for a fixed number of steps after warm-up steps.  The variants run
+in turn, ``--repeats`` rounds, and the table gives the median samples per
+second and the median of each round's ratio to (a): a shared machine's
+noise then hits every variant alike.  A second table times the input
+pipeline alone (no model), which is the part (a) and (b) differ in most: on
+a CPU the model's arithmetic dominates a step, on a GPU the input pipeline
+does.
 
-Example (2-core CPU, a few minutes)::
+Example (2-core CPU, about 5 minutes)::
 
-    PYTHONPATH=. python benchmarks/bench_training.py --steps 3
+    PYTHONPATH=. python benchmarks/bench_training.py --steps 2 --repeats 3
     PYTHONPATH=. python benchmarks/bench_training.py --device cuda --steps 50 --large-batch 1000 --amp
 """
 
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -35,8 +45,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from probes.inversion.generator import InversionGenerator
-from probes.inversion.training import DEFAULT_BETAS, DEFAULT_LR, stage_on_device, train_steps
+from probes.inversion.generator import InversionGenerator, SubPixelConvTranspose2d
+from probes.inversion.training import (DEFAULT_BETAS, DEFAULT_LR, make_optimizer, place_model, stage_on_device,
+                                       train_steps)
 
 
 class PngChips(Dataset):
@@ -74,10 +85,45 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def new_model(dim: int, size: int, base_channels: int, device: torch.device, seed: int):
+def default_adam(model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """The published recipe's optimiser: PyTorch's default Adam with DCGAN's settings."""
+    return torch.optim.Adam(model.parameters(), lr=DEFAULT_LR, betas=DEFAULT_BETAS)
+
+
+def ours_adam(model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    return make_optimizer(model, lr=DEFAULT_LR, betas=DEFAULT_BETAS, device=device)
+
+
+def as_is(model: torch.nn.Module) -> torch.nn.Module:
+    return model
+
+
+def ours_placement(model: torch.nn.Module) -> torch.nn.Module:
+    """What ``train_generator`` does to the model (channels_last on a CPU)."""
+    return place_model(model, next(model.parameters()).device)
+
+
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    return model.to(memory_format=torch.channels_last)
+
+
+def subpixel(model: torch.nn.Module) -> torch.nn.Module:
+    """Every ConvTranspose2d replaced by its exact sub-pixel equivalent, sharing the parameters."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.ConvTranspose2d:
+                layer = SubPixelConvTranspose2d(child.in_channels, child.out_channels, bias=child.bias is not None)
+                layer.weight = child.weight
+                layer.bias = child.bias
+                setattr(parent, name, layer)
+    return model
+
+
+def new_model(dim: int, size: int, base_channels: int, device: torch.device, seed: int, *,
+              transform=as_is, optimizer=default_adam):
     torch.manual_seed(seed)
-    model = InversionGenerator(dim, image_size=size, base_channels=base_channels).to(device)
-    return model, torch.optim.Adam(model.parameters(), lr=DEFAULT_LR, betas=DEFAULT_BETAS)
+    model = transform(InversionGenerator(dim, image_size=size, base_channels=base_channels).to(device))
+    return model, optimizer(model, device)
 
 
 def bench_published(dataset: PngChips, *, batch: int, steps: int, warmup: int, workers: int, dim: int,
@@ -104,8 +150,9 @@ def bench_published(dataset: PngChips, *, batch: int, steps: int, warmup: int, w
 
 
 def bench_ours(embeddings: np.ndarray, chips: np.ndarray, *, batch: int, steps: int, warmup: int, amp: bool,
-               dim: int, size: int, base_channels: int, device: torch.device, seed: int) -> float:
-    model, optimizer = new_model(dim, size, base_channels, device, seed)
+               dim: int, size: int, base_channels: int, device: torch.device, seed: int,
+               transform=ours_placement, optimizer=ours_adam) -> float:
+    model, optimizer = new_model(dim, size, base_channels, device, seed, transform=transform, optimizer=optimizer)
     emb_dev, chips_dev = stage_on_device(embeddings, chips, device)
     g = torch.Generator().manual_seed(seed)
     n = len(embeddings)
@@ -164,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-batch", type=int, default=0,
                         help="also time ours with this batch (0: off; e.g. 1000 on a GPU)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (default 3)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of all variants, medians reported (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for (a) (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
@@ -175,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
+    if args.repeats < 1 or args.steps < 1:
+        parser.error("--steps and --repeats must be at least 1.")
     if args.amp and device.type != "cuda":
         parser.error("--amp needs a CUDA device.")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'CPU'}, " \
@@ -188,32 +239,47 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - t0:.1f}s; device: {device} ({name}); torch {torch.__version__}",
               flush=True)
         dataset = PngChips(paths, embeddings)
-        rows = []
-        published = bench_published(dataset, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                                    workers=args.workers, **common)
-        rows.append((f"(a) published: PNG per item, DataLoader({args.workers} workers), batch {args.batch}, fp32",
-                     published))
-        print(f"{rows[-1][0]}: {published:.1f} samples/s", flush=True)
-        ours = bench_ours(embeddings, chips, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                          amp=args.amp, **common)
-        rows.append((f"(b) ours: device uint8, index slices, batch {args.batch}"
-                     f"{', bf16' if args.amp else ', fp32'}", ours))
-        print(f"{rows[-1][0]}: {ours:.1f} samples/s", flush=True)
+        precision = ", bf16" if args.amp else ", fp32"
+        timed = dict(steps=args.steps, warmup=args.warmup, **common)
+        variants = [
+            (f"(a) published: PNG per item, DataLoader({args.workers} workers), batch {args.batch}, fp32, Adam",
+             lambda: bench_published(dataset, batch=args.batch, workers=args.workers, **timed)),
+            (f"(b) ours: device uint8 + channels_last + fused Adam (CPU), batch {args.batch}{precision}",
+             lambda: bench_ours(embeddings, chips, batch=args.batch, amp=args.amp, **timed)),
+            ("    device uint8 input alone (contiguous, default Adam)",
+             lambda: bench_ours(embeddings, chips, batch=args.batch, amp=args.amp, transform=as_is,
+                                optimizer=default_adam, **timed)),
+            ("    device uint8 + fused Adam alone",
+             lambda: bench_ours(embeddings, chips, batch=args.batch, amp=args.amp, transform=as_is, **timed)),
+            ("    device uint8 + channels_last alone",
+             lambda: bench_ours(embeddings, chips, batch=args.batch, amp=args.amp, transform=channels_last,
+                                optimizer=default_adam, **timed)),
+            ("    (b) + sub-pixel conv2d (not adopted)",
+             lambda: bench_ours(embeddings, chips, batch=args.batch, amp=args.amp,
+                                transform=lambda m: channels_last(subpixel(m)), **timed)),
+        ]
         if args.large_batch:
             steps = max(1, args.steps * args.batch // args.large_batch)
-            big = bench_ours(embeddings, chips, batch=args.large_batch, steps=steps, warmup=args.warmup,
-                             amp=args.amp, **common)
-            rows.append((f"(b') ours, batch {args.large_batch}{', bf16' if args.amp else ', fp32'}", big))
+            variants.append((f"(b') ours, batch {args.large_batch}{precision}",
+                             lambda: bench_ours(embeddings, chips, batch=args.large_batch, amp=args.amp,
+                                                **{**timed, "steps": steps})))
+        rates: list[list[float]] = [[] for _ in variants]
+        for round_ in range(args.repeats):
+            for (label, run), got in zip(variants, rates):
+                got.append(run())
+                print(f"round {round_ + 1}: {label.strip()}: {got[-1]:.1f} samples/s", flush=True)
+        rows = [(label, statistics.median(got), statistics.median(r / p for r, p in zip(got, rates[0])))
+                for (label, _), got in zip(variants, rates)]
         n_batches = max(1, min(args.n // args.batch, 20))
         pub_in, ours_in = bench_inputs_only(dataset, chips, batch=args.batch, n_batches=n_batches,
                                             workers=args.workers, device=device)
 
     width = max(len(r[0]) for r in rows) + 2
-    print(f"\nTraining steps ({args.steps} timed after {args.warmup} warm-up; model base_channels="
-          f"{args.base_channels}, dim {args.dim}):")
+    print(f"\nTraining steps ({args.steps} timed after {args.warmup} warm-up, {args.repeats} rounds, medians; "
+          f"model base_channels={args.base_channels}, dim {args.dim}; {name}):")
     print(f"{'variant':<{width}}{'samples/s':>12}{'ratio':>8}")
-    for label, rate in rows:
-        print(f"{label:<{width}}{rate:>12.1f}{rate / published:>7.2f}x")
+    for label, rate, ratio in rows:
+        print(f"{label:<{width}}{rate:>12.1f}{ratio:>7.2f}x")
     print(f"\nInput pipeline alone ({n_batches} batches of {args.batch}, delivered on {device} as float):")
     print(f"{'(a) PNG decode + DataLoader':<{width}}{pub_in:>12.0f}{1.0:>7.2f}x")
     print(f"{'(b) device uint8 index slice':<{width}}{ours_in:>12.0f}{ours_in / pub_in:>7.2f}x")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probes.inversion.generator import InversionGenerator, to_uint8_images
+from probes.inversion.generator import InversionGenerator, SubPixelConvTranspose2d, to_uint8_images
 
 
 @pytest.mark.parametrize("dim", [128, 512, 1024])
@@ -50,3 +50,32 @@ def test_to_uint8_images() -> None:
     out = to_uint8_images(x)
     assert out.shape == (1, 2, 2, 3) and out.dtype.name == "uint8"
     assert out[0, :, :, 0].tolist() == [[0, 128], [255, 255]]
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("in_channels, out_channels, size, bias", [(8, 4, 4, False), (6, 3, 5, True), (4, 8, 1, True)])
+def test_subpixel_layer_equals_conv_transpose(dtype: torch.dtype, tolerance: float, in_channels: int,
+                                              out_channels: int, size: int, bias: bool) -> None:
+    torch.manual_seed(0)
+    native = torch.nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1,
+                                      bias=bias).to(dtype)
+    subpixel = SubPixelConvTranspose2d(in_channels, out_channels, bias=bias).to(dtype)
+    subpixel.load_state_dict(native.state_dict())  # the same parameters, the same state dict
+    x = torch.randn(3, in_channels, size, size, dtype=dtype)
+    grad_out = torch.randn(3, out_channels, 2 * size, 2 * size, dtype=dtype)
+    results = []
+    for layer in (native, subpixel):
+        x_in = x.clone().requires_grad_()
+        out = layer(x_in)
+        params = [layer.weight] + ([layer.bias] if bias else [])
+        grads = torch.autograd.grad(out, [x_in, *params], grad_out)
+        results.append([out, *grads])
+    assert results[1][0].shape == (3, out_channels, 2 * size, 2 * size)
+    for got, expected in zip(results[1], results[0]):
+        assert torch.allclose(got, expected, rtol=0, atol=tolerance), float((got - expected).abs().max())
+
+
+def test_subpixel_layer_is_a_conv_transpose_with_its_weight_shape() -> None:
+    layer = SubPixelConvTranspose2d(8, 4, bias=False)
+    assert isinstance(layer, torch.nn.ConvTranspose2d)
+    assert layer.weight.shape == (8, 4, 4, 4) and layer.bias is None

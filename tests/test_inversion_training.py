@@ -11,7 +11,7 @@ import torch
 
 from audit.errors import InputError
 from probes.inversion.training import (TrainingConfig, evaluate, load_checkpoint, load_generator,
-                                       train_generator)
+                                       make_optimizer, train_generator)
 from probes.inversion.generator import InversionGenerator
 
 DIM = 16
@@ -201,3 +201,23 @@ def test_cuda_matches_cpu_up_to_floating_point(data: dict, tmp_path: Path) -> No
     # Same random draws on both (one CPU generator); only arithmetic differs (TF32, kernel order).
     assert torch.allclose(a, b, atol=2e-2)
     assert [h["epoch"] for h in cpu.history] == [h["epoch"] for h in gpu.history]
+
+
+def test_cpu_optimizer_is_fused_adam_with_the_default_adams_update() -> None:
+    torch.manual_seed(0)
+    models = [InversionGenerator(DIM, base_channels=8) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = make_optimizer(models[0], device="cpu")
+    plain = torch.optim.Adam(models[1].parameters(), lr=fused.defaults["lr"], betas=fused.defaults["betas"])
+    assert fused.defaults["fused"] and fused.defaults["betas"] == (0.5, 0.999)
+    z = torch.randn(4, DIM)
+    for _ in range(3):
+        for model, optimizer in zip(models, (fused, plain)):
+            optimizer.zero_grad(set_to_none=True)
+            model(z).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    # their states are interchangeable: a checkpoint of one resumes in the other
+    make_optimizer(models[1], device="cpu").load_state_dict(plain.state_dict())
+    plain.load_state_dict(fused.state_dict())

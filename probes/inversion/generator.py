@@ -26,12 +26,54 @@ import math
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_BASE_CHANNELS = 512
 IMAGE_SIZES = (64, 128)
 #: The projection's spatial size: 4x4, as in DCGAN.
 START_SIZE = 4
+
+
+#: The sub-pixel kernel's taps, per dimension: output phase r (row 2m + r) and
+#: tap j (input row m + j - 1) use the 4x4 kernel's index ``3 + r - 2j``; 4
+#: marks the taps outside 0..3, which read a zero appended to the kernel.
+_SUBPIXEL_TAPS = ((3, 1, 4), (4, 2, 0))
+
+
+def subpixel_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """A ConvTranspose2d(k=4, s=2, p=1) weight ``(Cin, Cout, 4, 4)`` as the equivalent
+    Conv2d(k=3, p=1) weight ``(4*Cout, Cin, 3, 3)`` whose output ``pixel_shuffle(2)``
+    turns into the transposed convolution's (channel ``4c + 2ry + rx`` is phase
+    ``(ry, rx)`` of output channel ``c``).  Built by indexing, so gradients reach ``weight``."""
+    cin, cout = weight.shape[:2]
+    taps = torch.tensor(_SUBPIXEL_TAPS, device=weight.device)
+    padded = F.pad(weight, (0, 1, 0, 1))  # index 4 reads 0
+    kernel = padded[:, :, taps[:, None, :, None], taps[None, :, None, :]]  # (Cin, Cout, ry, rx, jy, jx)
+    return kernel.permute(1, 2, 3, 0, 4, 5).reshape(4 * cout, cin, 3, 3)
+
+
+class SubPixelConvTranspose2d(nn.ConvTranspose2d):
+    """ConvTranspose2d(kernel 4, stride 2, padding 1) computed as a 3x3 convolution
+    to ``4*Cout`` channels followed by ``pixel_shuffle(2)`` (the sub-pixel
+    decomposition): the same function of the same parameters, so it loads the
+    same state dict, to float rounding.
+
+    Not used by :class:`InversionGenerator`: on a 2-core AVX-512 CPU (torch
+    2.13, oneDNN 3.12) it measured 1.3-2x *slower* than oneDNN's native
+    transposed convolution for forward+backward at batch 200 (the 3x3 kernel
+    does 2.25x the multiplications, a quarter of them by zeros).  It is kept
+    for ``benchmarks/bench_training.py`` and for hardware where that differs.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is not None:
+            raise ValueError("SubPixelConvTranspose2d always doubles the size; output_size must be None.")
+        bias = None if self.bias is None else self.bias.repeat_interleave(4)
+        return F.pixel_shuffle(F.conv2d(x, subpixel_kernel(self.weight), bias, padding=1), 2)
 
 
 class UpBlock(nn.Module):

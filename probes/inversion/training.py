@@ -9,7 +9,13 @@ kept); the engineering is ours:
   an index slice of a per-epoch permutation, converted to [0, 1] on the
   device.  No DataLoader, no per-item decoding, no host-to-device copy per
   batch (``benchmarks/bench_training.py`` measures the difference).
-  Mixed precision (bf16 autocast) is an option on CUDA only.
+  Mixed precision (bf16 autocast) is an option on CUDA only.  On a CPU the
+  generator's transposed convolutions take about three quarters of a step
+  and the input pipeline a few percent, so this buys little there; on the
+  CPU the model is kept in channels_last memory format (:func:`place_model`)
+  and Adam is the fused kernel (:func:`make_optimizer`): the same function
+  and the same update, together about 1.1-1.3x.  Sub-pixel convolutions
+  (slower) and ``torch.compile`` (no gain) were measured and not adopted.
 * **Resumable.**  ``last.pt`` is written atomically after every epoch with
   the model, the optimizer, the epoch, the random generator's state and the
   history; calling :func:`train_generator` again with the same
@@ -294,6 +300,33 @@ def stage_on_device(embeddings: np.ndarray, chips: np.ndarray,
     return emb_dev, chips_dev
 
 
+def place_model(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """Move ``model`` to ``device``; on the CPU also to channels_last memory format.
+
+    channels_last changes only how activations are laid out in memory (oneDNN
+    picks other kernels), not the function: measured 1.15-1.3x faster training
+    steps on a 2-core CPU.  Checkpoints are unaffected (``load_state_dict``
+    copies values whatever the layout).  On CUDA the model is only moved.
+    """
+    device = torch.device(device)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+
+
+def make_optimizer(model: nn.Module, *, lr: float = DEFAULT_LR, betas: tuple[float, float] = DEFAULT_BETAS,
+                   device: torch.device | str) -> torch.optim.Adam:
+    """The method's optimiser (Adam with DCGAN's settings) for ``model`` on ``device``.
+
+    On the CPU it is PyTorch's fused Adam: the same update rule, done in one
+    pass per tensor instead of about ten elementwise ops (measured 3x faster
+    for this generator's ~3.8M parameters on a 2-core CPU; its state dict is
+    the same, so checkpoints from either resume in the other).  On CUDA it is
+    PyTorch's default implementation, as before.
+    """
+    fused = {"fused": True} if torch.device(device).type == "cpu" else {}
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=betas, **fused)
+
+
 def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, chips_dev: torch.Tensor,
                 embeddings_dev: torch.Tensor, batches: Iterable[torch.Tensor], *,
                 noise: torch.Tensor | None = None, amp: bool = False) -> torch.Tensor:
@@ -372,8 +405,8 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = InversionGenerator(dim, image_size=config.image_size, base_channels=config.base_channels)
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    model = place_model(model, device)
+    optimizer = make_optimizer(model, lr=config.lr, betas=config.betas, device=device)
 
     history: list[dict] = []
     start_epoch = 0
