@@ -130,6 +130,14 @@ def _apply_outcome(result: _ItemResult, outcome: EmbedOutcome) -> None:
 
 
 # -- main side -----------------------------------------------------------------
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
 def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -336,7 +344,16 @@ class Embedder:
 
     # -- arrays (reconstructions) ------------------------------------------------
     def embed_arrays(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embed RGB uint8 images (reconstructions); NaN rows and False where no face.
+        """Embed reconstructions: ``(vectors, found)``, one row and one flag per image.
+
+        Reconstructions are already aligned chips (the generator learned
+        chips cut by :mod:`audit.faces`), so an aligned-chip target embeds
+        each one resized to its chip size, every time: the distance is
+        defined for every reconstruction, on the same footing.  Separately,
+        ``found`` says whether the face detector finds a face in it, as it
+        would in any photo; a success needs both.  A target that takes
+        whole images (a cloud API) finds the face itself: where it finds
+        none, the row is NaN and ``found`` False.
 
         Results are cached by the pixels' hash: a paid cloud call is never
         repeated when a resumed run regenerates the same reconstruction.
@@ -348,37 +365,48 @@ class Embedder:
         images = np.asarray(images, dtype=np.uint8)
         n = len(images)
         vectors = np.full((n, target.dimension), np.nan, dtype=np.float32)
-        ok = np.zeros(n, dtype=bool)
+        found = np.zeros(n, dtype=bool)
         hashes = [hashlib.sha256(im.tobytes() + str(im.shape).encode()).hexdigest() for im in images]
         fingerprint = target.fingerprint()
-        prep = (f"{self.face_config.key()}:chip{target.chip_size}" if target.input_kind == "aligned"
-                else f"{target.input_kind}-v1")
+        aligned = target.input_kind == "aligned"
+        prep = (f"reconstruction-v1:{self.face_config.key()}:chip{target.chip_size}" if aligned
+                else f"reconstruction-v1:{target.input_kind}")
         cached = self.cache.get_embeddings(hashes, target=fingerprint, preprocessing=prep) if self.cache else {}
-        todo = [i for i, h in enumerate(hashes) if h not in cached]
         for i, h in enumerate(hashes):
-            if h in cached and cached[h].vector is not None:
-                vectors[i], ok[i] = cached[h].vector, True
-        if todo:
-            results = []
-            for i in todo:
-                if target.input_kind == "aligned":
-                    face = self._local_aligner().align(images[i], sizes=(target.chip_size,))
-                    results.append(_ItemResult(i, hashes[i], face.status, face.n_faces, face.reason, face.chips))
-                else:
-                    results.append(_ItemResult(i, hashes[i], STATUS_OK, 1, "", {}, image=images[i]))
-            stopped = self._embed_in_main(results, target)
-            rows = []
+            if h in cached:
+                if cached[h].vector is not None:
+                    vectors[i] = cached[h].vector
+                found[i] = cached[h].status == STATUS_OK
+        todo = [i for i, h in enumerate(hashes) if h not in cached]
+        if not todo:
+            return vectors, found
+        results = []
+        for i in todo:
+            if aligned:
+                face = self._local_aligner().align(images[i], sizes=())
+                chip = _resize(images[i], target.chip_size)
+                results.append(_ItemResult(i, hashes[i], face.status, face.n_faces, face.reason,
+                                           {target.chip_size: chip}))
+            else:
+                results.append(_ItemResult(i, hashes[i], STATUS_OK, 1, "", {}, image=images[i]))
+        detected = {r.index: (r.status, r.n_faces, r.reason) for r in results}
+        if aligned:   # embed every reconstruction, found or not
             for r in results:
-                if r.status == STATUS_OK and r.vector is not None:
-                    vectors[r.index], ok[r.index] = r.vector, True
-                if r.status in (STATUS_OK, STATUS_NO_FACE):
-                    rows.append((r.content_hash, CachedEmbedding(r.status, r.n_faces, r.reason,
-                                                                 r.vector if r.status == STATUS_OK else None)))
-            if self.cache is not None:
-                self.cache.put_embeddings(rows, target=fingerprint, preprocessing=prep)
-            if stopped is not None:
-                raise stopped
-        return vectors, ok
+                r.status = STATUS_OK
+        stopped = self._embed_in_main(results, target)
+        rows = []
+        for r in results:
+            status, n_faces, reason = detected[r.index] if aligned else (r.status, r.n_faces, r.reason)
+            if r.vector is not None:
+                vectors[r.index] = r.vector
+            found[r.index] = status == STATUS_OK and r.vector is not None
+            if r.status != STATUS_ERROR and status in (STATUS_OK, STATUS_NO_FACE):
+                rows.append((r.content_hash, CachedEmbedding(status, n_faces, reason, r.vector)))
+        if self.cache is not None:
+            self.cache.put_embeddings(rows, target=fingerprint, preprocessing=prep)
+        if stopped is not None:
+            raise stopped
+        return vectors, found
 
     @property
     def reembedding_target(self) -> Target | None:
@@ -393,6 +421,3 @@ def _init_local(embedder: Embedder) -> None:
     _worker_aligner = embedder._local_aligner()
     _worker_target = None
 
-
-def finish(results) -> None:
-    finish(results)

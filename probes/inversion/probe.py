@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from audit.distances import paired_distances
+from audit.distances import cross_distances, paired_distances
 from audit.errors import InputError
 from audit.results import grouping_name
 from audit.targets.base import Metric
@@ -87,6 +87,25 @@ def _sweep_thresholds(values: Sequence[np.ndarray], default_threshold: float, n_
     finite = np.concatenate([np.asarray(v, dtype=np.float64)[np.isfinite(v)] for v in values] + [np.zeros(0)])
     upper = max([float(default_threshold) * 2] + ([float(finite.max())] if len(finite) else []))
     return np.linspace(0.0, upper, n_points)
+
+
+def _mean_distance_to_others(vectors: np.ndarray, real: np.ndarray, persons: np.ndarray,
+                             metric: Metric) -> np.ndarray:
+    """Each reconstruction's mean distance to every OTHER test person's real embedding.
+
+    The noise-free form of the random-pair baseline, per sample: a
+    reconstruction that carries identity is closer to its own source
+    than to this mean.  NaN where the reconstruction has no vector.
+    """
+    out = np.full(len(vectors), np.nan)
+    has = np.all(np.isfinite(vectors), axis=1)
+    if has.sum() == 0 or len(real) < 2:
+        return out
+    matrix = cross_distances(vectors[has], real, metric)
+    other = persons[has][:, None] != persons[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[has] = np.where(other, matrix, 0.0).sum(1) / other.sum(1)
+    return out
 
 
 def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.DataFrame, split: pd.Series,
@@ -146,11 +165,13 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
                          batch_size=config.eval_batch_size)
     vectors, ok = embed_fn(images)
     vectors = np.asarray(vectors, dtype=np.float64)
-    ok = np.asarray(ok, dtype=bool) & np.all(np.isfinite(vectors), axis=1)
-    vectors[~ok] = np.nan
+    # A distance wherever the target gave a vector; a success also needs the
+    # target to find the face (``ok``): see Embedder.embed_arrays.
+    has_vector = np.all(np.isfinite(vectors), axis=1)
+    ok = np.asarray(ok, dtype=bool) & has_vector
     distance = np.full(len(test_rows), np.nan)
-    if ok.any():
-        distance[ok] = paired_distances(real[ok], vectors[ok], metric)
+    if has_vector.any():
+        distance[has_vector] = paired_distances(real[has_vector], vectors[has_vector], metric)
 
     test_persons = persons[test_rows]
     finest = max(groupings, key=len) if groupings else []
@@ -189,6 +210,7 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
     samples["random_pair_distance_within"] = within
     samples["random_pair_distance_across"] = across
     samples["random_pair_distance_any"] = anyone
+    samples["impostor_mean_distance"] = _mean_distance_to_others(vectors, real, test_persons, metric)
     samples["type2_distance"] = type2
 
     # -- details for the report ------------------------------------------------

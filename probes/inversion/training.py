@@ -40,13 +40,15 @@ Validation and checkpoint selection
 Every ``validate_every`` epochs (and after the last), the validation
 embeddings are reconstructed, the reconstructions embedded through the
 target with ``embed_fn``, and each compared with its source embedding.
-``val_mean_distance`` is the mean over reconstructions in which the target
-found a face; ``val_failures`` counts the others.  The checkpoint is chosen
-by ``val_score``: the mean over *all* validation reconstructions where a
-failure counts as ``failure_distance`` (default: the largest distance
-among that round's successful reconstructions, i.e. a face the target
-cannot detect is as bad as the worst one it can).  A round where every
-reconstruction fails scores infinity.
+``val_mean_distance`` is the mean over reconstructions the target gave a
+vector for: an aligned-chip target (dlib, ONNX) embeds every
+reconstruction, which is an aligned chip already; ``val_failures`` counts
+those in which the face detector found no face (reported, not penalised).
+A target that takes whole images (a cloud API) may return no vector at
+all; the checkpoint is chosen by ``val_score``, the mean over *all*
+validation reconstructions where a missing vector counts as
+``failure_distance`` (default: the largest distance of that round).  A
+round without any vector scores infinity.
 """
 
 from __future__ import annotations
@@ -278,17 +280,22 @@ def evaluate(model: InversionGenerator, embeddings: np.ndarray, *, embed_fn: Emb
     images = reconstruct(model, embeddings, device=device, batch_size=batch_size, amp=amp)
     vectors, ok = embed_fn(images)
     vectors = np.asarray(vectors, dtype=np.float64)
-    ok = np.asarray(ok, dtype=bool) & np.all(np.isfinite(vectors), axis=1)
+    # A distance wherever the target returned a vector (an aligned-chip
+    # target embeds every reconstruction); ``ok`` False with a vector is a
+    # reconstruction the detector did not find a face in: counted, not penalised.
+    has_vector = np.all(np.isfinite(vectors), axis=1)
+    found = np.asarray(ok, dtype=bool) & has_vector
     distances = np.full(len(embeddings), np.nan)
-    if ok.any():
-        distances[ok] = paired_distances(embeddings[ok], vectors[ok], metric)
-    n_fail = int((~ok).sum())
-    if not ok.any():
+    if has_vector.any():
+        distances[has_vector] = paired_distances(embeddings[has_vector], vectors[has_vector], metric)
+    n_fail = int((~found).sum())
+    n_missing = int((~has_vector).sum())
+    if not has_vector.any():
         mean, score = float("nan"), float("inf")
     else:
-        mean = float(distances[ok].mean())
-        penalty = float(distances[ok].max()) if failure_distance is None else float(failure_distance)
-        score = float((distances[ok].sum() + n_fail * penalty) / len(embeddings))
+        mean = float(distances[has_vector].mean())
+        penalty = float(distances[has_vector].max()) if failure_distance is None else float(failure_distance)
+        score = float((distances[has_vector].sum() + n_missing * penalty) / len(embeddings))
     return {"val_mean_distance": mean, "val_failures": n_fail, "val_score": score}
 
 
