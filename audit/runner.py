@@ -147,7 +147,10 @@ def sample_impostor_distances(vectors: np.ndarray, persons: np.ndarray, metric: 
     a = rng.integers(0, n, size=n_pairs)
     b = rng.integers(0, n, size=n_pairs)
     keep = persons[a] != persons[b]
-    return paired_distances(vectors[a[keep]], vectors[b[keep]], metric)
+    a, b = a[keep], b[keep]
+    # In chunks: 200k pairs of 1024-D vectors at once would take gigabytes.
+    return np.concatenate([paired_distances(vectors[a[i:i + 10_000]], vectors[b[i:i + 10_000]], metric)
+                           for i in range(0, len(a), 10_000)] or [np.empty(0)])
 
 
 class AuditRun:

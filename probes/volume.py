@@ -63,7 +63,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import ledoit_wolf_shrinkage
 
 from audit.distances import check_metric, cross_distances
 from audit.errors import InputError
@@ -121,11 +121,42 @@ def check_embeddings(embeddings: np.ndarray, samples: pd.DataFrame) -> np.ndarra
     return x
 
 
-def log_volume_per_dim(x: np.ndarray) -> float:
-    """Half the log-determinant of the Ledoit-Wolf covariance of ``x``, over the dimension."""
-    cov = LedoitWolf().fit(x).covariance_
-    sign, logdet = np.linalg.slogdet(cov)
-    return 0.5 * logdet / x.shape[1] if sign > 0 else -math.inf
+def covariance_eigenvalues(x: np.ndarray) -> np.ndarray:
+    """Eigenvalues (descending, ``d`` of them) of the maximum-likelihood covariance of ``x``.
+
+    With fewer samples than dimensions (a 1024-D cloud model, a subsample
+    of 50 people) the ``d x d`` covariance has at most ``n - 1`` non-zero
+    eigenvalues, and they are those of the ``n x n`` Gram matrix: far
+    cheaper to find.  The rest are zeros.
+    """
+    xc = x - x.mean(axis=0)
+    n, d = xc.shape
+    if n < d:
+        eig = np.linalg.eigvalsh(xc @ xc.T / n)
+        eig = np.concatenate([eig, np.zeros(d - n)])
+    else:
+        eig = np.linalg.eigvalsh(xc.T @ xc / n)
+    return np.sort(np.clip(eig, 0.0, None))[::-1]
+
+
+def log_volume_per_dim(x: np.ndarray, eigenvalues: np.ndarray | None = None) -> float:
+    """Half the log-determinant of the Ledoit-Wolf covariance of ``x``, over the dimension.
+
+    Ledoit-Wolf shrinks the empirical covariance ``S`` towards ``mu * I``
+    (``mu`` = mean variance): ``(1 - delta) S + delta mu I``, whose
+    eigenvalues are ``(1 - delta) lambda_i + delta mu``.  So the log-det
+    comes from ``S``'s eigenvalues and scikit-learn's shrinkage ``delta``
+    without forming (or inverting) the ``d x d`` matrix, the same number
+    ``LedoitWolf().fit(x).covariance_`` gives.
+    """
+    lam = covariance_eigenvalues(x) if eigenvalues is None else np.asarray(eigenvalues, dtype=np.float64)
+    d = x.shape[1]
+    delta = ledoit_wolf_shrinkage(x)
+    mu = lam.sum() / d
+    shrunk = (1.0 - delta) * lam + delta * mu
+    if np.any(shrunk <= 0):
+        return -math.inf
+    return float(0.5 * np.sum(np.log(shrunk)) / d)
 
 
 def participation_ratio(eigenvalues: np.ndarray) -> float:
@@ -154,9 +185,9 @@ def _draw_figures(x_one: np.ndarray, x_all: np.ndarray, persons_all: np.ndarray,
     d = cross_distances(x_one, x_one, metric)
     iu = np.triu_indices(len(x_one), k=1)
     np.fill_diagonal(d, np.inf)
-    eig = np.sort(np.linalg.eigvalsh(np.cov(x_one, rowvar=False)))[::-1]
+    eig = covariance_eigenvalues(x_one)
     return {
-        "log_volume_per_dim": log_volume_per_dim(x_one),
+        "log_volume_per_dim": log_volume_per_dim(x_one, eig),
         "effective_dimensionality": participation_ratio(eig),
         "nn_distance_impostor": float(d.min(axis=1).mean()),
         "impostor_match_rate": float(np.mean(d[iu] < threshold)),

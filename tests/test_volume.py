@@ -106,3 +106,16 @@ def test_bad_embeddings_say_what_to_pass():
     with pytest.raises(InputError, match=r"subsample_size=1, must be a whole number >= 3"):
         volume_probe(np.zeros((2, 4)), df, groupings=[["race"]], metric="cosine", threshold=0.5,
                      subsample_size=1)
+
+
+@pytest.mark.parametrize("n, d", [(40, 16), (12, 64)])
+def test_log_volume_equals_scikit_learns_ledoit_wolf(n, d):
+    """The eigenvalue shortcut gives LedoitWolf's log-determinant, with fewer samples than dimensions too."""
+    from sklearn.covariance import LedoitWolf
+
+    from probes.volume import log_volume_per_dim
+
+    x = np.random.default_rng(n).normal(size=(n, d)) * np.linspace(0.5, 2.0, d)
+    sign, logdet = np.linalg.slogdet(LedoitWolf().fit(x).covariance_)
+    assert sign > 0
+    assert log_volume_per_dim(x) == pytest.approx(0.5 * logdet / d, rel=1e-9, abs=1e-12)
