@@ -69,6 +69,7 @@ class RunConfig:
     validate_every: int = 5
     average_identities: bool = False
     generator_channels: int = 512
+    identity_loss: float = 0.0
     n_resamples: int = DEFAULT_N_RESAMPLES
     pairs_file: Path | None = None
     report: bool = True
@@ -297,13 +298,22 @@ class AuditRun:
         training = TrainingConfig(epochs=config.epochs, batch_size=config.batch_size,
                                   validate_every=config.validate_every, seed=config.seed,
                                   device=config.device, image_size=config.image_size,
-                                  base_channels=config.generator_channels)
+                                  base_channels=config.generator_channels,
+                                  identity_weight=config.identity_loss)
+        identity_model = None
+        if config.identity_loss > 0:
+            factory = getattr(self.target, "differentiable_model", None)
+            if factory is None:
+                raise InputError(f"--identity-loss needs a white-box target whose network runs in PyTorch "
+                                 f"(dlib); {self.target.name!r} is a black box to this tool.")
+            identity_model = factory()
         result = run_inversion_probe(
             embeddings=vectors, chips=self.embset.chips[rows], table=table, split=split,
             embed_fn=self.embedder.embed_arrays, metric=self.target.metric,
             default_threshold=self.target.default_threshold, impostor_distances=impostors,
             config=training, out_dir=out, groupings=self.groupings, person="identity", seed=config.seed,
-            average_identities=config.average_identities, progress=config.show_progress)
+            average_identities=config.average_identities, progress=config.show_progress,
+            identity_model=identity_model)
         samples = result.samples
         samples.to_csv(out / INVERSION_SAMPLES_FILE, index=False)
         metrics = [("mean_distance", "distance", "mean", "higher"),

@@ -221,3 +221,43 @@ def test_cpu_optimizer_is_fused_adam_with_the_default_adams_update() -> None:
     # their states are interchangeable: a checkpoint of one resumes in the other
     make_optimizer(models[1], device="cpu").load_state_dict(plain.state_dict())
     plain.load_state_dict(fused.state_dict())
+
+
+class _PooledProjection(torch.nn.Module):
+    """A tiny differentiable 'target': 150x150 input pooled to 8x8, projected (the white-box stand-in)."""
+
+    input_size = 150
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(8 * 8 * 3, DIM, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.nn.functional.adaptive_avg_pool2d(x / 255.0, 8).flatten(1))
+
+
+def test_identity_loss_is_off_by_default_and_changes_training_when_on(data: dict, tmp_path: Path) -> None:
+    plain = train(data, tmp_path / "plain")
+    assert config().identity_weight == 0.0
+    with pytest.raises(InputError, match="identity_weight=0.5 needs the target's network in PyTorch"):
+        train(data, tmp_path / "no-model", identity_weight=0.5)
+    model = _PooledProjection()
+    white = train_generator(*data["train"], *data["val"], embed_fn=ProjectionTarget(), metric="euclidean",
+                            config=config(identity_weight=0.5), checkpoint_dir=tmp_path / "white",
+                            progress=False, identity_model=model)
+    assert not same_weights(last_weights(tmp_path / "plain"), last_weights(tmp_path / "white"))
+    assert all(not p.requires_grad for p in model.parameters())   # the target is never trained
+    assert white.history[-1]["train_loss"] > plain.history[-1]["train_loss"]  # the identity term adds to the loss
+
+
+def test_identity_distance_is_differentiable_and_zero_on_its_own_embedding() -> None:
+    from probes.inversion.training import identity_distance
+
+    model = _PooledProjection()
+    images = torch.rand(4, 3, 64, 64, requires_grad=True)
+    with torch.no_grad():
+        own = model(torch.nn.functional.interpolate(images, size=(150, 150), mode="bilinear") * 255.0)
+    assert identity_distance(images, own, model, "euclidean").item() == pytest.approx(0.0, abs=1e-4)
+    loss = identity_distance(images, torch.zeros_like(own), model, "euclidean")
+    loss.backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0

@@ -35,6 +35,9 @@ from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PR
               help="Train on per-identity averaged chips (identities with 3+ images), as in the method.")
 @click.option("--generator-channels", type=click.IntRange(min=8), default=512, show_default=True,
               help="Channels of the generator's first 4x4 map (the method's 512; smaller trains faster).")
+@click.option("--identity-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="White-box option (dlib): add this weight x the target's embedding distance to the "
+                   "generator's loss. Off by default so black-box and white-box audits stay comparable.")
 @click.option("--device", default="auto", show_default=True, help="auto (the GPU if any), cpu or cuda.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, training and bootstrap.")
 @click.option("--resamples", "n_resamples", type=click.IntRange(min=100), default=DEFAULT_N_RESAMPLES,
@@ -54,7 +57,7 @@ from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PR
 @face_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epochs, image_size, batch_size,
-        validate_every, average_identities, generator_channels, device, seed, n_resamples, pairs_file, max_requests, policy_path, baseline_path,
+        validate_every, average_identities, generator_channels, identity_loss, device, seed, n_resamples, pairs_file, max_requests, policy_path, baseline_path,
         junit_path, no_report, no_faces, cache_path, no_cache, detector, upsample, min_score, workers, quiet):
     """Audit a face model for demographic bias: embed, probe, report, gate.
 
@@ -77,7 +80,7 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
         face_config=make_face_config(detector, upsample, min_score), cache_path=cache_path,
         use_cache=not no_cache, workers=workers, seed=seed, epochs=epochs, image_size=int(image_size),
         batch_size=batch_size, validate_every=validate_every, average_identities=average_identities,
-        generator_channels=generator_channels, n_resamples=n_resamples, pairs_file=pairs_file,
+        generator_channels=generator_channels, identity_loss=identity_loss, n_resamples=n_resamples, pairs_file=pairs_file,
         report=not no_report, no_faces=no_faces, policy_path=policy_path, baseline_path=baseline_path,
         max_requests=max_requests, device=device, show_progress=not quiet,
         command_line=shlex.join(["audit", *sys.argv[1:]]))

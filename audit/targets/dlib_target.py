@@ -119,6 +119,12 @@ class DlibTarget(Target):
         self.self_check_report = report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))
         return "torch"
 
+    def differentiable_model(self):
+        """dlib's network as a differentiable PyTorch module (white-box probes only)."""
+        from audit.targets.dlib_torch import load_dlib_descriptor
+
+        return load_dlib_descriptor(self._model_file)
+
     def details(self) -> dict:
         return {"engine": self.engine, "model_file": self._model_file.name,
                 "model_sha256": file_sha256(str(self._model_file)),

@@ -113,7 +113,7 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
                         impostor_distances: np.ndarray | None, config: TrainingConfig, out_dir: Path,
                         groupings: Sequence[Sequence[str]], person: str = "identity", seed: int = 0,
                         average_identities: bool = False, samples_per_group: int = DEFAULT_SAMPLES_PER_GROUP,
-                        progress: bool = True) -> InversionResult:
+                        progress: bool = True, identity_model=None) -> InversionResult:
     """Train (or resume) the generator and measure its reconstructions of the test people.
 
     ``embeddings``, ``chips`` (uint8 aligned chips), ``table`` (``image_id``,
@@ -156,7 +156,8 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
         train_chips = average_identity_chips(train_chips, persons[train])
     training = train_generator(embeddings[train], train_chips, embeddings[val], chips[val],
                                embed_fn=embed_fn, metric=metric, config=config,
-                               checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, progress=progress)
+                               checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, progress=progress,
+                               identity_model=identity_model)
 
     # -- reconstruct and measure the test people ---------------------------------
     test_rows = np.flatnonzero(test)

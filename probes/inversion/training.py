@@ -123,6 +123,9 @@ class TrainingConfig:
     base_channels: int = DEFAULT_BASE_CHANNELS
     failure_distance: float | None = None
     eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE
+    #: Weight of the white-box identity term (0: off, the method's black-box
+    #: recipe).  See :func:`identity_distance`.
+    identity_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "validate_every", "eval_batch_size", "base_channels"):
@@ -146,6 +149,10 @@ class TrainingConfig:
             raise InputError(f"device={self.device!r}, must be 'auto', 'cpu', 'cuda' or 'cuda:N'.")
         if self.image_size not in IMAGE_SIZES:
             raise InputError(f"image_size={self.image_size!r}, must be one of {IMAGE_SIZES}.")
+        if not (isinstance(self.identity_weight, (int, float)) and self.identity_weight >= 0
+                and math.isfinite(self.identity_weight)):
+            raise InputError(f"identity_weight={self.identity_weight!r}, must be a finite number >= 0 "
+                             "(0 turns the white-box identity term off).")
         if self.failure_distance is not None and not (
                 isinstance(self.failure_distance, (int, float)) and self.failure_distance >= 0):
             raise InputError(f"failure_distance={self.failure_distance!r}, must be None (the round's worst "
@@ -334,9 +341,30 @@ def make_optimizer(model: nn.Module, *, lr: float = DEFAULT_LR, betas: tuple[flo
     return torch.optim.Adam(model.parameters(), lr=lr, betas=betas, **fused)
 
 
+def identity_distance(images: torch.Tensor, embeddings: torch.Tensor, identity_model: nn.Module,
+                      metric: Metric) -> torch.Tensor:
+    """Mean distance between the target's embedding of ``images`` and ``embeddings``, differentiably.
+
+    The white-box option: with the target's network in PyTorch (dlib's, via
+    :mod:`audit.targets.dlib_torch`), the generator can be pushed towards
+    reconstructions the target itself finds alike.  ``images`` (N, 3, H, W)
+    in [0, 1] are the aligned chips the generator makes; they are resized to
+    the network's input (150x150 for dlib) and scaled to 0..255 as it expects.
+    """
+    size = int(getattr(identity_model, "input_size", 150))
+    resized = nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
+                                        align_corners=False) * 255.0
+    predicted = identity_model(resized)
+    if metric == "cosine":
+        return (1.0 - nn.functional.cosine_similarity(predicted, embeddings, dim=1)).mean()
+    return (predicted - embeddings).pow(2).sum(1).add(1e-12).sqrt().mean()
+
+
 def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, chips_dev: torch.Tensor,
                 embeddings_dev: torch.Tensor, batches: Iterable[torch.Tensor], *,
-                noise: torch.Tensor | None = None, amp: bool = False) -> torch.Tensor:
+                noise: torch.Tensor | None = None, amp: bool = False,
+                identity_model: nn.Module | None = None, identity_weight: float = 0.0,
+                metric: Metric = "euclidean") -> torch.Tensor:
     """One optimisation step per index tensor in ``batches``; returns the summed loss (x batch size).
 
     Each batch is gathered from the device-resident tensors and converted
@@ -356,6 +384,9 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, chips_dev: t
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             output = model(z)
         loss = nn.functional.mse_loss(output.float(), target)
+        if identity_model is not None and identity_weight > 0:
+            loss = loss + identity_weight * identity_distance(output, embeddings_dev.index_select(0, idx),
+                                                              identity_model, metric)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -381,7 +412,7 @@ def _finite_or_none(x: float) -> float | None:
 def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_embeddings: np.ndarray,
                     val_chips: np.ndarray, *, embed_fn: EmbedFn, metric: Metric,
                     config: TrainingConfig = DEFAULT_TRAINING_CONFIG, checkpoint_dir: Path,
-                    progress: bool = True) -> TrainingResult:
+                    progress: bool = True, identity_model: nn.Module | None = None) -> TrainingResult:
     """Train (or resume training) the generator; return the best checkpoint's model.
 
     ``train_chips``/``val_chips`` are uint8 ``(N, S, S, 3)`` aligned chips
@@ -413,6 +444,13 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
         torch.manual_seed(config.seed)
         model = InversionGenerator(dim, image_size=config.image_size, base_channels=config.base_channels)
     model = place_model(model, device)
+    if config.identity_weight > 0:
+        if identity_model is None:
+            raise InputError(f"identity_weight={config.identity_weight!r} needs the target's network in PyTorch "
+                             "(a white-box target such as dlib); pass identity_model or set it to 0.")
+        identity_model = identity_model.to(device).eval()
+        for parameter in identity_model.parameters():
+            parameter.requires_grad_(False)
     optimizer = make_optimizer(model, lr=config.lr, betas=config.betas, device=device)
 
     history: list[dict] = []
@@ -468,7 +506,9 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
             noise = (torch.randn(n, dim, generator=rng).mul_(config.noise_std).to(device)
                      if config.noise_std > 0 else None)
             batches = (perm[s:e] for s, e in zip(starts, ends))
-            total_loss = train_steps(model, optimizer, chips_dev, emb_dev, batches, noise=noise, amp=use_amp)
+            total_loss = train_steps(model, optimizer, chips_dev, emb_dev, batches, noise=noise, amp=use_amp,
+                                     identity_model=identity_model, identity_weight=config.identity_weight,
+                                     metric=metric)
             train_loss = float(total_loss.item()) / ends[-1]
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
