@@ -154,6 +154,16 @@ def sample_impostor_distances(vectors: np.ndarray, persons: np.ndarray, metric: 
                            for i in range(0, len(a), 10_000)] or [np.empty(0)])
 
 
+def _pairs_folder(image_ids: pd.Series) -> str:
+    """The folder LFW-style image ids sit in (``images`` for ``images/<Name>/<Name>_0001.jpg``).
+
+    Official pair lists name images by person and number only; the
+    manifest's ids carry the import's folder in front.
+    """
+    parts = Path(str(image_ids.iloc[0])).parts if len(image_ids) else ()
+    return "/".join(parts[:-2]) if len(parts) > 2 else ""
+
+
 class AuditRun:
     """One audit: holds the dataset, target and embeddings while the probes run."""
 
@@ -273,7 +283,7 @@ class AuditRun:
         if pairs_file is None and (Path(self.dataset.root) / "pairs.txt").is_file():
             pairs_file = Path(self.dataset.root) / "pairs.txt"
         if pairs_file is not None:
-            pairs = read_lfw_pairs(pairs_file)
+            pairs = read_lfw_pairs(pairs_file, folder=_pairs_folder(samples["image_id"]))
         result = verification_probe(self.embset.vectors[ok], samples, groupings=self.groupings,
                                     person="identity", metric=self.target.metric,
                                     threshold=self.target.default_threshold, pairs=pairs,

@@ -109,7 +109,8 @@ def read_lfw_pairs(path: str | Path, *, folder: str = "images_deepfunneled") -> 
         else:
             raise InputError(f"{str(path)!r} line {number}: {line!r} is not 'Name i j' (genuine) or "
                              "'Name1 i Name2 j' (impostor). Pass LFW's pairs.txt unchanged.")
-        rows.append((f"{folder}/{a[0]}/{a[0]}_{a[1]:04d}.jpg", f"{folder}/{b[0]}/{b[0]}_{b[1]:04d}.jpg",
+        prefix = f"{folder}/" if folder else ""
+        rows.append((f"{prefix}{a[0]}/{a[0]}_{a[1]:04d}.jpg", f"{prefix}{b[0]}/{b[0]}_{b[1]:04d}.jpg",
                      len(parts) == 3))
     return pd.DataFrame(rows, columns=["image_id_a", "image_id_b", "genuine"])
 
