@@ -122,7 +122,7 @@ DLIB_OPTIONS = {
     "engine": "auto (default), torch or dlib",
     "threshold": "same-person distance (default 0.6)",
     "device": "torch engine device: cuda or cpu (default: the GPU if any)",
-    "batch_size": "torch engine batch size (default 256)",
+    "batch_size": "torch engine batch size (default 16 on the CPU, 256 on a GPU)",
 }
 
 

@@ -43,7 +43,7 @@ class DlibTarget(Target):
     chip_size = DESCRIPTOR_CHIP_SIZE
 
     def __init__(self, *, engine: Engine = "auto", threshold: float = DEFAULT_THRESHOLD,
-                 device: str | None = None, batch_size: int = 256) -> None:
+                 device: str | None = None, batch_size: int | None = None) -> None:
         if engine not in ENGINES:
             raise InputError(f"engine={engine!r}, must be one of {ENGINES}.")
         threshold = float(threshold)
@@ -52,7 +52,7 @@ class DlibTarget(Target):
         self.requested_engine = engine
         self._threshold = threshold
         self._device = device
-        self._batch_size = int(batch_size)
+        self._batch_size = None if batch_size is None else int(batch_size)
         self._model_file = model_path(DESCRIPTOR_MODEL)
         self._engine: str | None = None
         self._torch_engine = None

@@ -52,6 +52,9 @@ CHIP_SIZE = 150            # input_rgb_image_sized<150>
 DESCRIPTOR_DIMENSION = 128  # fc_no_bias<128>
 PIXEL_SCALE = 256.0        # input_rgb_image::to_tensor divides by 256.0, not 255
 DEFAULT_BATCH_SIZE = 256
+#: On the CPU small batches stay in cache: batch 16 measured 1.2-1.5x faster
+#: than 256 on a 2-core machine (benchmarks/bench_dlib_descriptor.py, 2026-11-27).
+DEFAULT_CPU_BATCH_SIZE = 16
 DEFAULT_TOLERANCE = 1e-4
 SAME_PERSON_THRESHOLD = 0.6  # dlib's documented euclidean threshold
 
@@ -298,11 +301,13 @@ class DlibTorchEngine:
     """
 
     def __init__(self, *, device: str | torch.device | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, model_file: str | Path | None = None,
+                 batch_size: int | None = None, model_file: str | Path | None = None,
                  fuse: bool = True, channels_last: bool = True) -> None:
-        if int(batch_size) < 1:
+        if batch_size is not None and int(batch_size) < 1:
             raise InputError(f"batch_size={batch_size!r}, must be >= 1.")
         self.device = _pick_device(device)
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH_SIZE if self.device.type == "cuda" else DEFAULT_CPU_BATCH_SIZE
         self.batch_size = int(batch_size)
         self.model_file = Path(model_file) if model_file is not None else default_model_path()
         self.channels_last = channels_last
