@@ -206,3 +206,26 @@ def type2_distances(recon_embeddings: np.ndarray, persons: Sequence[object], oth
         if rows and np.all(np.isfinite(recon[i])):
             out[i] = float(cross_distances(recon[i:i + 1], other[rows], metric).mean())
     return out
+
+
+def reconstruction_distances(real: np.ndarray, vectors: np.ndarray, found: np.ndarray,
+                             metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(distance, has_vector, found)`` for reconstructions embedded by the target.
+
+    A distance wherever the target returned a vector (an aligned-chip target
+    embeds every reconstruction, which is an aligned chip already; a
+    whole-image target returns NaN where it finds no face).  ``found`` is
+    the target's face detection on the reconstruction, and only counts
+    where there is a vector: a success needs both (see
+    ``audit.embedding.Embedder.embed_arrays``).
+    """
+    from audit.distances import paired_distances
+
+    vectors = np.asarray(vectors, dtype=np.float64)
+    has_vector = np.all(np.isfinite(vectors), axis=1)
+    found = np.asarray(found, dtype=bool) & has_vector
+    distance = np.full(len(vectors), np.nan)
+    if has_vector.any():
+        distance[has_vector] = paired_distances(np.asarray(real, dtype=np.float64)[has_vector],
+                                                vectors[has_vector], metric)
+    return distance, has_vector, found

@@ -37,11 +37,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from audit.distances import cross_distances, paired_distances
+from audit.distances import cross_distances
 from audit.errors import InputError
 from audit.results import grouping_name
 from audit.targets.base import Metric
 from probes.inversion.metrics import (DEFAULT_FMR, crossing_threshold, random_pair_distances,
+                                      reconstruction_distances,
                                       success_rate, threshold_at_fmr, threshold_sweep, type2_distances)
 from probes.inversion.splits import (SPLIT_TEST, SPLIT_TEST_EXTRA, SPLIT_TRAIN, SPLIT_VAL, SPLITS,
                                      average_identities as average_identity_chips, group_labels,
@@ -166,13 +167,7 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
                          batch_size=config.eval_batch_size)
     vectors, ok = embed_fn(images)
     vectors = np.asarray(vectors, dtype=np.float64)
-    # A distance wherever the target gave a vector; a success also needs the
-    # target to find the face (``ok``): see Embedder.embed_arrays.
-    has_vector = np.all(np.isfinite(vectors), axis=1)
-    ok = np.asarray(ok, dtype=bool) & has_vector
-    distance = np.full(len(test_rows), np.nan)
-    if has_vector.any():
-        distance[has_vector] = paired_distances(real[has_vector], vectors[has_vector], metric)
+    distance, _, ok = reconstruction_distances(real, vectors, ok, metric)
 
     test_persons = persons[test_rows]
     finest = max(groupings, key=len) if groupings else []

@@ -68,10 +68,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from audit.distances import check_metric, paired_distances
+from audit.distances import check_metric
 from audit.errors import InputError
 from audit.progress import progress as progress_bar
 from audit.targets.base import Metric
+from probes.inversion.metrics import reconstruction_distances
 from probes.inversion.generator import (DEFAULT_BASE_CHANNELS, DEFAULT_IMAGE_SIZE, IMAGE_SIZES,
                                         InversionGenerator, to_uint8_images)
 
@@ -286,15 +287,9 @@ def evaluate(model: InversionGenerator, embeddings: np.ndarray, *, embed_fn: Emb
     """Reconstruct, embed through the target, compare: the validation round (see the module doc)."""
     images = reconstruct(model, embeddings, device=device, batch_size=batch_size, amp=amp)
     vectors, ok = embed_fn(images)
-    vectors = np.asarray(vectors, dtype=np.float64)
-    # A distance wherever the target returned a vector (an aligned-chip
-    # target embeds every reconstruction); ``ok`` False with a vector is a
-    # reconstruction the detector did not find a face in: counted, not penalised.
-    has_vector = np.all(np.isfinite(vectors), axis=1)
-    found = np.asarray(ok, dtype=bool) & has_vector
-    distances = np.full(len(embeddings), np.nan)
-    if has_vector.any():
-        distances[has_vector] = paired_distances(embeddings[has_vector], vectors[has_vector], metric)
+    # ``found`` False with a vector: the detector found no face in the
+    # reconstruction; counted, not penalised (see the module doc).
+    distances, has_vector, found = reconstruction_distances(embeddings, vectors, ok, metric)
     n_fail = int((~found).sum())
     n_missing = int((~has_vector).sum())
     if not has_vector.any():
