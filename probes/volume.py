@@ -40,19 +40,21 @@ log-determinant, a nearest-neighbour distance and an effective dimension
 all grow with the sample), so comparing a group of 50 people with a group
 of 5,000 would mostly measure their sizes.  Each group is therefore
 measured on ``n_draws`` seeded subsamples of the same number of people
-(``subsample_size``; by default the smallest group with at least
+(``subsample_size``; by default **half** the smallest group with at least
 ``min_people`` people, capped at :data:`DEFAULT_MAX_SUBSAMPLE_SIZE`), one
 random image per person (all their images for ``spread_ratio``).  A group
 with fewer people than the subsample size gets NaN and ``undefined`` (and
 ``small_group``).  The figure is the mean over draws.
 
-What the interval means: the central 95% of the draws' values, i.e. how
-much the figure moves with *which* people are drawn.  It is a subsampling
-spread, not a population sampling interval: it is wide for a large group
-measured on few people and narrows to (almost) nothing for the group whose
-size sets the subsample size (the same people are drawn each time, only
-their image changes).  Disparities use the draws jointly (draw ``b`` of
-every group).
+What the interval means: the central 95% of the draws' values.  Each draw
+takes ``m`` people without replacement from the group's ``n`` (an
+m-out-of-n subsampling of people, not of images), so the interval says
+how much the figure at size ``m`` moves with *which* people are drawn.
+Taking ``m <= n / 2`` for every group keeps the draws different even for
+the smallest group (with ``m = n`` every draw would hold the same people
+and the interval would collapse).  It is the spread of one subsample's
+figure, wider than the uncertainty of the mean over draws: a conservative
+interval.  Disparities use the draws jointly (draw ``b`` of every group).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ PROBE = "volume"
 #: Default cap on the people per subsample: enough for stable figures,
 #: small enough that ``n_draws`` Ledoit-Wolf fits and distance matrices stay fast.
 DEFAULT_MAX_SUBSAMPLE_SIZE = 300
-DEFAULT_N_DRAWS = 20
+DEFAULT_N_DRAWS = 50
 #: Smallest subsample on which a covariance and a nearest neighbour mean anything.
 MIN_SUBSAMPLE_SIZE = 3
 #: Eigenvalues kept per group in ``details`` (the head of the spectrum).
@@ -283,7 +285,8 @@ def _subsample_size(requested, people_of, min_people, cap) -> int | None:
                              f"{MIN_SUBSAMPLE_SIZE} (people per subsample), or None for the default.")
         return int(requested)
     sizes = [len(p) for key, p in people_of.items() if key != (ALL, ALL)] or [len(people_of[ALL, ALL])]
-    eligible = [n for n in sizes if n >= min_people] or [n for n in sizes if n >= MIN_SUBSAMPLE_SIZE]
+    eligible = ([n for n in sizes if n >= min_people]
+                or [n for n in sizes if n >= 2 * MIN_SUBSAMPLE_SIZE])
     if not eligible:
         return None
-    return int(min(min(eligible), cap))
+    return int(max(MIN_SUBSAMPLE_SIZE, min(min(eligible) // 2, cap)))
