@@ -24,7 +24,8 @@ def export_embeddings(result: EmbeddingSet, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        np.savez(path, image_id=ids, vectors=vectors)
+        # fixed-width unicode, not objects: readable without allow_pickle
+        np.savez(path, image_id=np.asarray(ids, dtype=str), vectors=vectors)
         return path
     frame = pd.DataFrame(vectors, columns=[f"v{i}" for i in range(vectors.shape[1])])
     frame.insert(0, "image_id", ids)
