@@ -21,8 +21,8 @@ from audit.cli import cli
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
-PER_GROUP = 20           # x 10 race*gender groups = 200 images
-RUN_OPTIONS = ["--epochs", "60", "--batch-size", "16", "--generator-channels", "32", "--validate-every", "20",
+PER_GROUP = 30           # x 10 race*gender groups = 300 images
+RUN_OPTIONS = ["--epochs", "100", "--batch-size", "16", "--generator-channels", "64", "--validate-every", "25",
                "--resamples", "200", "-q"]
 
 
@@ -68,7 +68,7 @@ def test_run_writes_every_output(full_run):
     # UTKFace has no identities with two images: verification says why it did not run
     assert "skipped" in results["probes"]["verification"]
     inversion = results["probes"]["inversion"]
-    assert len(inversion["history"]) == 60 and inversion["sample_images"]
+    assert len(inversion["history"]) == 100 and inversion["sample_images"]
     for image in inversion["sample_images"]:
         assert (full_run / image["reconstruction"]).is_file()
 
