@@ -318,7 +318,8 @@ class AuditRun:
             identity_model = factory()
         result = run_inversion_probe(
             embeddings=vectors, chips=self.embset.chips[rows], table=table, split=split,
-            embed_fn=self.embedder.embed_arrays, metric=self.target.metric,
+            embed_fn=self.embedder.embed_arrays if self.embedder.reembedding_target is not None else None,
+            metric=self.target.metric,
             default_threshold=self.target.default_threshold, impostor_distances=impostors,
             config=training, out_dir=out, groupings=self.groupings, person="identity", seed=config.seed,
             average_identities=config.average_identities, progress=config.show_progress,

@@ -370,6 +370,7 @@ def build_context(results: Mapping, *, run_dir: Path, no_faces: bool = False) ->
     inversion = {"ran": ran["inversion"], "metrics": _metric_blocks("inversion", figures, disparities, order, palette)}
     if ran["inversion"]:
         inversion.update(_inversion(results, run_dir, no_faces, palette, order))
+        inversion["unavailable"] = _plain((probes_detail.get("inversion") or {}).get("unavailable"))
     volume = {"ran": ran["volume"], "metrics": _metric_blocks("volume", figures, disparities, order, palette),
               "details": _details(probes_detail.get("volume"))}
     verification = {"ran": ran["verification"],

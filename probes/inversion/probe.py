@@ -110,7 +110,7 @@ def _mean_distance_to_others(vectors: np.ndarray, real: np.ndarray, persons: np.
 
 
 def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.DataFrame, split: pd.Series,
-                        embed_fn: EmbedFn, metric: Metric, default_threshold: float,
+                        embed_fn: EmbedFn | None, metric: Metric, default_threshold: float,
                         impostor_distances: np.ndarray | None, config: TrainingConfig, out_dir: Path,
                         groupings: Sequence[Sequence[str]], person: str = "identity", seed: int = 0,
                         average_identities: bool = False, samples_per_group: int = DEFAULT_SAMPLES_PER_GROUP,
@@ -165,7 +165,11 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
     real = embeddings[test_rows].astype(np.float64)
     images = reconstruct(training.model, embeddings[test_rows], device=training.device,
                          batch_size=config.eval_batch_size)
-    vectors, ok = embed_fn(images)
+    reembedded = embed_fn is not None
+    if reembedded:
+        vectors, ok = embed_fn(images)
+    else:   # precomputed vectors without a model: the reconstructions cannot be embedded
+        vectors, ok = np.full_like(real, np.nan), np.zeros(len(real), dtype=bool)
     vectors = np.asarray(vectors, dtype=np.float64)
     distance, _, ok = reconstruction_distances(real, vectors, ok, metric)
 
@@ -183,7 +187,7 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
 
     impostors = np.asarray(impostor_distances if impostor_distances is not None else [], dtype=np.float64)
     thresholds = {"default": float(default_threshold),
-                  "crossing": crossing_threshold(distance, anyone),
+                  "crossing": crossing_threshold(distance, anyone) if reembedded else float("nan"),
                   FMR_KEY: threshold_at_fmr(impostors, DEFAULT_FMR) if len(impostors) else float("nan")}
 
     test_table = table.iloc[test_rows].reset_index(drop=True)
@@ -196,9 +200,9 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
         samples[attribute] = test_table[attribute].to_numpy()
     samples["distance"] = distance
     samples["recon_ok"] = ok
-    samples["no_face"] = (~ok).astype(float)
+    samples["no_face"] = (~ok).astype(float) if reembedded else np.nan
     for key, t in thresholds.items():
-        if math.isfinite(t):
+        if math.isfinite(t) and reembedded:
             with np.errstate(invalid="ignore"):
                 samples[f"success_at_{key}"] = (ok & (distance <= t)).astype(float)
         else:
@@ -222,10 +226,11 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
         keys = group_labels(samples, grouping)
         for label in sorted(set(keys)):
             rows = np.flatnonzero(keys == label)
-            by_group[name][label] = [round(float(r), DETAIL_DECIMALS)
-                                     for r in threshold_sweep(distance[rows], ok[rows], sweep_t)]
-            distributions[name][label] = {"genuine": _rounded(distance[rows]),
-                                          "random_pair": _rounded(within[rows])}
+            if reembedded:
+                by_group[name][label] = [round(float(r), DETAIL_DECIMALS)
+                                         for r in threshold_sweep(distance[rows], ok[rows], sweep_t)]
+                distributions[name][label] = {"genuine": _rounded(distance[rows]),
+                                              "random_pair": _rounded(within[rows])}
             for i in rng.permutation(rows)[:samples_per_group]:
                 row = int(test_rows[i])
                 original = f"{SAMPLES_DIR}/test_{row}_original.png"
@@ -239,7 +244,8 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
     trained = training.history
     details = {
         "thresholds": {k: _json_float(v) for k, v in thresholds.items()},
-        "success_rate_at": {k: _json_float(success_rate(distance, ok, v)) for k, v in thresholds.items()},
+        "success_rate_at": {k: _json_float(success_rate(distance, ok, v) if reembedded else float("nan"))
+                            for k, v in thresholds.items()},
         "sweep": {"thresholds": [round(float(t), DETAIL_DECIMALS) for t in sweep_t], "by_group": by_group},
         "distributions": distributions,
         "history": [{"epoch": h["epoch"], "train_loss": h["train_loss"],
@@ -257,5 +263,13 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
         "random_pair_group": grouping_name(finest),
         "training_config": config.to_dict(),
         "average_identities": bool(average_identities),
+        "reembedded": reembedded,
     }
+    if not reembedded:
+        details["unavailable"] = (
+            "The target gave precomputed vectors and no model to embed new images, so the "
+            "reconstructions could not be embedded: reconstruction distances, success rates, the "
+            "random-pair baseline and thresholds are unavailable. The generator was trained and its "
+            "checkpoint chosen on pixel error; sample reconstructions are shown. Give the target a model "
+            "(--target-option reembed=dlib) to measure them.")
     return InversionResult(samples=samples, details=details, training=training)

@@ -283,9 +283,19 @@ def reconstruct(model: InversionGenerator, embeddings: np.ndarray, *, device: to
 
 def evaluate(model: InversionGenerator, embeddings: np.ndarray, *, embed_fn: EmbedFn, metric: Metric,
              device: torch.device, batch_size: int = DEFAULT_EVAL_BATCH_SIZE, amp: bool = False,
-             failure_distance: float | None = None) -> dict:
-    """Reconstruct, embed through the target, compare: the validation round (see the module doc)."""
+             failure_distance: float | None = None, chips: np.ndarray | None = None) -> dict:
+    """Reconstruct, embed through the target, compare: the validation round (see the module doc).
+
+    Without ``embed_fn`` (precomputed vectors and no model to embed new
+    images), the round scores the pixels instead: the mean squared error
+    against the validation ``chips``, the only signal left.
+    """
     images = reconstruct(model, embeddings, device=device, batch_size=batch_size, amp=amp)
+    if embed_fn is None:
+        if chips is None:
+            raise InputError("a validation round without embed_fn needs the validation chips.")
+        mse = float(np.mean((images.astype(np.float64) / 255.0 - chips.astype(np.float64) / 255.0) ** 2))
+        return {"val_mean_distance": float("nan"), "val_failures": None, "val_score": mse}
     vectors, ok = embed_fn(images)
     # ``found`` False with a vector: the detector found no face in the
     # reconstruction; counted, not penalised (see the module doc).
@@ -405,7 +415,7 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_embeddings: np.ndarray,
-                    val_chips: np.ndarray, *, embed_fn: EmbedFn, metric: Metric,
+                    val_chips: np.ndarray, *, embed_fn: EmbedFn | None, metric: Metric,
                     config: TrainingConfig = DEFAULT_TRAINING_CONFIG, checkpoint_dir: Path,
                     progress: bool = True, identity_model: nn.Module | None = None) -> TrainingResult:
     """Train (or resume training) the generator; return the best checkpoint's model.
@@ -515,7 +525,7 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
             if len(val_embeddings) and (epoch % config.validate_every == 0 or epoch == config.epochs):
                 val = evaluate(model, val_embeddings, embed_fn=embed_fn, metric=metric, device=device,
                                batch_size=config.eval_batch_size, amp=use_amp,
-                               failure_distance=config.failure_distance)
+                               failure_distance=config.failure_distance, chips=val_chips)
                 entry.update(val_mean_distance=_finite_or_none(val["val_mean_distance"]),
                              val_failures=val["val_failures"], val_score=_finite_or_none(val["val_score"]))
                 better = val["val_score"] < best["score"] or best["epoch"] == 0
