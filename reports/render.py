@@ -370,7 +370,8 @@ def build_context(results: Mapping, *, run_dir: Path, no_faces: bool = False) ->
     inversion = {"ran": ran["inversion"], "metrics": _metric_blocks("inversion", figures, disparities, order, palette)}
     if ran["inversion"]:
         inversion.update(_inversion(results, run_dir, no_faces, palette, order))
-        inversion["unavailable"] = _plain((probes_detail.get("inversion") or {}).get("unavailable"))
+        unavailable = (probes_detail.get("inversion") or {}).get("unavailable")
+        inversion["unavailable"] = _plain(unavailable) if unavailable else None
     volume = {"ran": ran["volume"], "metrics": _metric_blocks("volume", figures, disparities, order, palette),
               "details": _details(probes_detail.get("volume"))}
     verification = {"ran": ran["verification"],

@@ -392,3 +392,11 @@ def test_cli_help_has_an_example():
     assert result.exit_code == 0
     assert "Example:" in result.output and "audit report runs/dlib --no-faces" in result.output
     assert "--format [html|pdf|both]" in result.output
+
+
+
+def test_no_unavailable_note_when_every_figure_is_there(full):
+    """The 'Figures unavailable' note appears only when the run says figures are missing."""
+    _, _, html, results = full
+    assert "unavailable" not in results["probes"]["inversion"]
+    assert "Figures unavailable" not in html
