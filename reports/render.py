@@ -347,8 +347,20 @@ def _order_groups(grouping: str, groups: Iterable[str], order: Mapping[str, list
     return [g for g in known if g in groups] + [g for g in groups if g not in known]
 
 
-def _details(detail: Mapping | None) -> list[tuple[str, str]]:
-    return [(str(k).replace("_", " "), _plain(v)) for k, v in (detail or {}).items()]
+#: A probe detail longer than this (eigenvalue spectra, pair counts) stays in results.json.
+MAX_DETAIL_CHARS = 200
+
+
+def _details(detail: Mapping | None, probe: str) -> list[tuple[str, str]]:
+    """A probe's settings as key-value rows; bulky structures are named, not dumped."""
+    rows = []
+    for key, value in (detail or {}).items():
+        text = _plain(value)
+        if isinstance(value, (dict, list, tuple)) and len(text) > MAX_DETAIL_CHARS:
+            where = "target.details" if probe == "target" else f"probes.{probe}"
+            text = f"({len(value)} entries: see {where}.{key} in results.json)"
+        rows.append((str(key).replace("_", " "), text))
+    return rows
 
 
 def build_context(results: Mapping, *, run_dir: Path, no_faces: bool = False) -> dict:
@@ -373,10 +385,10 @@ def build_context(results: Mapping, *, run_dir: Path, no_faces: bool = False) ->
         unavailable = (probes_detail.get("inversion") or {}).get("unavailable")
         inversion["unavailable"] = _plain(unavailable) if unavailable else None
     volume = {"ran": ran["volume"], "metrics": _metric_blocks("volume", figures, disparities, order, palette),
-              "details": _details(probes_detail.get("volume"))}
+              "details": _details(probes_detail.get("volume"), "volume")}
     verification = {"ran": ran["verification"],
                     "metrics": _metric_blocks("verification", figures, disparities, order, palette),
-                    "details": _details({k: v for k, v in (probes_detail.get("verification") or {}).items()})}
+                    "details": _details(probes_detail.get("verification"), "verification")}
     other_probes = [p for p in dict.fromkeys(str(f.get("probe")) for f in figures) if p not in PROBES]
     others = [{"name": p, "metrics": _metric_blocks(p, figures, disparities, order, palette)} for p in other_probes]
 
@@ -404,7 +416,7 @@ def build_context(results: Mapping, *, run_dir: Path, no_faces: bool = False) ->
                    "fingerprint": _plain(target.get("fingerprint")), "dimension": _plain(target.get("dimension")),
                    "metric": _plain(target.get("metric")),
                    "default_threshold": format_value(target.get("default_threshold")),
-                   "details": _details(target.get("details"))},
+                   "details": _details(target.get("details"), "target")},
         "dataset": _dataset(results, order, palette),
         "settings": [(str(k).replace("_", " "), _plain(v)) for k, v in settings.items()],
         "environment": [(k, _plain(v)) for k, v in environment.items() if k != "libraries"],
