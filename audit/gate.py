@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from audit.errors import EXIT_GATE_FAILED, EXIT_OK, PolicyError, ResultsError
 from audit.policy import Policy, Rule, load_policy
+from audit.results import BLOCKING_FLAGS, blocking_flags
 
 __all__ = ["Check", "Verdict", "load_policy", "evaluate_policy", "verdict_to_junit",
            "format_verdict_table", "verdict_to_json"]
@@ -265,8 +266,20 @@ def _undefined_reason(s: _Subject) -> str:
     return REASON_UNDEFINED.format(flags=f", flags: {', '.join(s.flags)}" if s.flags else "")
 
 
+def _blocked_reason(s: _Subject) -> str | None:
+    """Why a flagged figure cannot be judged (None when nothing blocks it)."""
+    blocked = blocking_flags(s.flags)
+    if not blocked:
+        return None
+    return "; ".join(f"{flag}: {BLOCKING_FLAGS[flag]}" for flag in blocked)
+
+
 def _bound_check(rule: Rule, s: _Subject, *, operator: str, bound: float) -> Check:
     name = "max" if operator == "<=" else "min"
+    blocked = _blocked_reason(s)
+    if blocked is not None:
+        return _check(rule, s, judged_on="estimate", judged_value=s.value, bound=bound, operator=operator,
+                      passed=False, reason=f"cannot be judged: {blocked}")
     if math.isnan(s.value):
         return _check(rule, s, judged_on="estimate", judged_value=float("nan"), bound=bound,
                       operator=operator, passed=False, reason=_undefined_reason(s))
@@ -301,6 +314,10 @@ def _baseline_check(rule: Rule, s: _Subject, old: _Subject | None) -> Check:
     if s.better not in ("lower", "higher"):
         raise PolicyError(MSG_NO_DIRECTION.format(rule=rule.id, metric=s.metric, grouping=s.grouping,
                                                   group=s.group))
+    blocked = _blocked_reason(s)
+    if blocked is not None:
+        return _check(rule, s, judged_on="estimate", judged_value=float("nan"), passed=False,
+                      baseline_value=old.value, reason=f"cannot be judged: {blocked}", **common)
     if math.isnan(s.value) or math.isnan(old.value):
         which = "the figure" if math.isnan(s.value) else "the baseline's figure"
         return _check(rule, s, judged_on="estimate", judged_value=float("nan"), passed=False,

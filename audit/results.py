@@ -42,6 +42,28 @@ DISPARITY_KINDS = ("max_min_ratio", "max_geomean_ratio", "max_gap")
 FLAG_SMALL_GROUP = "small_group"      # fewer people than the documented minimum
 FLAG_FEW_ERRORS = "few_errors"        # a rate resting on fewer than 30 errors
 FLAG_UNDEFINED = "undefined"          # division by zero or no data: value is NaN
+FLAG_NOT_ESTIMABLE = "not_estimable"  # too little data for this kind of figure (e.g. a threshold at
+                                      # FMR f from fewer than about 30 / f impostor pairs)
+FLAG_NO_SIGNAL = "no_signal"          # the inversion probe found no identity in the reconstructions
+FLAG_UNSTABLE = "unstable"            # a disparity whose direction changes between generators
+
+#: Flags under which a figure or disparity is never a finding and never passes a gate rule:
+#: the number exists but does not measure what its name says.  Each maps to the reason a
+#: failed gate check gives.
+BLOCKING_FLAGS = {
+    FLAG_NOT_ESTIMABLE: ("the figure is not estimable from this data (too few pairs or people for it); "
+                         "see its count in results.json and audit a larger set"),
+    FLAG_NO_SIGNAL: ("the inversion probe found no identity signal (reconstructions are not closer to "
+                     "their source than to other people), so its figures measure noise; train the "
+                     "generator on more faces or for more epochs (--train-dataset, --epochs)"),
+    FLAG_UNSTABLE: ("the disparity changes direction between generators trained with different seeds, "
+                    "so it describes the generator, not the target"),
+}
+
+
+def blocking_flags(flags: Iterable[str]) -> list[str]:
+    """The flags among ``flags`` that make a number unusable as a finding or a gate input."""
+    return [f for f in flags if f in BLOCKING_FLAGS]
 
 
 def grouping_name(attributes: Iterable[str]) -> str:

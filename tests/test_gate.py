@@ -492,3 +492,30 @@ def test_empty_verdict_math():
     assert verdict.passed and len(verdict.checks) == 1
     assert format_verdict_table(verdict).endswith("PASSED: all 1 checks of policy 'test policy' passed.\n")
     assert not math.isnan(verdict.checks[0].judged_value)
+
+
+# --- blocking flags: numbers that exist but do not measure what their name says ---------
+
+@pytest.mark.parametrize("flag, words", [("no_signal", "no identity signal"),
+                                         ("not_estimable", "not estimable"),
+                                         ("unstable", "changes direction between generators")])
+def test_a_blocking_flag_fails_the_check_with_its_reason(flag, words):
+    data = results([figure(SUCCESS, "race", "Black", 0.1, (0.05, 0.15), flags=[flag]),
+                    figure(SUCCESS, "race", "White", 0.1, (0.05, 0.15))])
+    verdict = evaluate_policy(one_rule(metric=SUCCESS, grouping="race", max=0.9), data)
+    assert [(c.group, c.passed) for c in verdict.checks] == [("Black", False), ("White", True)]
+    assert verdict.failures[0].reason.startswith(f"cannot be judged: {flag}: ")
+    assert words in verdict.failures[0].reason
+
+
+def test_a_blocking_flag_fails_a_baseline_check_too():
+    flagged = results([figure(DISTANCE, "race", "Black", 0.5, better="higher", flags=["no_signal"])])
+    old = results([figure(DISTANCE, "race", "Black", 0.5, better="higher")])
+    rule = one_rule(metric=DISTANCE, grouping="race", baseline={"max_worsening": 0.1})
+    verdict = evaluate_policy(rule, flagged, baseline=old)
+    assert not verdict.passed and "no identity signal" in verdict.failures[0].reason
+
+
+def test_small_group_is_not_a_blocking_flag():
+    data = results([figure(SUCCESS, "race", "Black", 0.1, (0.05, 0.15), flags=["small_group"])])
+    assert evaluate_policy(one_rule(metric=SUCCESS, grouping="race", max=0.9), data).passed
