@@ -61,6 +61,7 @@ def _register_commands() -> None:
     for module_name, attribute in (("audit.commands.dataset", "dataset"),
                                    ("audit.commands.embed", "embed"),
                                    ("audit.commands.run", "run"),
+                                   ("audit.commands.generator", "generator"),
                                    ("audit.commands.report", "report"),
                                    ("audit.commands.gate", "gate"),
                                    ("audit.commands.targets", "targets")):

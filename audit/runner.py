@@ -27,8 +27,10 @@ from audit.errors import InputError
 from audit.faces import FaceConfig
 from audit.pipeline import (build_embedder, default_group_by, detection_table, load_dataset_for_run,
                             open_target)
-from audit.results import (GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure,
-                           disparities_to_dicts, figures_to_dicts, write_json_atomic)
+from audit.generator_stage import training_size_warning
+from audit.results import (ALL, FLAG_NO_SIGNAL, FLAG_UNSTABLE, GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION,
+                           Disparity, Figure, disparities_to_dicts, figures_to_dicts, grouping_name,
+                           write_json_atomic)
 from audit.targets.base import STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,14 @@ class RunConfig:
     average_identities: bool = False
     generator_channels: int = 512
     identity_loss: float = 0.0
+    #: Train the generator on these corpora and test every audit person (``--train-dataset``).
+    train_datasets: tuple[Path, ...] = ()
+    #: Finished generator folders to use instead of training (``--generator``, repeatable).
+    generator_paths: tuple[Path, ...] = ()
+    train_balance: str = "group-by"
+    train_per_group: int | None = None
+    generator_seeds: int = 1
+    near_duplicate_distance: float | None = None
     n_resamples: int = DEFAULT_N_RESAMPLES
     pairs_file: Path | None = None
     report: bool = True
@@ -91,10 +101,33 @@ class RunConfig:
             raise InputError(f"--image-size {self.image_size!r}: must be 64 or 128.")
         if self.n_resamples < 100:
             raise InputError(f"--resamples {self.n_resamples!r}: use at least 100 for a 95% interval.")
+        if self.train_datasets and self.generator_paths:
+            raise InputError("--generator and --train-dataset exclude each other: either reuse finished "
+                             "generators or train one on a corpus.")
+        if self.generator_seeds < 1:
+            raise InputError(f"--generator-seeds {self.generator_seeds!r}: must be at least 1.")
+        if self.generator_paths and self.generator_seeds != 1:
+            raise InputError("--generator-seeds trains generators; with --generator, pass one --generator "
+                             "folder per seed instead.")
+        if self.train_per_group is not None and self.train_per_group < 1:
+            raise InputError(f"--train-per-group {self.train_per_group!r}: must be at least 1.")
+        if "inversion" in self.probes:
+            self.training_config()   # every training setting is checked before any image is embedded
+
+    def training_config(self):
+        """The generator's training settings (validated: a bad value fails before the embed stage)."""
+        from probes.inversion.training import TrainingConfig
+
+        return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size,
+                              validate_every=self.validate_every, seed=self.seed, device=self.device,
+                              image_size=self.image_size, base_channels=self.generator_channels,
+                              identity_weight=self.identity_loss)
 
     def settings(self) -> dict:
         """The settings results.json records (paths as given, never secrets)."""
         data = asdict(self)
+        data["train_datasets"] = [str(p) for p in self.train_datasets]
+        data["generator_paths"] = [str(p) for p in self.generator_paths]
         data["face_config"] = asdict(self.face_config)
         data["target_options"] = [o.split("=", 1)[0] + "=..." if "key" in o.lower() or "pat" in o.lower()
                                   else o for o in self.target_options]
@@ -151,6 +184,97 @@ def sample_impostor_distances(vectors: np.ndarray, persons: np.ndarray, metric: 
     # In chunks: 200k pairs of 1024-D vectors at once would take gigabytes.
     return np.concatenate([paired_distances(vectors[a[i:i + 10_000]], vectors[b[i:i + 10_000]], metric)
                            for i in range(0, len(a), 10_000)] or [np.empty(0)])
+
+
+#: (metric, samples column, kind, better, disparity kinds).  Baselines (random pairs) are context
+#: for the reader, not comparisons between groups: they get figures but no disparities.
+INVERSION_METRICS = (
+    ("mean_distance", "distance", "mean", "higher", ("max_min_ratio", "max_gap")),
+    ("success_rate_at_default", "success_at_default", "rate", "lower", ("max_min_ratio", "max_gap")),
+    ("success_rate_at_crossing", "success_at_crossing", "rate", "lower", ("max_min_ratio", "max_gap")),
+    ("success_rate_at_fmr_1e-3", "success_at_fmr_1e-3", "rate", "lower", ("max_min_ratio", "max_gap")),
+    ("no_face_rate", "no_face", "rate", "lower", ("max_min_ratio", "max_gap")),
+    ("random_pair_distance_within", "random_pair_distance_within", "mean", None, ()),
+    ("type2_distance", "type2_distance", "mean", "higher", ("max_min_ratio", "max_gap")),
+)
+
+
+def mark_no_signal(figures: Sequence[Figure], disparities: Sequence[Disparity], signal) -> dict:
+    """Flag inversion numbers that rest on reconstructions without identity (``no_signal``).
+
+    Without signal overall, every inversion figure and disparity is flagged;
+    otherwise a group without signal flags its own figures and every
+    disparity of its grouping.  Returns the summary results.json records.
+    """
+    tests = {(t.grouping, t.group): t for t in signal}
+    overall = tests.get((ALL, ALL))
+    if overall is None:
+        return {"tested": False}
+    missing = {key for key, t in tests.items() if not t.signal}
+    groupings_missing = {g for g, _ in missing}
+    for f in figures:
+        if (not overall.signal or (f.grouping, f.group) in missing) and FLAG_NO_SIGNAL not in f.flags:
+            f.flags.append(FLAG_NO_SIGNAL)
+    for d in disparities:
+        if (not overall.signal or d.grouping in groupings_missing) and FLAG_NO_SIGNAL not in d.flags:
+            d.flags.append(FLAG_NO_SIGNAL)
+    return {"tested": True, "overall": bool(overall.signal), "p_value": overall.p_value,
+            "alpha": overall.alpha, "groups_without_signal": [f"{g}: {lab}" for g, lab in sorted(missing)]}
+
+
+def _group_means(samples: pd.DataFrame, column: str, grouping: Sequence[str]) -> pd.DataFrame:
+    """Mean of ``column`` per (generator, group of ``grouping``): rows generator, columns group."""
+    from probes.inversion.splits import group_labels
+
+    frame = pd.DataFrame({"generator": samples["generator"].to_numpy(),
+                          "group": group_labels(samples, list(grouping)),
+                          "value": pd.to_numeric(samples[column], errors="coerce").to_numpy()})
+    return frame.groupby(["generator", "group"])["value"].mean().unstack("group")
+
+
+def generator_spread(samples: pd.DataFrame, groupings: Sequence[Sequence[str]]) -> dict:
+    """Each inversion figure per generator, per group: how much it moves with the generator's seed."""
+    out: dict[str, dict[str, dict[str, dict]]] = {}
+    for metric, column, _, _, _ in INVERSION_METRICS:
+        if column not in samples.columns or samples[column].notna().sum() == 0:
+            continue
+        per_grouping = {}
+        for grouping in [[]] + [list(g) for g in groupings]:
+            means = _group_means(samples, column, grouping)
+            per_grouping[grouping_name(grouping)] = {
+                str(group): {"values": [None if pd.isna(v) else round(float(v), 6) for v in means[group]],
+                             "min": _finite(means[group].min()), "max": _finite(means[group].max()),
+                             "sd": _finite(means[group].std(ddof=1))}
+                for group in means.columns}
+        out[f"inversion.{metric}"] = per_grouping
+    return out
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def mark_unstable(disparities: Sequence[Disparity], samples: pd.DataFrame,
+                  groupings: Sequence[Sequence[str]]) -> None:
+    """Flag a disparity whose worst group is not worse than its best group under every generator.
+
+    A difference between groups that flips with the generator's seed
+    describes the generator, not the target: it is never a finding.
+    """
+    columns = {metric: (column, better) for metric, column, _, better, _ in INVERSION_METRICS}
+    by_name = {grouping_name(g): list(g) for g in groupings}
+    for d in disparities:
+        if d.metric not in columns or d.grouping not in by_name or not d.worst_group or not d.best_group:
+            continue
+        column, better = columns[d.metric]
+        means = _group_means(samples, column, by_name[d.grouping])
+        if d.worst_group not in means or d.best_group not in means:
+            continue
+        gap = means[d.worst_group] - means[d.best_group]
+        worse = gap < 0 if better == "higher" else gap > 0
+        if not bool(worse.all()) and FLAG_UNSTABLE not in d.flags:
+            d.flags.append(FLAG_UNSTABLE)
 
 
 def _pairs_folder(image_ids: pd.Series) -> str:
@@ -294,53 +418,143 @@ class AuditRun:
     def _inversion(self, ok: np.ndarray, out: Path) -> None:
         from probes.inversion.probe import run_inversion_probe
         from probes.inversion.splits import split_identities
-        from probes.inversion.training import TrainingConfig
 
         config = self.config
         usable = ok & (self.embset.table["chip_status"].to_numpy() == STATUS_OK)
         rows = np.flatnonzero(usable)
         table = self.embset.table.iloc[rows].reset_index(drop=True)
-        split = split_identities(table, person="identity", stratify=list(self.group_by), seed=config.seed)
         vectors = self.embset.vectors[rows]
         impostors = sample_impostor_distances(vectors, table["identity"].to_numpy(), self.target.metric,
                                               seed=config.seed)
-        training = TrainingConfig(epochs=config.epochs, batch_size=config.batch_size,
-                                  validate_every=config.validate_every, seed=config.seed,
-                                  device=config.device, image_size=config.image_size,
-                                  base_channels=config.generator_channels,
-                                  identity_weight=config.identity_loss)
-        identity_model = None
-        if config.identity_loss > 0:
-            factory = getattr(self.target, "differentiable_model", None)
-            if factory is None:
-                raise InputError(f"--identity-loss needs a white-box target whose network runs in PyTorch "
-                                 f"(dlib); {self.target.name!r} is a black box to this tool.")
-            identity_model = factory()
-        result = run_inversion_probe(
-            embeddings=vectors, chips=self.embset.chips[rows], table=table, split=split,
-            embed_fn=self.embedder.embed_arrays if self.embedder.reembedding_target is not None else None,
-            metric=self.target.metric,
-            default_threshold=self.target.default_threshold, impostor_distances=impostors,
-            config=training, out_dir=out, groupings=self.groupings, person="identity", seed=config.seed,
-            average_identities=config.average_identities, progress=config.show_progress,
-            identity_model=identity_model)
-        samples = result.samples
+        training = config.training_config()
+        identity_model = self._identity_model()
+        embed_fn = self.embedder.embed_arrays if self.embedder.reembedding_target is not None else None
+        if config.train_datasets or config.generator_paths:
+            details, measured = self._inversion_on_corpus(table, vectors, rows, impostors, training,
+                                                          identity_model, embed_fn, out)
+            samples, signal = measured.samples, measured.signal
+        else:
+            split = split_identities(table, person="identity", stratify=list(self.group_by), seed=config.seed)
+            result = run_inversion_probe(
+                embeddings=vectors, chips=self.embset.chips[rows], table=table, split=split, embed_fn=embed_fn,
+                metric=self.target.metric, default_threshold=self.target.default_threshold,
+                impostor_distances=impostors, config=training, out_dir=out, groupings=self.groupings,
+                person="identity", seed=config.seed, average_identities=config.average_identities,
+                progress=config.show_progress, identity_model=identity_model,
+                n_generators=config.generator_seeds)
+            samples, signal = result.samples, result.signal
+            details = dict(result.details)
+            details["split_sizes"] = {str(k): int(v) for k, v in split.value_counts().items()}
+            details["training_source"] = "the audit set's own training split"
+            n_train = int((split == "train").sum())
+            warning = training_size_warning(n_train)
+            details["warnings"] = [warning] if warning else []
+            if warning:
+                log.warning(warning)
         samples.to_csv(out / INVERSION_SAMPLES_FILE, index=False)
-        metrics = [("mean_distance", "distance", "mean", "higher"),
-                   ("success_rate_at_default", "success_at_default", "rate", "lower"),
-                   ("success_rate_at_crossing", "success_at_crossing", "rate", "lower"),
-                   ("success_rate_at_fmr_1e-3", "success_at_fmr_1e-3", "rate", "lower"),
-                   ("no_face_rate", "no_face", "rate", "lower"),
-                   ("random_pair_distance_within", "random_pair_distance_within", "mean", None),
-                   ("type2_distance", "type2_distance", "mean", "higher")]
-        for metric, column, kind, better in metrics:
+        start = len(self.figures), len(self.disparities)
+        for metric, column, kind, better, kinds in INVERSION_METRICS:
             if column not in samples.columns or samples[column].notna().sum() == 0:
                 continue
-            self._summarize(samples, probe="inversion", metric=metric, value=column, kind=kind, better=better)
+            self._summarize(samples, probe="inversion", metric=metric, value=column, kind=kind, better=better,
+                            disparity_kinds=kinds)
+        figures, disparities = self.figures[start[0]:], self.disparities[start[1]:]
+        details["signal_summary"] = mark_no_signal(figures, disparities, signal)
+        if samples["generator"].nunique() > 1:
+            details["generator_spread"] = generator_spread(samples, self.groupings)
+            mark_unstable(disparities, samples, self.groupings)
         self._permutation(samples, key="inversion.mean_distance", value="distance")
-        details = dict(result.details)
-        details["split_sizes"] = {str(k): int(v) for k, v in split.value_counts().items()}
         self.probe_details["inversion"] = details
+
+    def _identity_model(self):
+        if self.config.identity_loss <= 0:
+            return None
+        factory = getattr(self.target, "differentiable_model", None)
+        if factory is None:
+            raise InputError(f"--identity-loss needs a white-box target whose network runs in PyTorch "
+                             f"(dlib); {self.target.name!r} is a black box to this tool.")
+        return factory()
+
+    def _inversion_on_corpus(self, table, vectors, rows, impostors, training, identity_model, embed_fn, out):
+        """Generators trained on a corpus (or given): every audit person is a test person."""
+        from audit.cache import default_cache_path
+        from audit.data.manifest import load_dataset
+        from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, build_training_set,
+                                           check_artifact_against_audit, dataset_keys, obtain_generator,
+                                           seeded_configs)
+        from probes.inversion.artifact import check_target, read_artifact
+        from probes.inversion.probe import Reconstructor, measure_reconstructions
+        from probes.inversion.splits import test_every_person
+        from probes.inversion.training import resolve_device
+        from probes.inversion.training_set import default_near_duplicate_distance
+
+        config = self.config
+        audit = AuditSide(dataset_keys(self.dataset, self.embset.table["content_hash"].astype(str).tolist()),
+                          self.embset.vectors[self.embset.ok])
+        details: dict = {"warnings": []}
+        if config.generator_paths:
+            artifacts = [read_artifact(path) for path in config.generator_paths]
+            max_distance = (config.near_duplicate_distance if config.near_duplicate_distance is not None
+                            else default_near_duplicate_distance(self.target.default_threshold))
+            for artifact in artifacts:
+                check_target(artifact, fingerprint=self.target.fingerprint(),
+                             preprocessing=self.embedder.preprocessing)
+                check_artifact_against_audit(artifact, audit, metric=self.target.metric, max_distance=max_distance)
+            sources = ["--generator " + str(a.folder) for a in artifacts]
+            details["training_set"] = artifacts[0].info.get("training_set", {})
+            details["training_source"] = "a saved generator (--generator)"
+        else:
+            corpora = [load_dataset(path) for path in config.train_datasets]
+            settings = CorpusSettings(tuple(config.train_datasets), balance=config.train_balance,
+                                      per_group=config.train_per_group,
+                                      near_duplicate_distance=config.near_duplicate_distance)
+            training_set = build_training_set(self.embedder, corpora, audit, group_by=self.group_by,
+                                              settings=settings, chip_size=config.image_size, seed=config.seed)
+            cache_path = (config.cache_path or default_cache_path()) if config.use_cache else None
+            folder_of = (lambda k: None) if cache_path else (lambda k: out / "checkpoints" / f"generator-{k}")
+            artifacts, sources = [], []
+            for k, seeded in enumerate(seeded_configs(training, config.generator_seeds)):
+                request = GeneratorRequest(self.target, self.embedder.preprocessing, seeded,
+                                           average_identities=config.average_identities,
+                                           identity_model=identity_model, progress=config.show_progress)
+                artifacts.append(obtain_generator(request, training_set, embed_fn=embed_fn, folder=folder_of(k),
+                                                  cache_path=cache_path))
+                sources.append(str(artifacts[-1].folder))
+            details["training_set"] = training_set.summary()
+            details["training_source"] = "a training corpus (--train-dataset)"
+            warning = training_size_warning(int(training_set.rows("train").sum()))
+            if warning:
+                details["warnings"].append(warning)
+                log.warning(warning)
+        split = test_every_person(table, seed=config.seed)
+        device = str(resolve_device(config.device))
+        generators = [Reconstructor(a.model().to(device), device, f"seed {a.info['settings']['seed']}")
+                      for a in artifacts]
+        measured = measure_reconstructions(
+            generators=generators, embeddings=vectors, chips=self.embset.chips[rows], table=table, split=split,
+            embed_fn=embed_fn, metric=self.target.metric, default_threshold=self.target.default_threshold,
+            impostor_distances=impostors, out_dir=out, groupings=self.groupings, person="identity",
+            seed=config.seed, eval_batch_size=training.eval_batch_size)
+        details.update(measured.details)
+        first = artifacts[0]
+        details.update({
+            "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_mean_distance", "val_failures")}
+                        for h in first.history()],
+            "best_epoch": first.info.get("best_epoch"),
+            "best_val_mean_distance": first.info.get("best_val_mean_distance"),
+            "device": first.info.get("device", "cpu"),
+            "training_seconds": first.info.get("training_seconds"),
+            "samples_per_second": first.info.get("samples_per_second"),
+            "training_config": first.info.get("settings"),
+            "average_identities": bool(first.info.get("average_identities")),
+            "generators": [{"label": f"seed {a.info['settings']['seed']}", "source": src,
+                            "key": a.info.get("key"), "best_epoch": a.info.get("best_epoch"),
+                            "best_val_mean_distance": a.info.get("best_val_mean_distance"),
+                            "training_seconds": a.info.get("training_seconds")}
+                           for a, src in zip(artifacts, sources)],
+            "split_sizes": {str(k): int(v) for k, v in split.value_counts().items()},
+        })
+        return details, measured
 
     # -- outputs -----------------------------------------------------------------
     def _results(self, started: float) -> dict:

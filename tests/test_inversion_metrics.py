@@ -115,3 +115,27 @@ def test_type2_distances() -> None:
     assert math.isnan(d[2])                # no face in c's reconstruction
     cos = type2_distances(np.array([[1.0, 0.0]]), ["a"], np.array([[0.0, 2.0]]), ["a"], metric="cosine")
     assert cos[0] == pytest.approx(1.0)
+
+
+def test_crossing_threshold_is_cross_fitted_never_on_the_sample_itself():
+    from probes.inversion.metrics import crossfit_crossing_thresholds, crossing_threshold
+
+    rng = np.random.default_rng(0)
+    genuine = rng.normal(0.45, 0.08, size=60)
+    impostor = rng.normal(0.75, 0.08, size=60)
+    per_sample, folds = crossfit_crossing_thresholds(genuine, impostor, seed=1)
+    assert len(folds) == 2 and set(np.round(per_sample, 12)) == set(np.round(folds, 12))
+    # Each fold's threshold is what the *other* fold's samples give.
+    for t in folds:
+        scored = per_sample == t
+        assert t == crossing_threshold(genuine[~scored], impostor[~scored])
+    # In-sample fitting flatters: its success rate is never below the cross-fitted one on average.
+    in_sample, cross = [], []
+    for sim in range(200):
+        g = rng.normal(0.55, 0.1, size=60)
+        i = rng.normal(0.70, 0.1, size=60)
+        t_in = crossing_threshold(g, i)
+        t_cross, _ = crossfit_crossing_thresholds(g, i, seed=sim)
+        in_sample.append(np.mean(g <= t_in) - np.mean(i <= t_in))
+        cross.append(np.mean(g <= t_cross) - np.mean(i <= t_cross))
+    assert np.mean(in_sample) > np.mean(cross)

@@ -128,3 +128,27 @@ def test_no_impostors_gives_nan_threshold_and_bad_split(dataset: dict, tmp_path:
                             split=pd.Series(["x"] * len(dataset["table"])), embed_fn=FlakyProjection(False),
                             metric="euclidean", default_threshold=0.6, impostor_distances=None,
                             config=TrainingConfig(epochs=1), out_dir=tmp_path / "x", groupings=[["race"]])
+
+
+def test_several_generators_pool_their_rows_and_report_signal(dataset: dict, tmp_path: Path) -> None:
+    table = dataset["table"]
+    split = split_identities(table, stratify=["race", "gender"], seed=0)
+    config = TrainingConfig(epochs=1, batch_size=16, base_channels=16, validate_every=1, device="cpu")
+    result = run_inversion_probe(
+        embeddings=dataset["embeddings"], chips=dataset["chips"], table=table, split=split,
+        embed_fn=FlakyProjection(False), metric="euclidean", default_threshold=0.6, impostor_distances=None,
+        config=config, out_dir=tmp_path, groupings=[["race"]], person="identity", seed=0, progress=False,
+        n_generators=2)
+    s = result.samples
+    n_test = int((split == "test").sum())
+    assert sorted(s["generator"].unique()) == [0, 1] and len(s) == 2 * n_test
+    assert (s.groupby("generator")["image_id"].apply(list).iloc[0]
+            == s.groupby("generator")["image_id"].apply(list).iloc[1])
+    assert (tmp_path / "checkpoints" / "inversion-seed1" / "best.pt").is_file()
+    assert [g["label"] for g in result.details["generators"]] == ["seed 0", "seed 1"]
+    signal = {(t["grouping"], t["group"]) for t in result.details["signal"]}
+    assert signal == {("all", "all"), ("race", "A"), ("race", "B")}
+    # The crossing threshold of each sample is one of the cross-fitted fold thresholds.
+    folds = result.details["crossing_fold_thresholds"]
+    assert len(folds) == 4
+    assert set(np.round(s["threshold_crossing"].dropna(), 9)) <= set(np.round(folds, 9))

@@ -58,3 +58,39 @@ def parse_group_by(value: str | None) -> tuple[str, ...] | None:
     if not names:
         raise click.BadParameter("give at least one attribute, e.g. --group-by race,gender")
     return names
+
+
+def training_options(func: Callable) -> Callable:
+    """How the inversion generator is trained (``audit run`` and ``audit generator train``)."""
+    from probes.inversion.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_VALIDATE_EVERY
+
+    options = [
+        click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True,
+                     help="Generator training epochs (the method's 150; fewer on a CPU)."),
+        click.option("--image-size", type=click.Choice(["64", "128"]), default="64", show_default=True,
+                     help="Size of the reconstructed faces."),
+        click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULT_BATCH_SIZE, show_default=True,
+                     help="Training batch size (the method's 200; larger on a GPU)."),
+        click.option("--validate-every", type=click.IntRange(min=1), default=DEFAULT_VALIDATE_EVERY,
+                     show_default=True,
+                     help="Re-embed validation reconstructions every K epochs to pick the best checkpoint."),
+        click.option("--average-identities", is_flag=True,
+                     help="Train on per-identity averaged chips (identities with 3+ images), as in the method."),
+        click.option("--generator-channels", type=click.IntRange(min=8), default=512, show_default=True,
+                     help="Channels of the generator's first 4x4 map (the method's 512; smaller trains faster)."),
+        click.option("--train-balance", default="group-by", show_default=True,
+                     help="Balance the training corpus over 'group-by' (the audit's attributes), 'none', or a "
+                          "comma list of attributes."),
+        click.option("--train-per-group", type=click.IntRange(min=1),
+                     help="Training images per cell of the balance attributes (default: the smallest cell)."),
+        click.option("--near-duplicate-distance", type=click.FloatRange(min=0),
+                     help="Drop training images this close to an audit image's embedding (default: a tenth "
+                          "of the target's threshold)."),
+        click.option("--identity-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="White-box option (dlib): add this weight x the target's embedding distance to the "
+                          "generator's loss. Off by default so black-box and white-box audits stay comparable."),
+        click.option("--device", default="auto", show_default=True, help="auto (the GPU if any), cpu or cuda."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
-                                    parse_group_by, target_options)
-from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig, run_audit
+                                    parse_group_by, target_options, training_options)
+from audit.runner import DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig, run_audit
 
 
 @click.command()
@@ -23,22 +23,19 @@ from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PR
 @click.option("--probes", default=",".join(DEFAULT_PROBES), show_default=True,
               help=f"Which probes to run, from {', '.join(PROBES)}. 'volume,verification' needs no "
                    "generator and takes seconds on cached embeddings.")
-@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True,
-              help="Generator training epochs (the method's 150; fewer on a CPU).")
-@click.option("--image-size", type=click.Choice(["64", "128"]), default="64", show_default=True,
-              help="Size of the reconstructed faces.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Training batch size (the method's 200; larger on a GPU).")
-@click.option("--validate-every", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Re-embed validation reconstructions every K epochs to pick the best checkpoint.")
-@click.option("--average-identities", is_flag=True,
-              help="Train on per-identity averaged chips (identities with 3+ images), as in the method.")
-@click.option("--generator-channels", type=click.IntRange(min=8), default=512, show_default=True,
-              help="Channels of the generator's first 4x4 map (the method's 512; smaller trains faster).")
-@click.option("--identity-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="White-box option (dlib): add this weight x the target's embedding distance to the "
-                   "generator's loss. Off by default so black-box and white-box audits stay comparable.")
-@click.option("--device", default="auto", show_default=True, help="auto (the GPU if any), cpu or cuda.")
+@training_options
+@click.option("--train-dataset", "train_datasets", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Train the generator on this corpus (repeatable: e.g. all of UTKFace and LFW) and measure "
+                   "every person of --dataset; images of audit people are dropped from it. Without it the "
+                   "generator trains on part of --dataset, which needs thousands of images.")
+@click.option("--generator", "generator_paths", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Use this finished generator ('audit generator train') instead of training one "
+                   "(repeatable: one folder per seed).")
+@click.option("--generator-seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train this many generators with different seeds: figures pool them and a disparity "
+                   "counts only if it holds under every one.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, training and bootstrap.")
 @click.option("--resamples", "n_resamples", type=click.IntRange(min=100), default=DEFAULT_N_RESAMPLES,
               show_default=True, help="Bootstrap resamples behind each 95% interval.")
@@ -57,8 +54,10 @@ from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PR
 @face_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epochs, image_size, batch_size,
-        validate_every, average_identities, generator_channels, identity_loss, device, seed, n_resamples, pairs_file, max_requests, policy_path, baseline_path,
-        junit_path, no_report, no_faces, cache_path, no_cache, detector, upsample, min_score, workers, quiet):
+        validate_every, average_identities, generator_channels, train_datasets, generator_paths, train_balance,
+        train_per_group, generator_seeds, near_duplicate_distance, identity_loss, device, seed, n_resamples,
+        pairs_file, max_requests, policy_path, baseline_path, junit_path, no_report, no_faces, cache_path,
+        no_cache, detector, upsample, min_score, workers, quiet):
     """Audit a face model for demographic bias: embed, probe, report, gate.
 
     Embeds every image of the dataset through the target (cached), trains
@@ -70,7 +69,8 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
 
     \b
     Examples:
-      audit run --target dlib --dataset balanced/ --out runs/dlib --epochs 20
+      audit run --target dlib --dataset balanced/ --train-dataset utkface/ --out runs/dlib
+      audit run --target dlib --dataset balanced/ --generator gen/dlib/
       audit run --target clarifai --dataset balanced/ --policy examples/policy.toml
       audit run --dataset lfw/ --probes volume,verification
     """
@@ -80,7 +80,10 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
         face_config=make_face_config(detector, upsample, min_score), cache_path=cache_path,
         use_cache=not no_cache, workers=workers, seed=seed, epochs=epochs, image_size=int(image_size),
         batch_size=batch_size, validate_every=validate_every, average_identities=average_identities,
-        generator_channels=generator_channels, identity_loss=identity_loss, n_resamples=n_resamples, pairs_file=pairs_file,
+        generator_channels=generator_channels, identity_loss=identity_loss, train_datasets=tuple(train_datasets),
+        generator_paths=tuple(generator_paths), train_balance=train_balance, train_per_group=train_per_group,
+        generator_seeds=generator_seeds, near_duplicate_distance=near_duplicate_distance,
+        n_resamples=n_resamples, pairs_file=pairs_file,
         report=not no_report, no_faces=no_faces, policy_path=policy_path, baseline_path=baseline_path,
         max_requests=max_requests, device=device, show_progress=not quiet,
         command_line=shlex.join(["audit", *sys.argv[1:]]))

@@ -102,6 +102,38 @@ def crossing_threshold(genuine: object, impostor: object) -> float:
     return float((low + high) / 2.0)
 
 
+def crossfit_crossing_thresholds(genuine: object, impostor: object, *, n_folds: int = 2,
+                                 seed: int = 0) -> tuple[np.ndarray, list[float]]:
+    """The crossing threshold for each sample, fitted on the *other* samples (cross-fitting).
+
+    Fitting :func:`crossing_threshold` on the same reconstructions it then
+    scores flatters them (the minimum of FNMR + FMR is chosen where these
+    very samples do best: about +3 points of success at 60 people).  So the
+    samples (one per test person) are split at random into ``n_folds``
+    folds; each fold is scored at the threshold fitted on the others.
+    ``genuine[i]`` and ``impostor[i]`` belong to sample ``i`` (its own
+    distance and its random-pair distance).  Returns each sample's
+    threshold (NaN where its complement has no finite distances) and the
+    folds' thresholds.
+    """
+    g = _as_1d("genuine", genuine)
+    i = _as_1d("impostor", impostor)
+    if g.shape != i.shape:
+        raise ValueError(f"genuine has {len(g)} entries and impostor {len(i)}; pass one of each per sample.")
+    if n_folds < 2:
+        raise ValueError(f"n_folds={n_folds!r}, must be at least 2.")
+    rng = np.random.default_rng(seed)
+    folds = rng.permutation(len(g)) % n_folds
+    per_sample = np.full(len(g), np.nan)
+    fitted = []
+    for k in range(n_folds):
+        rest = folds != k
+        t = crossing_threshold(g[rest], i[rest])
+        fitted.append(t)
+        per_sample[folds == k] = t
+    return per_sample, fitted
+
+
 def threshold_at_fmr(impostor_distances: object, fmr: float = DEFAULT_FMR) -> float:
     """The largest threshold whose false match rate on real impostor pairs is ``<= fmr``.
 

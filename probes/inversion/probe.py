@@ -17,19 +17,33 @@ What is measured, per test image (one per test person, see
 
 The three thresholds: ``default`` is the target's own; ``crossing`` is
 where the genuine and random-pair (any other test person) distance
-distributions cross (:func:`probes.inversion.metrics.crossing_threshold`);
+distributions cross (:func:`probes.inversion.metrics.crossing_threshold`),
+cross-fitted so that no sample is scored at a threshold fitted on itself;
 ``fmr_1e-3`` is the threshold at which real different-person pairs match
-1 time in 1000 (:func:`probes.inversion.metrics.threshold_at_fmr`).
+1 time in 1000 (:func:`probes.inversion.metrics.threshold_at_fmr`).  A
+match is ``distance <= threshold`` everywhere in this tool.
+
+Generators: the test people can be reconstructed by several generators
+(trained with different seeds); ``samples`` then has one row per
+(generator, person), so that a figure is the mean over generators and its
+people-resampling interval still counts each person once per draw.
+
+Where the generators come from is not this module's business: the
+single-dataset path (:func:`run_inversion_probe`) trains them on the
+dataset's own training split; ``audit run --train-dataset`` trains them on
+a corpus (:mod:`audit.generator_stage`) and measures every audit person
+with :func:`measure_reconstructions`.
 
 Per-group figures with intervals are not computed here: the runner feeds
 ``samples`` to :func:`probes.stats.group_figures`.  ``details`` holds what
-the report plots (sweeps, distributions, history, sample images).
+the report plots (sweeps, distributions, history, sample images) and the
+identity-signal tests (:mod:`probes.inversion.signal`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -41,9 +55,10 @@ from audit.distances import cross_distances
 from audit.errors import InputError
 from audit.results import grouping_name
 from audit.targets.base import Metric
-from probes.inversion.metrics import (DEFAULT_FMR, crossing_threshold, random_pair_distances,
-                                      reconstruction_distances,
-                                      success_rate, threshold_at_fmr, threshold_sweep, type2_distances)
+from probes.inversion.metrics import (DEFAULT_FMR, crossfit_crossing_thresholds, random_pair_distances,
+                                      reconstruction_distances, threshold_at_fmr, threshold_sweep,
+                                      type2_distances)
+from probes.inversion.signal import SignalTest, group_signal_tests
 from probes.inversion.splits import (SPLIT_TEST, SPLIT_TEST_EXTRA, SPLIT_TRAIN, SPLIT_VAL, SPLITS,
                                      average_identities as average_identity_chips, group_labels,
                                      person_labels)
@@ -63,11 +78,13 @@ DETAIL_DECIMALS = 5
 
 @dataclass
 class InversionResult:
-    """``samples``: one row per test image; ``details``: JSON-ready, for the report."""
+    """``samples``: one row per (generator, test image); ``details``: JSON-ready, for the report;
+    ``signal``: the identity-signal test of every group."""
 
     samples: pd.DataFrame
     details: dict
     training: TrainingResult
+    signal: list[SignalTest] = field(default_factory=list)
 
 
 def _rounded(values: np.ndarray) -> list:
@@ -109,22 +126,27 @@ def _mean_distance_to_others(vectors: np.ndarray, real: np.ndarray, persons: np.
     return out
 
 
-def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.DataFrame, split: pd.Series,
-                        embed_fn: EmbedFn | None, metric: Metric, default_threshold: float,
-                        impostor_distances: np.ndarray | None, config: TrainingConfig, out_dir: Path,
-                        groupings: Sequence[Sequence[str]], person: str = "identity", seed: int = 0,
-                        average_identities: bool = False, samples_per_group: int = DEFAULT_SAMPLES_PER_GROUP,
-                        progress: bool = True, identity_model=None) -> InversionResult:
-    """Train (or resume) the generator and measure its reconstructions of the test people.
+@dataclass
+class Reconstructor:
+    """One trained generator, as the measurement needs it."""
 
-    ``embeddings``, ``chips`` (uint8 aligned chips), ``table`` (``image_id``,
-    ``person``, attribute columns) and ``split`` (from
-    :func:`probes.inversion.splits.split_identities`) are row-aligned.
-    ``impostor_distances`` are real-vs-real different-person distances for
-    the FMR threshold (None or empty: that threshold is NaN).  Checkpoints
-    go to ``out_dir/checkpoints/inversion`` (rerun to resume), sample
-    images to ``out_dir/samples``.
-    """
+    model: object
+    device: str = "cpu"
+    label: str = "seed 0"
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure_reconstructions` returns: samples, details, signal tests."""
+
+    samples: pd.DataFrame
+    details: dict
+    signal: list[SignalTest]
+
+
+def check_probe_inputs(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.DataFrame, split: pd.Series,
+                       groupings: Sequence[Sequence[str]], default_threshold: float) -> tuple:
+    """Row-aligned arrays and a split made by :func:`split_identities`, or an InputError naming what is off."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
     chips = np.asarray(chips)
     split_values = np.asarray(split, dtype=object)
@@ -141,86 +163,200 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
         raise InputError(f"groupings name column(s) {missing} that the table lacks.")
     if not math.isfinite(float(default_threshold)):
         raise InputError(f"default_threshold={default_threshold!r}, must be a finite number.")
+    return embeddings, chips, split_values, attributes
+
+
+def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.DataFrame, split: pd.Series,
+                        embed_fn: EmbedFn | None, metric: Metric, default_threshold: float,
+                        impostor_distances: np.ndarray | None, config: TrainingConfig, out_dir: Path,
+                        groupings: Sequence[Sequence[str]], person: str = "identity", seed: int = 0,
+                        average_identities: bool = False, samples_per_group: int = DEFAULT_SAMPLES_PER_GROUP,
+                        progress: bool = True, identity_model=None, n_generators: int = 1) -> InversionResult:
+    """Train (or resume) the generator(s) on one dataset's split and measure them on its test people.
+
+    The single-dataset path: ``embeddings``, ``chips`` (uint8 aligned
+    chips), ``table`` (``image_id``, ``person``, attribute columns) and
+    ``split`` (from :func:`probes.inversion.splits.split_identities`) are
+    row-aligned.  ``n_generators`` generators are trained with seeds
+    ``config.seed``, ``+1``, ...; checkpoints go to
+    ``out_dir/checkpoints/inversion`` (and ``inversion-seedK`` for the
+    others; rerun to resume), sample images to ``out_dir/samples``.  See
+    :func:`measure_reconstructions` for what is measured.
+    """
+    embeddings, chips, split_values, _ = check_probe_inputs(
+        embeddings=embeddings, chips=chips, table=table, split=split, groupings=groupings,
+        default_threshold=default_threshold)
     for name in (SPLIT_TRAIN, SPLIT_TEST):
         if not (split_values == name).any():
             raise InputError(f"the split has no {name!r} rows: there are too few people to train and test "
-                             "a generator. Use a dataset with more identities.")
+                             "a generator. Use a dataset with more identities, or train on a corpus "
+                             "(--train-dataset).")
     persons = person_labels(table, person)
     out_dir = Path(out_dir)
-
     train = split_values == SPLIT_TRAIN
     val = split_values == SPLIT_VAL
-    test = split_values == SPLIT_TEST
-    extra = split_values == SPLIT_TEST_EXTRA
     train_chips = chips[train]
     if average_identities:
         train_chips = average_identity_chips(train_chips, persons[train])
-    training = train_generator(embeddings[train], train_chips, embeddings[val], chips[val],
-                               embed_fn=embed_fn, metric=metric, config=config,
-                               checkpoint_dir=out_dir / CHECKPOINT_SUBDIR, progress=progress,
-                               identity_model=identity_model)
+    trained: list[TrainingResult] = []
+    for k in range(n_generators):
+        folder = out_dir / CHECKPOINT_SUBDIR if k == 0 else out_dir / f"{CHECKPOINT_SUBDIR}-seed{config.seed + k}"
+        trained.append(train_generator(embeddings[train], train_chips, embeddings[val], chips[val],
+                                       embed_fn=embed_fn, metric=metric,
+                                       config=replace(config, seed=config.seed + k), checkpoint_dir=folder,
+                                       progress=progress, identity_model=identity_model))
+    generators = [Reconstructor(t.model, t.device, f"seed {config.seed + k}") for k, t in enumerate(trained)]
+    measured = measure_reconstructions(
+        generators=generators, embeddings=embeddings, chips=chips, table=table, split=split_values,
+        embed_fn=embed_fn, metric=metric, default_threshold=default_threshold,
+        impostor_distances=impostor_distances, out_dir=out_dir, groupings=groupings, person=person, seed=seed,
+        samples_per_group=samples_per_group, eval_batch_size=config.eval_batch_size)
+    details = {**measured.details, **training_details(trained[0], config),
+               "generators": [generator_summary(t, f"seed {config.seed + k}", "trained in this run")
+                              for k, t in enumerate(trained)],
+               "average_identities": bool(average_identities)}
+    return InversionResult(samples=measured.samples, details=details, training=trained[0], signal=measured.signal)
 
-    # -- reconstruct and measure the test people ---------------------------------
-    test_rows = np.flatnonzero(test)
+
+def training_details(training: TrainingResult, config: TrainingConfig) -> dict:
+    """The first generator's training, as the report's training-curve section reads it."""
+    return {
+        "history": [{"epoch": h["epoch"], "train_loss": h["train_loss"],
+                     "val_mean_distance": h["val_mean_distance"], "val_failures": h["val_failures"]}
+                    for h in training.history],
+        "best_epoch": int(training.best_epoch),
+        "best_val_mean_distance": _json_float(training.best_val_mean_distance),
+        "device": str(training.device),
+        "training_seconds": float(training.training_seconds),
+        "samples_per_second": _json_float(training.samples_per_second),
+        "training_config": config.to_dict(),
+    }
+
+
+def generator_summary(training: TrainingResult, label: str, source: str) -> dict:
+    return {"label": label, "source": source, "best_epoch": int(training.best_epoch),
+            "best_val_mean_distance": _json_float(training.best_val_mean_distance),
+            "training_seconds": float(training.training_seconds)}
+
+
+def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: np.ndarray, chips: np.ndarray,
+                            table: pd.DataFrame, split: Sequence[str], embed_fn: EmbedFn | None, metric: Metric,
+                            default_threshold: float, impostor_distances: np.ndarray | None, out_dir: Path,
+                            groupings: Sequence[Sequence[str]], person: str = "identity", seed: int = 0,
+                            samples_per_group: int = DEFAULT_SAMPLES_PER_GROUP,
+                            eval_batch_size: int = 500) -> Measurement:
+    """Reconstruct every test person with every generator and measure (see the module doc).
+
+    ``split`` labels rows ``test`` (one image per test person: the figures)
+    and ``test_extra`` (their other photos: type II); other labels are
+    ignored.  ``samples`` has one row per (generator, test person), with a
+    ``generator`` column: per-group figures pool them, their intervals
+    resample people.  The crossing threshold is cross-fitted
+    (:func:`~probes.inversion.metrics.crossfit_crossing_thresholds`).
+    ``signal`` holds the identity-signal test of every group, the
+    generators pooled (:mod:`probes.inversion.signal`).
+    """
+    if not generators:
+        raise InputError("measure_reconstructions needs at least one generator.")
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    split_values = np.asarray(split, dtype=object)
+    attributes = list(dict.fromkeys(a for g in groupings for a in g))
+    persons = person_labels(table, person)
+    out_dir = Path(out_dir)
+    test_rows = np.flatnonzero(split_values == SPLIT_TEST)
+    extra_rows = np.flatnonzero(split_values == SPLIT_TEST_EXTRA)
+    if not len(test_rows):
+        raise InputError("there is no test image to reconstruct (no row labelled 'test').")
     real = embeddings[test_rows].astype(np.float64)
-    images = reconstruct(training.model, embeddings[test_rows], device=training.device,
-                         batch_size=config.eval_batch_size)
-    reembedded = embed_fn is not None
-    if reembedded:
-        vectors, ok = embed_fn(images)
-    else:   # precomputed vectors without a model: the reconstructions cannot be embedded
-        vectors, ok = np.full_like(real, np.nan), np.zeros(len(real), dtype=bool)
-    vectors = np.asarray(vectors, dtype=np.float64)
-    distance, _, ok = reconstruction_distances(real, vectors, ok, metric)
-
     test_persons = persons[test_rows]
-    finest = max(groupings, key=len) if groupings else []
-    finest_groups = group_labels(table.iloc[test_rows], finest)
-    within = random_pair_distances(vectors, real, test_persons, finest_groups, within_group=True,
-                                   metric=metric, seed=seed)[:, 0]
-    across = random_pair_distances(vectors, real, test_persons, finest_groups, within_group=False,
-                                   metric=metric, seed=seed + 1)[:, 0]
-    anyone = random_pair_distances(vectors, real, test_persons, np.zeros(len(test_rows)), within_group=True,
-                                   metric=metric, seed=seed + 2)[:, 0]
-    extra_rows = np.flatnonzero(extra)
-    type2 = type2_distances(vectors, test_persons, embeddings[extra_rows], persons[extra_rows], metric=metric)
-
-    impostors = np.asarray(impostor_distances if impostor_distances is not None else [], dtype=np.float64)
-    thresholds = {"default": float(default_threshold),
-                  "crossing": crossing_threshold(distance, anyone) if reembedded else float("nan"),
-                  FMR_KEY: threshold_at_fmr(impostors, DEFAULT_FMR) if len(impostors) else float("nan")}
-
     test_table = table.iloc[test_rows].reset_index(drop=True)
-    samples = pd.DataFrame({
-        "image_id": (test_table["image_id"].to_numpy() if "image_id" in test_table.columns
-                     else test_rows.astype(str)),
-        person: test_persons,
-    })
-    for attribute in attributes:
-        samples[attribute] = test_table[attribute].to_numpy()
-    samples["distance"] = distance
-    samples["recon_ok"] = ok
-    samples["no_face"] = (~ok).astype(float) if reembedded else np.nan
-    for key, t in thresholds.items():
-        if math.isfinite(t) and reembedded:
-            with np.errstate(invalid="ignore"):
-                samples[f"success_at_{key}"] = (ok & (distance <= t)).astype(float)
-        else:
-            samples[f"success_at_{key}"] = np.nan
-    samples["random_pair_distance_within"] = within
-    samples["random_pair_distance_across"] = across
-    samples["random_pair_distance_any"] = anyone
-    samples["impostor_mean_distance"] = _mean_distance_to_others(vectors, real, test_persons, metric)
-    samples["type2_distance"] = type2
+    finest = max(groupings, key=len) if groupings else []
+    finest_groups = group_labels(test_table, finest)
+    reembedded = embed_fn is not None
+    impostors = np.asarray(impostor_distances if impostor_distances is not None else [], dtype=np.float64)
+    fmr_threshold = threshold_at_fmr(impostors, DEFAULT_FMR) if len(impostors) else float("nan")
 
-    # -- details for the report ------------------------------------------------
-    sweep_t = _sweep_thresholds([distance, within, across], default_threshold, DEFAULT_SWEEP_POINTS)
+    frames, recon_vectors, fold_thresholds, first_images = [], [], [], None
+    for k, generator in enumerate(generators):
+        images = reconstruct(generator.model, embeddings[test_rows], device=generator.device,
+                             batch_size=eval_batch_size)
+        if first_images is None:
+            first_images = images
+        if reembedded:
+            vectors, ok = embed_fn(images)
+        else:   # precomputed vectors without a model: the reconstructions cannot be embedded
+            vectors, ok = np.full_like(real, np.nan), np.zeros(len(real), dtype=bool)
+        vectors = np.asarray(vectors, dtype=np.float64)
+        recon_vectors.append(vectors)
+        distance, _, ok = reconstruction_distances(real, vectors, ok, metric)
+        draw = seed + 10 * k
+        within = random_pair_distances(vectors, real, test_persons, finest_groups, within_group=True,
+                                       metric=metric, seed=draw)[:, 0]
+        across = random_pair_distances(vectors, real, test_persons, finest_groups, within_group=False,
+                                       metric=metric, seed=draw + 1)[:, 0]
+        anyone = random_pair_distances(vectors, real, test_persons, np.zeros(len(test_rows)), within_group=True,
+                                       metric=metric, seed=draw + 2)[:, 0]
+        type2 = type2_distances(vectors, test_persons, embeddings[extra_rows], persons[extra_rows], metric=metric)
+        crossing, folds = (crossfit_crossing_thresholds(distance, anyone, seed=draw + 3) if reembedded
+                           else (np.full(len(test_rows), np.nan), []))
+        fold_thresholds.extend(folds)
+        frame = pd.DataFrame({
+            "generator": k,
+            "image_id": (test_table["image_id"].to_numpy() if "image_id" in test_table.columns
+                         else test_rows.astype(str)),
+            person: test_persons,
+        })
+        for attribute in attributes:
+            frame[attribute] = test_table[attribute].to_numpy()
+        frame["distance"] = distance
+        frame["recon_ok"] = ok
+        frame["no_face"] = (~ok).astype(float) if reembedded else np.nan
+        for key, t in (("default", np.full(len(test_rows), float(default_threshold))), ("crossing", crossing),
+                       (FMR_KEY, np.full(len(test_rows), fmr_threshold))):
+            usable = np.isfinite(t)
+            if reembedded and usable.any():
+                with np.errstate(invalid="ignore"):
+                    frame[f"success_at_{key}"] = np.where(usable, (ok & (distance <= t)).astype(float), np.nan)
+            else:
+                frame[f"success_at_{key}"] = np.nan
+        frame["threshold_crossing"] = crossing
+        frame["random_pair_distance_within"] = within
+        frame["random_pair_distance_across"] = across
+        frame["random_pair_distance_any"] = anyone
+        frame["impostor_mean_distance"] = _mean_distance_to_others(vectors, real, test_persons, metric)
+        frame["type2_distance"] = type2
+        frames.append(frame)
+    samples = pd.concat(frames, ignore_index=True)
+
     all_groupings: list[list[str]] = [[]] + [list(g) for g in groupings]
+    labels = {grouping_name(g): group_labels(test_table, g) for g in all_groupings}
+    signal = (group_signal_tests(recon_vectors, real, labels, metric=metric, seed=seed) if reembedded else [])
+    crossing_value = float(np.mean(fold_thresholds)) if fold_thresholds else float("nan")
+    thresholds = {"default": float(default_threshold), "crossing": crossing_value, FMR_KEY: fmr_threshold}
+    details = _details(samples, thresholds, fold_thresholds, groupings=all_groupings, chips=chips,
+                       images=first_images, test_rows=test_rows, out_dir=out_dir, seed=seed,
+                       samples_per_group=samples_per_group, default_threshold=default_threshold,
+                       reembedded=reembedded, finest=finest, n_impostors=int(np.isfinite(impostors).sum()),
+                       n_generators=len(generators))
+    details["signal"] = [t.to_dict() for t in signal]
+    return Measurement(samples, details, signal)
+
+
+def _details(samples: pd.DataFrame, thresholds: dict, fold_thresholds: list, *, groupings, chips, images,
+             test_rows, out_dir: Path, seed: int, samples_per_group: int, default_threshold: float,
+             reembedded: bool, finest, n_impostors: int, n_generators: int) -> dict:
+    """What the report plots: sweeps and distributions (all generators pooled), sample images."""
+    distance = samples["distance"].to_numpy()
+    ok = samples["recon_ok"].to_numpy(dtype=bool)
+    within = samples["random_pair_distance_within"].to_numpy()
+    across = samples["random_pair_distance_across"].to_numpy()
+    sweep_t = _sweep_thresholds([distance, within, across], default_threshold, DEFAULT_SWEEP_POINTS)
     by_group: dict[str, dict[str, list]] = {}
     distributions: dict[str, dict[str, dict]] = {}
     sample_images: list[dict] = []
     rng = np.random.default_rng(seed)
-    for grouping in all_groupings:
+    first = (samples["generator"] == 0).to_numpy()
+    for grouping in groupings:
         name = grouping_name(grouping)
         by_group[name], distributions[name] = {}, {}
         keys = group_labels(samples, grouping)
@@ -231,7 +367,7 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
                                          for r in threshold_sweep(distance[rows], ok[rows], sweep_t)]
                 distributions[name][label] = {"genuine": _rounded(distance[rows]),
                                               "random_pair": _rounded(within[rows])}
-            for i in rng.permutation(rows)[:samples_per_group]:
+            for i in rng.permutation(np.flatnonzero(first & (keys == label)))[:samples_per_group]:
                 row = int(test_rows[i])
                 original = f"{SAMPLES_DIR}/test_{row}_original.png"
                 recon = f"{SAMPLES_DIR}/test_{row}_reconstruction.png"
@@ -240,29 +376,22 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
                 sample_images.append({"grouping": name, "group": label, "image_id": str(samples["image_id"][i]),
                                       "original": original, "reconstruction": recon,
                                       "distance": _json_float(distance[i])})
-
-    trained = training.history
+    success_at = {}
+    for key in thresholds:
+        column = samples[f"success_at_{key}"]
+        success_at[key] = _json_float(column.mean()) if reembedded and column.notna().any() else None
     details = {
         "thresholds": {k: _json_float(v) for k, v in thresholds.items()},
-        "success_rate_at": {k: _json_float(success_rate(distance, ok, v) if reembedded else float("nan"))
-                            for k, v in thresholds.items()},
+        "crossing_fold_thresholds": [_json_float(t) for t in fold_thresholds],
+        "success_rate_at": success_at,
         "sweep": {"thresholds": [round(float(t), DETAIL_DECIMALS) for t in sweep_t], "by_group": by_group},
         "distributions": distributions,
-        "history": [{"epoch": h["epoch"], "train_loss": h["train_loss"],
-                     "val_mean_distance": h["val_mean_distance"], "val_failures": h["val_failures"]}
-                    for h in trained],
-        "best_epoch": int(training.best_epoch),
-        "best_val_mean_distance": _json_float(training.best_val_mean_distance),
-        "device": str(training.device),
-        "training_seconds": float(training.training_seconds),
-        "samples_per_second": _json_float(training.samples_per_second),
         "sample_images": sample_images,
         "n_test": int(len(test_rows)),
-        "n_no_face": int((~ok).sum()),
-        "n_impostor_pairs": int(np.isfinite(impostors).sum()),
+        "n_generators": int(n_generators),
+        "n_no_face": int((~ok[first]).sum()),
+        "n_impostor_pairs": n_impostors,
         "random_pair_group": grouping_name(finest),
-        "training_config": config.to_dict(),
-        "average_identities": bool(average_identities),
         "reembedded": reembedded,
     }
     if not reembedded:
@@ -272,4 +401,4 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
             "random-pair baseline and thresholds are unavailable. The generator was trained and its "
             "checkpoint chosen on pixel error; sample reconstructions are shown. Give the target a model "
             "(--target-option reembed=dlib) to measure them.")
-    return InversionResult(samples=samples, details=details, training=training)
+    return details

@@ -142,6 +142,26 @@ def split_identities(table: pd.DataFrame, *, person: str = "identity", stratify:
     return pd.Series(split, index=table.index, name="split", dtype=object)
 
 
+def test_every_person(table: pd.DataFrame, *, person: str = "identity", seed: int = 0) -> pd.Series:
+    """Every person is a test person: one random image ``test``, the others ``test_extra``.
+
+    For an audit set measured by a generator trained elsewhere (on a corpus):
+    nobody is trained on, so everyone is measured, one image per person as
+    in :func:`split_identities`' test split.
+    """
+    if len(table) == 0:
+        raise InputError("the table is empty: there are no images to test.")
+    persons = person_labels(table, person)
+    rng = np.random.default_rng(seed)
+    split = np.full(len(table), SPLIT_TEST_EXTRA, dtype=object)
+    seen: set[str] = set()
+    for i in rng.permutation(len(table)):
+        if persons[i] not in seen:
+            seen.add(persons[i])
+            split[i] = SPLIT_TEST
+    return pd.Series(split, index=table.index, name="split", dtype=object)
+
+
 def average_identities(chips: np.ndarray, identities: Sequence[object], *,
                        min_images: int = DEFAULT_MIN_IMAGES_TO_AVERAGE) -> np.ndarray:
     """Per-identity mean chips as cleaner training targets (the method's ``--average-identities``).

@@ -1,0 +1,72 @@
+"""``audit generator train``: the inversion generator as an artifact, trained once per target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from audit.commands.options import (cache_options, face_options, make_face_config, parse_group_by,
+                                    target_options, training_options)
+
+
+@click.group()
+def generator() -> None:
+    """Train and keep the inversion generator, so that audits of a target reuse it.
+
+    \b
+    Example:
+      audit generator train --target dlib --dataset utkface/ --dataset lfw/ --exclude balanced/ --out gen/dlib
+      audit run --target dlib --dataset balanced/ --generator gen/dlib
+    """
+
+
+@generator.command()
+@target_options
+@click.option("--dataset", "-d", "datasets", multiple=True, required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A training corpus folder (repeatable), embedded through the target and cached.")
+@click.option("--exclude", "excluded", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A dataset to be audited with this generator (repeatable): its images, people and "
+                   "near-duplicates are kept out of training.")
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The generator folder to write (rerun the same command to resume a stopped training).")
+@click.option("--group-by", "group_by", help="Attributes the training set is balanced over with "
+              "--train-balance group-by (default: race and gender where the corpus has them).")
+@training_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling and the training.")
+@cache_options
+@face_options
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epochs, image_size, batch_size,
+          validate_every, average_identities, generator_channels, train_balance, train_per_group,
+          near_duplicate_distance, identity_loss, device, seed, cache_path, no_cache, detector, upsample,
+          min_score, workers, quiet):
+    """Train the inversion generator for one target on a corpus and save it in a folder.
+
+    The folder holds the weights (loaded weights-only), the training
+    history, the training set's composition per group, the target's
+    fingerprint (an audit of another model is refused) and the settings.
+    'audit run --generator OUT' then trains nothing, and refuses an audit
+    set that shares an image or a person with the training set.
+
+    \b
+    Example:
+      audit generator train --target dlib --dataset utkface/ --exclude balanced/ --out gen/dlib --epochs 30
+    """
+    from audit.generator_stage import train_generator_artifact
+
+    artifact = train_generator_artifact(
+        target_spec=target_spec, target_options=tuple(target_option), datasets=tuple(datasets),
+        excluded=tuple(excluded), out_dir=out_dir, group_by=parse_group_by(group_by), epochs=epochs,
+        image_size=int(image_size), batch_size=batch_size, validate_every=validate_every,
+        average_identities=average_identities, generator_channels=generator_channels,
+        train_balance=train_balance, train_per_group=train_per_group,
+        near_duplicate_distance=near_duplicate_distance, identity_loss=identity_loss, device=device, seed=seed,
+        cache_path=cache_path, use_cache=not no_cache, face_config=make_face_config(detector, upsample, min_score),
+        workers=workers, show_progress=not quiet)
+    summary = artifact.info["training_set"]
+    click.echo(f"Generator: {artifact.folder} (target {artifact.info['target']['name']}, best epoch "
+               f"{artifact.info['best_epoch']}, validation distance {artifact.info['best_val_mean_distance']:.3f})")
+    click.echo(f"Trained on {summary['n_train_images']} images of {summary['n_train_people']} people; dropped: "
+               + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["dropped"].items()) or "none"))
