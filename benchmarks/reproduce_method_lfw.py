@@ -176,10 +176,14 @@ def main() -> None:
           f"best epoch {result.best_epoch} of {args.epochs}, {int(test.sum())} test identities")
     print(f"{'':34} {'mean distance':>14} {'matched at 0.6':>15} {'excluded/no face':>17}")
     print(f"{'article':34} {article_mean:>14.3f} {article_share:>15.1%} {'-':>17}")
-    print(f"{'ours, method evaluation':34} {method['mean_distance_embedded']:>14.3f} "
-          f"{method['share_under_0.6_of_embedded']:>15.1%} {method['n'] - method['n_found']:>17d}")
-    print(f"{'ours, our protocol (no face fails)':34} {ours['mean_distance_embedded']:>14.3f} "
-          f"{ours['success_rate_all']:>15.1%} {ours['n'] - ours['n_found']:>17d}")
+    print(f"{'ours, method evaluation':34} {_fmt(method['mean_distance_embedded'], '.3f'):>14} "
+          f"{_fmt(method['share_under_0.6_of_embedded'], '.1%'):>15} {method['n'] - method['n_found']:>17d}")
+    print(f"{'ours, our protocol (no face fails)':34} {_fmt(ours['mean_distance_embedded'], '.3f'):>14} "
+          f"{_fmt(ours['success_rate_all'], '.1%'):>15} {ours['n'] - ours['n_found']:>17d}")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

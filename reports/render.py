@@ -332,12 +332,65 @@ def _inversion(results: Mapping, run_dir: Path, no_faces: bool, palette: charts.
                             "colour": palette.colour(row["grouping"], row["group"]), "pairs": row["pairs"]})
     history = detail.get("history") or []
     return {
+        **_inversion_trust(detail, order),
         "thresholds": threshold_rows, "distributions": distributions, "sweeps": sweeps, "samples": samples,
         "n_sample_images": len(detail.get("sample_images") or []),
         "training_chart": charts.training_curve(history, detail.get("best_epoch")) if history else None,
         "training": [(k.replace("_", " "), _plain(detail.get(k))) for k in ("best_epoch", "device", "training_seconds",
                                                           "samples_per_second") if k in detail],
         "n_epochs": len(history),
+    }
+
+
+def _inversion_trust(detail: Mapping, order: Mapping[str, list[str]]) -> dict:
+    """What decides whether the inversion figures mean anything: signal, training set, generators."""
+    signal_rows = []
+    for t in detail.get("signal") or []:
+        signal_rows.append({"grouping": _plain(t.get("grouping")), "group": _plain(t.get("group")),
+                            "n_people": format_count(t.get("n_people")), "gap": format_value(t.get("gap")),
+                            "share_closer": format_value(t.get("share_closer"), "rate"),
+                            "rank1": format_value(t.get("rank1_rate"), "rate"),
+                            "p_value": format_value(t.get("p_value")), "signal": bool(t.get("signal")),
+                            "reason": _plain(t.get("reason")) if t.get("reason") else ""})
+    signal_rows = _sort_rows(signal_rows, order)
+    summary = detail.get("signal_summary") or {}
+    training_set = detail.get("training_set") or {}
+    composition = []
+    for grouping, counts in (training_set.get("composition") or {}).items():
+        composition.append({"grouping": _plain(grouping),
+                            "counts": [(_plain(g), format_count(n)) for g, n in counts.items()]})
+    dropped = [(str(k).replace("_", " "), format_count(v)) for k, v in (training_set.get("dropped") or {}).items()]
+    spread = []
+    for key, by_grouping in (detail.get("generator_spread") or {}).items():
+        if key not in ("inversion.mean_distance", "inversion.success_rate_at_default"):
+            continue
+        kind = "rate" if "rate" in key else None
+        for grouping, groups in by_grouping.items():
+            for group in _order_groups(grouping, groups, order):
+                v = groups[group]
+                spread.append({"metric": describe_metric(key).title, "grouping": _plain(grouping),
+                               "group": _plain(group),
+                               "range": f"{format_value(v.get('min'), kind)} to {format_value(v.get('max'), kind)}",
+                               "sd": format_value(v.get("sd"), kind)})
+    return {
+        "signal_rows": signal_rows,
+        "signal_tested": bool(summary.get("tested")),
+        "signal_overall": summary.get("overall"),
+        "groups_without_signal": [_plain(g) for g in summary.get("groups_without_signal") or []],
+        "warnings": [_plain(w) for w in detail.get("warnings") or []],
+        "training_source": _plain(detail.get("training_source")) if detail.get("training_source") else None,
+        "training_set": {"n_images": format_count(training_set.get("n_train_images")),
+                         "n_people": format_count(training_set.get("n_train_people")),
+                         "n_candidates": format_count(training_set.get("n_candidates")),
+                         "balanced_over": _plain(training_set.get("balanced_over") or "nothing"),
+                         "datasets": [_plain(d) for d in training_set.get("datasets") or []],
+                         } if training_set else None,
+        "composition": composition, "dropped": dropped,
+        "generators": [{"label": _plain(g.get("label")), "source": _plain(g.get("source")),
+                        "best_epoch": _plain(g.get("best_epoch")),
+                        "val": format_value(g.get("best_val_mean_distance"))}
+                       for g in detail.get("generators") or []],
+        "spread": spread,
     }
 
 

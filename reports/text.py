@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from audit.results import blocking_flags
+
 __all__ = ["MetricText", "METRICS", "FLAG_TEXT", "describe_metric", "format_value", "format_interval",
            "format_ratio", "format_count", "disparity_sentence", "headline_disparities", "better_text"]
 
@@ -133,8 +135,12 @@ FLAG_TEXT: dict[str, str] = {
     "small_group": "too few people in the group for a reliable figure",
     "few_errors": "the rate rests on fewer than 30 errors, so its interval is rough",
     "undefined": "no data, or a division by zero: the value is missing",
+    "no_signal": "the reconstructions carry no identity signal here, so the figure measures noise",
+    "not_estimable": "too little data to estimate this kind of figure",
+    "unstable": "its direction changes between generators trained with different seeds",
 }
-FLAG_SHORT: dict[str, str] = {"small_group": "small group", "few_errors": "few errors", "undefined": "undefined"}
+FLAG_SHORT: dict[str, str] = {"small_group": "small group", "few_errors": "few errors", "undefined": "undefined",
+                              "no_signal": "no signal", "not_estimable": "not estimable", "unstable": "unstable"}
 
 NOT_AVAILABLE = "n/a"
 DISPARITY_KIND_TEXT = {
@@ -271,6 +277,8 @@ def disparity_sentence(disparity: Mapping, figures: Iterable[Mapping] = ()) -> s
 def headline_disparities(disparities: Iterable[Mapping], *, limit: int = 5) -> list[Mapping]:
     """The disparities a first page should lead with: the largest ratios, clearest first.
 
+    A disparity flagged as not measuring what its name says (no identity
+    signal, not estimable, unstable across generators) is never a headline.
     Ratios between groups are comparable across metrics, gaps are not, so
     the headline uses ``max_min_ratio`` where the run has it, one per metric.  Metrics with
     no better direction (a threshold, a quality check) and undefined values
@@ -278,6 +286,7 @@ def headline_disparities(disparities: Iterable[Mapping], *, limit: int = 5) -> l
     """
     candidates = [d for d in disparities
                   if d.get("grouping") != "all" and _finite(d.get("value"))
+                  and not blocking_flags(d.get("flags") or ())
                   and describe_metric(f"{d.get('probe')}.{d.get('metric')}").better is not None]
     ratios = [d for d in candidates if d.get("kind") == "max_min_ratio"]
     chosen = ratios or candidates
