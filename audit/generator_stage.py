@@ -326,7 +326,7 @@ def check_group_attributes(training: TrainingSet, group_by: Sequence[str]) -> li
 
 def train_generator_artifact(*, target_spec: str, target_options: Sequence[str], datasets: Sequence[Path],
                              excluded: Sequence[Path], out_dir: Path, group_by: Sequence[str] | None,
-                             epochs: int, image_size: int, batch_size: int, validate_every: int,
+                             epochs: int, image_size: int, batch_size: int, lr: float, validate_every: int,
                              average_identities: bool, generator_channels: int, train_balance: str,
                              train_per_group: int | None, near_duplicate_distance: float | None,
                              identity_loss: float, device: str, seed: int, cache_path: Path | None,
@@ -336,7 +336,7 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
     from audit.data.manifest import load_dataset
     from audit.pipeline import build_embedder, default_group_by, open_target
 
-    config = TrainingConfig(epochs=epochs, batch_size=batch_size, validate_every=validate_every, seed=seed,
+    config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, validate_every=validate_every, seed=seed,
                             device=device, image_size=image_size, base_channels=generator_channels,
                             identity_weight=identity_loss)
     settings = CorpusSettings(tuple(datasets), balance=train_balance, per_group=train_per_group,

@@ -27,18 +27,18 @@ from audit.errors import InputError
 from audit.faces import FaceConfig
 from audit.pipeline import (build_embedder, default_group_by, detection_table, load_dataset_for_run,
                             open_target)
-from audit.generator_stage import training_size_warning
 from audit.results import (ALL, FLAG_NO_SIGNAL, FLAG_UNSTABLE, GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION,
                            Disparity, Figure, disparities_to_dicts, figures_to_dicts, grouping_name,
                            write_json_atomic)
 from audit.targets.base import STATUS_OK
+from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE,
+                                       DEFAULT_LR, DEFAULT_VALIDATE_EVERY)
 
 log = logging.getLogger(__name__)
 
 PROBES = ("detection", "inversion", "volume", "verification")
 DEFAULT_PROBES = PROBES
 DEFAULT_SEED = 0
-DEFAULT_EPOCHS = 150
 DEFAULT_N_RESAMPLES = 1000
 #: Real different-person pairs drawn to find the threshold at FMR 1e-3.
 DEFAULT_IMPOSTOR_PAIRS = 200_000
@@ -65,11 +65,12 @@ class RunConfig:
     workers: int | None = None
     seed: int = DEFAULT_SEED
     epochs: int = DEFAULT_EPOCHS
-    image_size: int = 64
-    batch_size: int = 200
-    validate_every: int = 5
+    image_size: int = DEFAULT_IMAGE_SIZE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lr: float = DEFAULT_LR
+    validate_every: int = DEFAULT_VALIDATE_EVERY
     average_identities: bool = False
-    generator_channels: int = 512
+    generator_channels: int = DEFAULT_BASE_CHANNELS
     identity_loss: float = 0.0
     #: Train the generator on these corpora and test every audit person (``--train-dataset``).
     train_datasets: tuple[Path, ...] = ()
@@ -118,7 +119,7 @@ class RunConfig:
         """The generator's training settings (validated: a bad value fails before the embed stage)."""
         from probes.inversion.training import TrainingConfig
 
-        return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size,
+        return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                               validate_every=self.validate_every, seed=self.seed, device=self.device,
                               image_size=self.image_size, base_channels=self.generator_channels,
                               identity_weight=self.identity_loss)
@@ -416,6 +417,7 @@ class AuditRun:
         self.probe_details["verification"] = result.details
 
     def _inversion(self, ok: np.ndarray, out: Path) -> None:
+        from audit.generator_stage import training_size_warning
         from probes.inversion.probe import run_inversion_probe
         from probes.inversion.splits import split_identities
 

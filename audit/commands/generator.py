@@ -39,7 +39,7 @@ def generator() -> None:
 @face_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epochs, image_size, batch_size,
-          validate_every, average_identities, generator_channels, train_balance, train_per_group,
+          lr, validate_every, average_identities, generator_channels, train_balance, train_per_group,
           near_duplicate_distance, identity_loss, device, seed, cache_path, no_cache, detector, upsample,
           min_score, workers, quiet):
     """Train the inversion generator for one target on a corpus and save it in a folder.
@@ -59,7 +59,7 @@ def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epo
     artifact = train_generator_artifact(
         target_spec=target_spec, target_options=tuple(target_option), datasets=tuple(datasets),
         excluded=tuple(excluded), out_dir=out_dir, group_by=parse_group_by(group_by), epochs=epochs,
-        image_size=int(image_size), batch_size=batch_size, validate_every=validate_every,
+        image_size=int(image_size), batch_size=batch_size, lr=lr, validate_every=validate_every,
         average_identities=average_identities, generator_channels=generator_channels,
         train_balance=train_balance, train_per_group=train_per_group,
         near_duplicate_distance=near_duplicate_distance, identity_loss=identity_loss, device=device, seed=seed,

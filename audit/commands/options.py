@@ -8,6 +8,8 @@ from typing import Callable
 import click
 
 from audit.faces import DEFAULT_MIN_SCORE, DEFAULT_UPSAMPLE, FaceConfig
+from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR,
+                                       DEFAULT_VALIDATE_EVERY)
 
 
 def target_options(func: Callable) -> Callable:
@@ -62,7 +64,6 @@ def parse_group_by(value: str | None) -> tuple[str, ...] | None:
 
 def training_options(func: Callable) -> Callable:
     """How the inversion generator is trained (``audit run`` and ``audit generator train``)."""
-    from probes.inversion.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_VALIDATE_EVERY
 
     options = [
         click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True,
@@ -71,12 +72,14 @@ def training_options(func: Callable) -> Callable:
                      help="Size of the reconstructed faces."),
         click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULT_BATCH_SIZE, show_default=True,
                      help="Training batch size (the method's 200; larger on a GPU)."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True, max=1, max_open=True), default=DEFAULT_LR,
+                     show_default=True, help="Adam's learning rate for the generator."),
         click.option("--validate-every", type=click.IntRange(min=1), default=DEFAULT_VALIDATE_EVERY,
                      show_default=True,
                      help="Re-embed validation reconstructions every K epochs to pick the best checkpoint."),
         click.option("--average-identities", is_flag=True,
                      help="Train on per-identity averaged chips (identities with 3+ images), as in the method."),
-        click.option("--generator-channels", type=click.IntRange(min=8), default=512, show_default=True,
+        click.option("--generator-channels", type=click.IntRange(min=8), default=DEFAULT_BASE_CHANNELS, show_default=True,
                      help="Channels of the generator's first 4x4 map (the method's 512; smaller trains faster)."),
         click.option("--train-balance", default="group-by", show_default=True,
                      help="Balance the training corpus over 'group-by' (the audit's attributes), 'none', or a "

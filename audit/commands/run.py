@@ -54,7 +54,7 @@ from audit.runner import DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig,
 @face_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epochs, image_size, batch_size,
-        validate_every, average_identities, generator_channels, train_datasets, generator_paths, train_balance,
+        lr, validate_every, average_identities, generator_channels, train_datasets, generator_paths, train_balance,
         train_per_group, generator_seeds, near_duplicate_distance, identity_loss, device, seed, n_resamples,
         pairs_file, max_requests, policy_path, baseline_path, junit_path, no_report, no_faces, cache_path,
         no_cache, detector, upsample, min_score, workers, quiet):
@@ -79,7 +79,7 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
         group_by=parse_group_by(group_by), probes=tuple(p.strip() for p in probes.split(",") if p.strip()),
         face_config=make_face_config(detector, upsample, min_score), cache_path=cache_path,
         use_cache=not no_cache, workers=workers, seed=seed, epochs=epochs, image_size=int(image_size),
-        batch_size=batch_size, validate_every=validate_every, average_identities=average_identities,
+        batch_size=batch_size, lr=lr, validate_every=validate_every, average_identities=average_identities,
         generator_channels=generator_channels, identity_loss=identity_loss, train_datasets=tuple(train_datasets),
         generator_paths=tuple(generator_paths), train_balance=train_balance, train_per_group=train_per_group,
         generator_seeds=generator_seeds, near_duplicate_distance=near_duplicate_distance,

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-DEFAULT_IMAGE_SIZE = 64
-DEFAULT_BASE_CHANNELS = 512
+from probes.inversion.defaults import DEFAULT_BASE_CHANNELS, DEFAULT_IMAGE_SIZE
+
 IMAGE_SIZES = (64, 128)
 #: The projection's spatial size: 4x4, as in DCGAN.
 START_SIZE = 4
