@@ -79,3 +79,18 @@ def test_subpixel_layer_is_a_conv_transpose_with_its_weight_shape() -> None:
     layer = SubPixelConvTranspose2d(8, 4, bias=False)
     assert isinstance(layer, torch.nn.ConvTranspose2d)
     assert layer.weight.shape == (8, 4, 4, 4) and layer.bias is None
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_resize_convolution_variant(size: int) -> None:
+    model = InversionGenerator(16, image_size=size, base_channels=32, upsampling="resize")
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    with torch.no_grad():
+        out = model(torch.randn(2, 16))
+    assert out.shape == (2, 3, size, size) and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert model.hyperparameters()["upsampling"] == "resize"
+    rebuilt = InversionGenerator(**model.hyperparameters())
+    rebuilt.load_state_dict(model.state_dict())
+    assert "upsampling" not in InversionGenerator(16).hyperparameters()   # the method's form is unchanged
+    with pytest.raises(ValueError, match="upsampling='bilinear', must be one of"):
+        InversionGenerator(16, upsampling="bilinear")

@@ -261,3 +261,16 @@ def test_identity_distance_is_differentiable_and_zero_on_its_own_embedding() -> 
     loss = identity_distance(images, torch.zeros_like(own), model, "euclidean")
     loss.backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_cosine_schedule_decays_to_near_zero_and_constant_stays() -> None:
+    from probes.inversion.training import TrainingConfig
+
+    cosine = TrainingConfig(epochs=10, lr=1e-3, lr_schedule="cosine")
+    assert cosine.lr_at(1) == pytest.approx(1e-3) and cosine.lr_at(6) == pytest.approx(5e-4)
+    assert cosine.lr_at(10) < 0.03e-3
+    assert TrainingConfig(epochs=10, lr=1e-3).lr_at(10) == 1e-3
+    # The method's values are left out of the dict, so older checkpoints keep resuming.
+    assert "lr_schedule" not in TrainingConfig().to_dict() and cosine.to_dict()["lr_schedule"] == "cosine"
+    with pytest.raises(InputError, match="lr_schedule='step'"):
+        TrainingConfig(lr_schedule="step")

@@ -93,16 +93,43 @@ class UpBlock(nn.Module):
         return self.relu(x)
 
 
+class ResizeConvBlock(nn.Module):
+    """Double the spatial size by nearest-neighbour resizing, then a 3x3 convolution -> BN -> ReLU.
+
+    The alternative to a transposed convolution that Odena et al. ("Deconvolution
+    and checkerboard artifacts", Distill 2016) recommend: every output pixel gets
+    the same number of kernel taps, so no checkerboard pattern.  An option
+    (``upsampling="resize"``), measured against the method's transposed
+    convolutions in ``benchmarks/inversion_variants.py``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.relu(self.bn(self.conv(x)))
+
+
+#: How each stage doubles the image: the method's transposed convolutions, or resize + conv.
+UPSAMPLING = ("transposed", "resize")
+
+
 class InversionGenerator(nn.Module):
     """DCGAN-style generator from an embedding to an RGB image in [0, 1].
 
     ``embedding_dim`` is the target's vector size (128 for dlib, 512 for
     ArcFace, any other for a plugin); ``image_size`` 64 (the method's) or
-    128; ``base_channels`` the channels of the 4x4 map, halved at every stage.
+    128; ``base_channels`` the channels of the 4x4 map, halved at every
+    stage; ``upsampling`` ``"transposed"`` (the method's) or ``"resize"``
+    (:class:`ResizeConvBlock`).
     """
 
     def __init__(self, embedding_dim: int, image_size: int = DEFAULT_IMAGE_SIZE,
-                 base_channels: int = DEFAULT_BASE_CHANNELS) -> None:
+                 base_channels: int = DEFAULT_BASE_CHANNELS, upsampling: str = "transposed") -> None:
         super().__init__()
         if not isinstance(embedding_dim, int) or embedding_dim < 1:
             raise ValueError(f"embedding_dim={embedding_dim!r}, must be a positive integer "
@@ -114,22 +141,30 @@ class InversionGenerator(nn.Module):
         if not isinstance(base_channels, int) or base_channels < min_base:
             raise ValueError(f"base_channels={base_channels!r}, must be an integer >= {min_base} so that "
                              f"it can be halved {n_stages - 1} times for image_size={image_size}.")
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"upsampling={upsampling!r}, must be one of {UPSAMPLING}.")
         self.embedding_dim = embedding_dim
         self.image_size = image_size
         self.base_channels = base_channels
+        self.upsampling = upsampling
 
         self.project = nn.Linear(embedding_dim, base_channels * START_SIZE * START_SIZE, bias=False)
         self.project_bn = nn.BatchNorm1d(base_channels * START_SIZE * START_SIZE)
         self.project_relu = nn.ReLU(inplace=True)
         channels = [base_channels // 2 ** i for i in range(n_stages)]  # 512, 256, 128, 64 (, 32)
-        self.blocks = nn.Sequential(*[UpBlock(c_in, c_out) for c_in, c_out in zip(channels, channels[1:])])
-        self.to_rgb = nn.ConvTranspose2d(channels[-1], 3, kernel_size=4, stride=2, padding=1)
+        block = UpBlock if upsampling == "transposed" else ResizeConvBlock
+        self.blocks = nn.Sequential(*[block(c_in, c_out) for c_in, c_out in zip(channels, channels[1:])])
+        if upsampling == "transposed":
+            self.to_rgb = nn.ConvTranspose2d(channels[-1], 3, kernel_size=4, stride=2, padding=1)
+        else:
+            self.to_rgb = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                        nn.Conv2d(channels[-1], 3, kernel_size=3, padding=1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """DCGAN's initialisation: weights N(0, 0.02), BatchNorm scales N(1, 0.02), shifts 0."""
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
+            if isinstance(module, (nn.Linear, nn.ConvTranspose2d, nn.Conv2d)):
                 nn.init.normal_(module.weight, 0.0, 0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -148,8 +183,11 @@ class InversionGenerator(nn.Module):
 
     def hyperparameters(self) -> dict:
         """What it takes to rebuild this network (stored in every checkpoint)."""
-        return {"embedding_dim": self.embedding_dim, "image_size": self.image_size,
-                "base_channels": self.base_channels}
+        params = {"embedding_dim": self.embedding_dim, "image_size": self.image_size,
+                  "base_channels": self.base_channels}
+        if self.upsampling != "transposed":   # checkpoints of the method's network keep their old form
+            params["upsampling"] = self.upsampling
+        return params
 
 
 def to_uint8_images(images: torch.Tensor) -> np.ndarray:

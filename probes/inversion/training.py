@@ -73,7 +73,7 @@ from audit.errors import InputError
 from audit.progress import progress as progress_bar
 from audit.targets.base import Metric
 from probes.inversion.metrics import reconstruction_distances
-from probes.inversion.generator import (DEFAULT_BASE_CHANNELS, DEFAULT_IMAGE_SIZE, IMAGE_SIZES,
+from probes.inversion.generator import (DEFAULT_BASE_CHANNELS, DEFAULT_IMAGE_SIZE, IMAGE_SIZES, UPSAMPLING,
                                         InversionGenerator, to_uint8_images)
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ from probes.inversion.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_BETAS, DEFAUL
                                        DEFAULT_EPOCHS, DEFAULT_EVAL_BATCH_SIZE, DEFAULT_LR,
                                        DEFAULT_NOISE_STD, DEFAULT_VALIDATE_EVERY, LARGE_BATCH_SIZE)
 
+LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_FORMAT = 1
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -112,6 +113,10 @@ class TrainingConfig:
     #: Weight of the white-box identity term (0: off, the method's black-box
     #: recipe).  See :func:`identity_distance`.
     identity_weight: float = 0.0
+    #: ``"transposed"`` (the method's) or ``"resize"`` upsampling in the generator.
+    upsampling: str = "transposed"
+    #: ``"constant"`` (the method's) or ``"cosine"``: the learning rate decays to 0 by the last epoch.
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "validate_every", "eval_batch_size", "base_channels"):
@@ -139,6 +144,10 @@ class TrainingConfig:
                 and math.isfinite(self.identity_weight)):
             raise InputError(f"identity_weight={self.identity_weight!r}, must be a finite number >= 0 "
                              "(0 turns the white-box identity term off).")
+        if self.upsampling not in UPSAMPLING:
+            raise InputError(f"upsampling={self.upsampling!r}, must be one of {UPSAMPLING}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"lr_schedule={self.lr_schedule!r}, must be one of {LR_SCHEDULES}.")
         if self.failure_distance is not None and not (
                 isinstance(self.failure_distance, (int, float)) and self.failure_distance >= 0):
             raise InputError(f"failure_distance={self.failure_distance!r}, must be None (the round's worst "
@@ -147,7 +156,18 @@ class TrainingConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["betas"] = list(self.betas)
+        # Settings at the method's value are left out, so that checkpoints and generator keys
+        # made before these options existed still match.
+        for name, method_value in (("upsampling", "transposed"), ("lr_schedule", "constant")):
+            if data[name] == method_value:
+                del data[name]
         return data
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate for ``epoch`` (1-based) under the schedule."""
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / self.epochs))
+        return self.lr
 
 
 DEFAULT_TRAINING_CONFIG = TrainingConfig()
@@ -432,7 +452,8 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
     rng.manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = InversionGenerator(dim, image_size=config.image_size, base_channels=config.base_channels)
+        model = InversionGenerator(dim, image_size=config.image_size, base_channels=config.base_channels,
+                                   upsampling=config.upsampling)
     model = place_model(model, device)
     if config.identity_weight > 0:
         if identity_model is None:
@@ -491,6 +512,8 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
         bar.advance(start_epoch)
         for epoch in range(start_epoch + 1, config.epochs + 1):
             model.train()
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(epoch)
             t0 = time.monotonic()
             perm = torch.randperm(n, generator=rng).to(device)
             noise = (torch.randn(n, dim, generator=rng).mul_(config.noise_std).to(device)
