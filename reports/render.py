@@ -36,7 +36,17 @@ from reports.text import (FLAG_SHORT, FLAG_TEXT, METRICS, better_text, describe_
 __all__ = ["render_report", "build_context", "render_html", "write_pdf", "is_allowed_url", "make_url_fetcher",
            "TEMPLATES_DIR", "FORMATS", "HTML_FILE", "PDF_FILE"]
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
+def _templates_dir() -> Path:
+    """The templates folder: the package data ``reports.templates`` (the repository's ``templates/``)."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("reports.templates")))
+    except ModuleNotFoundError:   # a source tree that was never installed
+        return Path(__file__).resolve().parents[1] / "templates"
+
+
+TEMPLATES_DIR = _templates_dir()
 MAIN_TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"
 HTML_FILE = "report.html"
@@ -55,8 +65,8 @@ OPERATORS = {"<=": "\u2264", ">=": "\u2265", "<": "<", ">": ">", "==": "="}
 MSG_BAD_FORMAT = ("unknown report format {value!r}: choose from {choices} (the CLI's --format both "
                   "writes html and pdf).")
 MSG_NO_FORMAT = "no report format given: pass formats=('html',), ('pdf',) or ('html', 'pdf')."
-MSG_NO_TEMPLATES = ("the report templates are missing: expected {path}. Reinstall the tool from its "
-                    "repository checkout (pip install -e .).")
+MSG_NO_TEMPLATES = ("the report templates are missing: expected {path}. Reinstall the tool "
+                    "(pip install face-bias-audit, or pip install -e . in its repository).")
 MSG_NO_WEASYPRINT = ("WeasyPrint is not installed, so no PDF can be written: pip install weasyprint "
                      "(and its system libraries, see its documentation), or pass --format html.")
 MSG_REFUSED_URL = ("refused to fetch {url!r} while rendering the PDF: the report may only use data: URIs "
