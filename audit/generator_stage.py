@@ -28,7 +28,7 @@ import pandas as pd
 from audit import __version__
 from audit.errors import InputError
 from audit.targets.base import STATUS_OK, Target
-from probes.inversion.artifact import (GeneratorArtifact, check_target, generator_cache_dir, generator_key,
+from probes.inversion.artifact import (GeneratorArtifact, generator_cache_dir, generator_key,
                                        is_complete, read_artifact, write_artifact)
 from probes.inversion.splits import SPLIT_TRAIN, SPLIT_VAL, split_identities
 from probes.inversion.training import TrainingConfig, train_generator
@@ -317,11 +317,6 @@ def seeded_configs(config: TrainingConfig, n_seeds: int) -> list[TrainingConfig]
     if n_seeds < 1:
         raise InputError(f"--generator-seeds {n_seeds!r}: must be at least 1.")
     return [dataclasses.replace(config, seed=config.seed + k) for k in range(n_seeds)]
-
-
-def check_group_attributes(training: TrainingSet, group_by: Sequence[str]) -> list[str]:
-    """Group-by attributes the training set was not balanced over (for the report)."""
-    return [a for a in group_by if a not in training.balance_attributes]
 
 
 def train_generator_artifact(*, target_spec: str, target_options: Sequence[str], datasets: Sequence[Path],

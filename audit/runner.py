@@ -483,7 +483,7 @@ class AuditRun:
         from audit.data.manifest import load_dataset
         from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, build_training_set,
                                            check_artifact_against_audit, dataset_keys, obtain_generator,
-                                           seeded_configs)
+                                           seeded_configs, training_size_warning)
         from probes.inversion.artifact import check_target, read_artifact
         from probes.inversion.probe import Reconstructor, measure_reconstructions
         from probes.inversion.splits import test_every_person

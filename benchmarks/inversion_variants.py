@@ -47,7 +47,7 @@ from audit.pipeline import build_embedder, open_target  # noqa: E402
 from audit.targets.base import STATUS_OK  # noqa: E402
 from probes.inversion.signal import signal_test  # noqa: E402
 from probes.inversion.splits import average_identities  # noqa: E402
-from probes.inversion.training import TrainingConfig, reconstruct, train_generator  # noqa: E402
+from probes.inversion.training import reconstruct, train_generator  # noqa: E402
 from reproduce_method_lfw import MethodEvaluation, method_config, score  # noqa: E402
 
 VARIANTS = {

@@ -80,7 +80,7 @@ log = logging.getLogger(__name__)
 
 from probes.inversion.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_BETAS, DEFAULT_DEVICE,  # noqa: E402
                                        DEFAULT_EPOCHS, DEFAULT_EVAL_BATCH_SIZE, DEFAULT_LR,
-                                       DEFAULT_NOISE_STD, DEFAULT_VALIDATE_EVERY, LARGE_BATCH_SIZE)
+                                       DEFAULT_NOISE_STD, DEFAULT_VALIDATE_EVERY)
 
 LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_FORMAT = 1
