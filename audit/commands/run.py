@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
-                                    parse_group_by, target_options)
+                                    parse_group_by, scheduler_option, target_options)
 from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig, run_audit
 
 
@@ -55,10 +55,12 @@ from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PR
 @click.option("--no-faces", is_flag=True, help="Leave every face image out of the report.")
 @cache_options
 @face_options
+@scheduler_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epochs, image_size, batch_size,
         validate_every, average_identities, generator_channels, identity_loss, device, seed, n_resamples, pairs_file, max_requests, policy_path, baseline_path,
-        junit_path, no_report, no_faces, cache_path, no_cache, detector, upsample, min_score, workers, quiet):
+        junit_path, no_report, no_faces, cache_path, no_cache, detector, upsample, min_score, workers, scheduler,
+        quiet):
     """Audit a face model for demographic bias: embed, probe, report, gate.
 
     Embeds every image of the dataset through the target (cached), trains
@@ -73,12 +75,13 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
       audit run --target dlib --dataset balanced/ --out runs/dlib --epochs 20
       audit run --target clarifai --dataset balanced/ --policy examples/policy.toml
       audit run --dataset lfw/ --probes volume,verification
+      audit run --dataset s3://bucket/balanced --scheduler tcp://10.0.0.5:8786 --out runs/dlib
     """
     config = RunConfig(
         dataset_dir=dataset_dir, out_dir=out_dir, target_spec=target_spec, target_options=tuple(target_option),
         group_by=parse_group_by(group_by), probes=tuple(p.strip() for p in probes.split(",") if p.strip()),
         face_config=make_face_config(detector, upsample, min_score), cache_path=cache_path,
-        use_cache=not no_cache, workers=workers, seed=seed, epochs=epochs, image_size=int(image_size),
+        use_cache=not no_cache, workers=workers, scheduler=scheduler, seed=seed, epochs=epochs, image_size=int(image_size),
         batch_size=batch_size, validate_every=validate_every, average_identities=average_identities,
         generator_channels=generator_channels, identity_loss=identity_loss, n_resamples=n_resamples, pairs_file=pairs_file,
         report=not no_report, no_faces=no_faces, policy_path=policy_path, baseline_path=baseline_path,
