@@ -10,9 +10,12 @@ a rerun resumes from the cache.
 
 Failures, and what happens to them:
 
-* an image that cannot be read or decoded, or that the aligner or target
-  rejects, is that image's ``error`` row with its reason (errors are not
-  cached: a rerun tries it again);
+* an image that cannot be read or decoded, or that the aligner rejects, is
+  that image's ``error`` row with its reason (errors are not cached: a
+  rerun tries it again);
+* a target that fails on a worker (its model file missing there, say)
+  stops the run with a :class:`~audit.errors.TargetError` naming the
+  worker: the chips are all alike, so the fault is the worker's;
 * a worker that dies mid-chunk (killed, out of memory, its machine lost)
   has its chunk rescheduled by Dask on another worker;
 * a chunk that has killed ``distributed.scheduler.allowed-failures + 1``
@@ -213,11 +216,11 @@ def _aligner(config: FaceConfig) -> FaceAligner:
 
 
 def _target(job: ChunkJob) -> Target:
-    import pickle
+    import cloudpickle
 
     targets = _state.__dict__.setdefault("targets", {})
     if job.target_key not in targets:
-        target = pickle.loads(job.target_blob)
+        target = cloudpickle.loads(job.target_blob)
         found = target.fingerprint()
         if found != job.target_fingerprint:
             raise TargetError(f"worker {platform.node()} has target {found!r} where the client has "
@@ -265,12 +268,14 @@ def embed_chunk(items: list[tuple[int, str]], job: ChunkJob) -> list["_ItemResul
                 outcomes = target.embed([r.chips[target.chip_size] for r in todo])
             except AuditError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - recorded per image; errors are not cached
-                for r in todo:
-                    r.status, r.reason = STATUS_ERROR, f"the target failed ({type(exc).__name__}: {exc})"
-            else:
-                for r, outcome in zip(todo, outcomes):
-                    _apply_outcome(r, outcome)
+            except Exception as exc:
+                # The chips are the aligner's, all of one size: a failure here is the
+                # worker's (a model file missing there, a broken install), not an image's.
+                raise TargetError(f"the target {target.name!r} failed on worker {platform.node()} "
+                                  f"({type(exc).__name__}: {exc}). Every worker needs the package "
+                                  "and the target's files at the same paths as this machine.") from exc
+            for r, outcome in zip(todo, outcomes):
+                _apply_outcome(r, outcome)
     for r in results:   # send back only the chips the client keeps
         r.chips = {size: chip for size, chip in r.chips.items() if size in job.return_sizes}
     return results
@@ -278,12 +283,12 @@ def embed_chunk(items: list[tuple[int, str]], job: ChunkJob) -> list["_ItemResul
 
 def can_embed_on_workers(target: Target) -> bool:
     """Whether the workers can run ``target``: it takes aligned chips and can be pickled."""
-    import pickle
+    import cloudpickle
 
     if target.input_kind != "aligned":
         return False
     try:
-        pickle.dumps(target)
+        cloudpickle.dumps(target)
     except Exception:  # noqa: BLE001 - any pickling failure means "keep it here"
         return False
     return True
@@ -291,9 +296,9 @@ def can_embed_on_workers(target: Target) -> bool:
 
 def make_job(target: Target, *, face_config: FaceConfig, align_sizes: tuple[int, ...],
              chip_size: int | None, embed_on_workers: bool, keep_image: bool) -> ChunkJob:
-    import pickle
+    import cloudpickle
 
-    blob = pickle.dumps(target) if embed_on_workers else None
+    blob = cloudpickle.dumps(target) if embed_on_workers else None
     return_sizes = tuple(s for s in align_sizes if s == chip_size or not embed_on_workers)
     return ChunkJob(face_config=face_config, align_sizes=align_sizes, return_sizes=return_sizes,
                     keep_image=keep_image, target_blob=blob,

@@ -186,6 +186,42 @@ def test_an_image_that_kills_its_worker_is_recorded_not_retried_forever(tmp_path
     assert cache.count_embeddings() == 3                       # the crash is not cached
 
 
+class BrokenTarget(CountingTarget):
+    """Fine here, broken on a worker: a missing model file there, or another model version."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how, self.here = how, os.getpid()
+
+    def fingerprint(self) -> str:
+        moved = self.how == "other model" and os.getpid() != self.here
+        return "counting-v2" if moved else "counting-v1"
+
+    def embed(self, images):
+        if self.how == "missing file" and os.getpid() != self.here:
+            raise FileNotFoundError("model.onnx")
+        return super().embed(images)
+
+
+@pytest.mark.slow
+def test_a_target_that_fails_on_a_worker_stops_the_run_naming_it(tmp_path, astronaut):
+    from distributed import LocalCluster
+
+    from audit.errors import TargetError
+
+    folder = tmp_path / "set"
+    _write_folder(folder, {f"face{k}.png": face for k, face in enumerate(_faces(astronaut, 2))})
+    dataset = load_dataset(folder)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        spec = SchedulerSpec(address=cluster.scheduler_address)
+        with pytest.raises(TargetError, match=r"the target 'counting' failed on worker .* "
+                                              r"\(FileNotFoundError: model.onnx\)"):
+            Embedder(BrokenTarget("missing file"), scheduler=spec, show_progress=False).embed_dataset(dataset)
+        with pytest.raises(TargetError, match=r"has target 'counting-v2' where the client has "
+                                              r"'counting-v1'"):
+            Embedder(BrokenTarget("other model"), scheduler=spec, show_progress=False).embed_dataset(dataset)
+
+
 @pytest.mark.slow
 def test_audit_embed_on_a_local_cluster_prints_the_rate(tmp_path, astronaut, monkeypatch):
     from audit.cli import cli
