@@ -203,23 +203,63 @@ class BrokenTarget(CountingTarget):
         return super().embed(images)
 
 
-@pytest.mark.slow
-def test_a_target_that_fails_on_a_worker_stops_the_run_naming_it(tmp_path, astronaut):
+@pytest.fixture(scope="module")
+def one_worker():
+    """A LocalCluster of one worker process, shared by the tests that need any cluster."""
+    import logging
+
     from distributed import LocalCluster
 
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
+        yield SchedulerSpec(address=cluster.scheduler_address)
+
+
+@pytest.mark.slow
+def test_a_target_that_fails_on_a_worker_stops_the_run_naming_it(tmp_path, astronaut, one_worker):
     from audit.errors import TargetError
 
     folder = tmp_path / "set"
     _write_folder(folder, {f"face{k}.png": face for k, face in enumerate(_faces(astronaut, 2))})
     dataset = load_dataset(folder)
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
-        spec = SchedulerSpec(address=cluster.scheduler_address)
-        with pytest.raises(TargetError, match=r"the target 'counting' failed on worker .* "
-                                              r"\(FileNotFoundError: model.onnx\)"):
-            Embedder(BrokenTarget("missing file"), scheduler=spec, show_progress=False).embed_dataset(dataset)
-        with pytest.raises(TargetError, match=r"has target 'counting-v2' where the client has "
-                                              r"'counting-v1'"):
-            Embedder(BrokenTarget("other model"), scheduler=spec, show_progress=False).embed_dataset(dataset)
+    with pytest.raises(TargetError, match=r"the target 'counting' failed on worker .* "
+                                          r"\(FileNotFoundError: model.onnx\)"):
+        Embedder(BrokenTarget("missing file"), scheduler=one_worker, show_progress=False).embed_dataset(dataset)
+    with pytest.raises(TargetError, match=r"has target 'counting-v2' where the client has "
+                                          r"'counting-v1'"):
+        Embedder(BrokenTarget("other model"), scheduler=one_worker, show_progress=False).embed_dataset(dataset)
+
+
+class InterruptedCache(EmbeddingCache):
+    """A cache whose owner is killed (Ctrl-C) while writing its ``after``-th chunk."""
+
+    def __init__(self, path, after: int) -> None:
+        super().__init__(path)
+        self.writes, self.after = 0, after
+
+    def put_embeddings(self, items, **keys) -> None:
+        self.writes += 1
+        if self.writes == self.after:
+            raise KeyboardInterrupt
+        super().put_embeddings(items, **keys)
+
+
+@pytest.mark.slow
+def test_a_killed_client_resumes_from_the_chunks_it_wrote(tmp_path, astronaut, one_worker):
+    folder = tmp_path / "set"
+    _write_folder(folder, {f"face{k}.png": face for k, face in enumerate(_faces(astronaut, 6))})
+    dataset = load_dataset(folder)
+    killed = InterruptedCache(tmp_path / "cache.sqlite", after=3)
+    with pytest.raises(KeyboardInterrupt):
+        Embedder(CountingTarget(), cache=killed, chunk_size=2, scheduler=one_worker,
+                 show_progress=False).embed_dataset(dataset, chip_size=None)
+    killed.close()
+    cache = EmbeddingCache(tmp_path / "cache.sqlite")
+    assert cache.count_embeddings() == 4                 # two chunks written before the kill
+    resumed = Embedder(CountingTarget(), cache=cache, chunk_size=2, scheduler=one_worker,
+                       show_progress=False).embed_dataset(dataset, chip_size=None)
+    assert (resumed.n_from_cache, resumed.n_computed) == (4, 2)
+    assert (resumed.table["status"] == "ok").all()
 
 
 @pytest.mark.slow
