@@ -39,8 +39,21 @@ def dataset_option(func: Callable) -> Callable:
                              "or its URL (file://, s3://, gcs://) for cluster workers to read.")(func)
 
 
+def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a malformed --scheduler before the dataset is read; the string itself is kept."""
+    if value is not None:
+        from audit.distributed import parse_scheduler
+        from audit.errors import InputError
+
+        try:
+            parse_scheduler(value)
+        except InputError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def scheduler_option(func: Callable) -> Callable:
-    return click.option("--scheduler", metavar="ADDRESS|local[:N]", default=None,
+    return click.option("--scheduler", metavar="ADDRESS|local[:N]", default=None, callback=_check_scheduler,
                         help="Run detection, alignment and embedding on a Dask cluster: the address "
                              "of a running 'dask scheduler' (tcp://host:8786), or local[:N] for N "
                              "worker processes here. See docs/cluster.md.")(func)
