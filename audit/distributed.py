@@ -134,8 +134,11 @@ def open_cluster(spec: SchedulerSpec, *, connect_timeout: float = DEFAULT_CONNEC
     if spec.is_local:
         # One thread per process: dlib's detector is single-threaded and not
         # thread-safe, so the processes are the parallelism.
+        # On the loopback only, and the scheduler's small HTTP server (health,
+        # metrics) on any free port rather than 8787, which another cluster may hold.
         cluster = LocalCluster(n_workers=spec.n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                               silence_logs=logging.ERROR)
         client = Client(cluster, set_as_default=False)
     else:
         try:

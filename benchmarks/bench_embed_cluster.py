@@ -39,7 +39,8 @@ from audit.distributed import SchedulerSpec, parse_scheduler  # noqa: E402
 from audit.embedding import DEFAULT_CHUNK_SIZE, Embedder  # noqa: E402
 from audit.targets.dlib_target import DlibTarget  # noqa: E402
 
-SHARED = Path(os.environ.get("AUDIT_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+SHARED = Path(os.environ.get("AUDIT_SHARED_DATASETS",
+                             Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 MILLION = 1_000_000
 
 
@@ -105,8 +106,8 @@ def main() -> None:
     from distributed import LocalCluster
 
     for n_workers in (1, 2):
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster:
             spec = SchedulerSpec(address=cluster.scheduler_address)
             _time(Embedder(target(), cache=None, scheduler=spec, show_progress=False), warmup)
             seconds, ok = _time(Embedder(target(), cache=None, scheduler=spec, show_progress=False), dataset)

@@ -69,8 +69,9 @@ def _embed(fake: FakeClarifai, folder: FolderDataset, cache_path: Path, concurre
 
 @pytest.mark.slow
 def test_eight_requests_in_flight_are_five_times_faster_with_the_same_vectors(slow_fake, folder, tmp_path):
-    one, t_one, posts_one, peak_one, target_one = _embed(slow_fake, folder, tmp_path / "a.sqlite", 1)
-    eight, t_eight, posts_eight, peak_eight, target_eight = _embed(slow_fake, folder, tmp_path / "b.sqlite", 8)
+    one, t_one, posts_one, peak_one, target_one = _embed(slow_fake, folder, tmp_path / "1.sqlite", 1)
+    eight, t_eight, posts_eight, peak_eight, target_eight = _embed(slow_fake, folder,
+                                                                   tmp_path / "8.sqlite", 8)
     assert (one.table["status"] == "ok").all() and (eight.table["status"] == "ok").all()
     np.testing.assert_array_equal(one.vectors, eight.vectors)
     # One image per request: 32 requests either way, exactly the budget, never more.
@@ -88,7 +89,8 @@ def test_a_budget_below_the_need_stops_at_exactly_the_budget_and_keeps_the_answe
         target = ClarifaiTarget(api_base=fake.url, seed=0, concurrency="8", max_requests="11", **FAST)
         cache = EmbeddingCache(tmp_path / "cache.sqlite")
         with pytest.raises(TargetStopped, match="max_requests=11 is spent"):
-            Embedder(target, cache=cache, workers=1, show_progress=False).embed_dataset(folder, chip_size=None)
+            Embedder(target, cache=cache, workers=1, show_progress=False).embed_dataset(folder,
+                                                                                        chip_size=None)
         assert fake.count("POST") == 11 and fake.max_in_flight <= 8
         assert cache.count_embeddings() == 11            # every answered request is cached
         rest = ClarifaiTarget(api_base=fake.url, seed=0, concurrency="8", **FAST)

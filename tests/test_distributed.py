@@ -210,7 +210,7 @@ def one_worker():
 
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                       silence_logs=logging.ERROR) as cluster:
         yield SchedulerSpec(address=cluster.scheduler_address)
 
@@ -224,10 +224,12 @@ def test_a_target_that_fails_on_a_worker_stops_the_run_naming_it(tmp_path, astro
     dataset = load_dataset(folder)
     with pytest.raises(TargetError, match=r"the target 'counting' failed on worker .* "
                                           r"\(FileNotFoundError: model.onnx\)"):
-        Embedder(BrokenTarget("missing file"), scheduler=one_worker, show_progress=False).embed_dataset(dataset)
+        Embedder(BrokenTarget("missing file"), scheduler=one_worker,
+                 show_progress=False).embed_dataset(dataset)
     with pytest.raises(TargetError, match=r"has target 'counting-v2' where the client has "
                                           r"'counting-v1'"):
-        Embedder(BrokenTarget("other model"), scheduler=one_worker, show_progress=False).embed_dataset(dataset)
+        Embedder(BrokenTarget("other model"), scheduler=one_worker,
+                 show_progress=False).embed_dataset(dataset)
 
 
 class InterruptedCache(EmbeddingCache):
