@@ -136,9 +136,14 @@ def open_cluster(spec: SchedulerSpec, *, connect_timeout: float = DEFAULT_CONNEC
         # thread-safe, so the processes are the parallelism.
         # On the loopback only, and the scheduler's small HTTP server (health,
         # metrics) on any free port rather than 8787, which another cluster may hold.
-        cluster = LocalCluster(n_workers=spec.n_workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                               silence_logs=logging.ERROR)
+        try:
+            cluster = LocalCluster(n_workers=spec.n_workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                   silence_logs=logging.ERROR)
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            raise ClusterError(f"{spec.describe()} did not start ({exc}). Worker processes are "
+                               "spawned: run audit from a script or the command line (not from "
+                               "standard input), with memory for each, or use --workers.") from exc
         client = Client(cluster, set_as_default=False)
     else:
         try:
