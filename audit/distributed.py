@@ -245,15 +245,20 @@ def embed_chunk(items: list[tuple[int, str]], job: ChunkJob) -> list["_ItemResul
     problem with the run itself (a target that differs from the client's)
     raises.
     """
-    from audit.data.remote import read_image_at
+    from audit.data.remote import read_locations
     from audit.embedding import _apply_outcome, _ItemResult
+    from audit.images import content_hash as hash_of, decode_image
 
     aligner = _aligner(job.face_config)
     results: list[_ItemResult] = []
-    for index, location in items:
+    payloads = read_locations([location for _, location in items])   # one round trip per chunk
+    for (index, location), payload in zip(items, payloads):
+        if isinstance(payload, OSError):
+            results.append(_ItemResult(index, "", STATUS_ERROR, 0, f"{location}: not readable ({payload})", {}))
+            continue
         try:
-            image, content_hash = read_image_at(location)
-        except (ImageReadError, OSError) as exc:
+            image, content_hash = decode_image(payload, name=str(location)), hash_of(payload)
+        except ImageReadError as exc:
             results.append(_ItemResult(index, "", STATUS_ERROR, 0, str(exc), {}))
             continue
         try:

@@ -164,6 +164,26 @@ def test_a_url_without_a_manifest_says_so(tmp_path):
         load_remote_dataset((tmp_path / "nothing").as_uri())
 
 
+def test_a_chunk_on_a_worker_records_each_image_and_sends_back_only_the_kept_chips(tmp_path, astronaut):
+    from audit.distributed import embed_chunk, make_job
+
+    folder = tmp_path / "set"
+    _write_folder(folder, {"face.png": astronaut, "blank.png": np.full((200, 200, 3), 127, np.uint8),
+                           "broken.jpg": b"not an image", "odd[1].png": _faces(astronaut, 2)[1]})
+    root = folder.as_uri()        # manifest paths are joined as they are, never percent-encoded
+    items = list(enumerate(f"{root}/{name}" for name in ("face.png", "blank.png", "broken.jpg",
+                                                         "gone.png", "odd[1].png")))
+    job = make_job(CountingTarget(), face_config=FaceConfig(), align_sizes=(64, 150), chip_size=64,
+                   embed_on_workers=True, keep_image=False)
+    results = embed_chunk(items, job)
+    assert [r.index for r in results] == [0, 1, 2, 3, 4]
+    assert [r.status for r in results] == ["ok", "no_face", "error", "error", "ok"]
+    assert "not a readable image" in results[2].reason
+    assert results[3].reason.startswith(f"{items[3][1]}: not readable (") and "No such file" in results[3].reason
+    assert results[0].vector.shape == (12,) and results[1].vector is None
+    assert set(results[0].chips) == {64}             # the 150 chip was embedded there, not sent back
+
+
 # -- a local cluster ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_an_image_that_kills_its_worker_is_recorded_not_retried_forever(tmp_path, astronaut):

@@ -55,6 +55,8 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
 SIDE_FILES = (INFO_FILE, EXCLUSIONS_FILE, "pairs.txt")
 #: Threads that read and hash remote files: requests wait on the network, not the CPU.
 REMOTE_READ_THREADS = 16
+#: Threads a worker reads one chunk's URLs with.
+CHUNK_READ_THREADS = 8
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -74,10 +76,32 @@ def read_location(location: str | os.PathLike) -> bytes:
     import fsspec
 
     try:
-        with fsspec.open(location, "rb") as fh:
-            return fh.read()
+        fs, path = fsspec.core.url_to_fs(str(location))
     except (ImportError, ValueError) as exc:   # fsspec: protocol unknown, or its package missing
         raise OSError(f"cannot open {location!r}: {exc}") from exc
+    return fs.cat_file(path)
+
+
+def read_locations(locations: Sequence[str | os.PathLike]) -> list[bytes | OSError]:
+    """The bytes of many files or URLs, in order; an ``OSError`` in place of each that failed.
+
+    URLs are fetched a few at a time (:data:`CHUNK_READ_THREADS`): against an
+    object store a worker then waits about one round trip per few images,
+    not one per image.  Paths are read as they are, never glob-expanded (a
+    file may be called ``photo[1].jpg``).
+    """
+    def read_one(location: str | os.PathLike) -> bytes | OSError:
+        try:
+            return read_location(location)
+        except OSError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - a store's own error class (botocore...)
+            return OSError(f"cannot read {str(location)!r}: {type(exc).__name__}: {exc}")
+
+    if sum(is_url(location) for location in locations) < 2:
+        return [read_one(location) for location in locations]
+    with ThreadPoolExecutor(CHUNK_READ_THREADS) as pool:
+        return list(pool.map(read_one, locations))
 
 
 def read_image_at(location: str | os.PathLike):
