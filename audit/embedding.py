@@ -18,6 +18,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 
 import numpy as np
@@ -26,9 +27,13 @@ import pandas as pd
 from audit.cache import CachedChip, CachedEmbedding, EmbeddingCache
 from audit.errors import InputError, TargetError, TargetStopped
 from audit.faces import FaceAligner, FaceConfig
-from audit.images import ImageReadError, decode_png, encode_png, read_image
+from audit.data.remote import read_image_at
+from audit.images import ImageReadError, decode_png, encode_png
 from audit.progress import progress
 from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, EmbedOutcome, Target
+
+if TYPE_CHECKING:  # pragma: no cover
+    from audit.distributed import SchedulerSpec
 
 DEFAULT_CHUNK_SIZE = 32
 DEFAULT_GENERATOR_CHIP_SIZE = 64
@@ -101,7 +106,7 @@ def _process_items(items: list[tuple[int, str]], sizes: tuple[int, ...], embed_h
     results = []
     for index, path in items:
         try:
-            image, content_hash = read_image(Path(path))
+            image, content_hash = read_image_at(path)
         except (ImageReadError, OSError) as exc:
             results.append(_ItemResult(index, "", STATUS_ERROR, 0, str(exc), {}))
             continue
@@ -150,12 +155,16 @@ class Embedder:
     """Embeds images through one target, with one face configuration and one cache.
 
     ``cache=None`` neither reads nor writes a cache (``--no-cache``, for
-    benchmarks).  ``workers`` processes do detection (and dlib's descriptor).
+    benchmarks).  ``workers`` processes do detection (and dlib's descriptor);
+    with a ``scheduler`` (:func:`audit.distributed.parse_scheduler`) a Dask
+    cluster's workers do it instead, started or reached only when there is
+    something to compute.
     """
 
     def __init__(self, target: Target, *, face_config: FaceConfig = FaceConfig(),
                  cache: EmbeddingCache | None = None, workers: int | None = None,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, show_progress: bool = True) -> None:
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, show_progress: bool = True,
+                 scheduler: "SchedulerSpec | None" = None) -> None:
         self.target = target
         self.face_config = face_config
         self.cache = cache
@@ -164,6 +173,7 @@ class Embedder:
             raise InputError(f"workers={workers!r}, must be at least 1.")
         self.chunk_size = chunk_size
         self.show_progress = show_progress
+        self.scheduler = scheduler
         self._aligner: FaceAligner | None = None
 
     @property
@@ -248,10 +258,19 @@ class Embedder:
         target = self.target
         aligned = target.input_kind == "aligned"
         sizes = tuple(sorted(({target.chip_size} if aligned else set()) | ({chip_size} if chip_size else set())))
-        embed_in_workers = aligned and bool(target.parallel_safe) and self.workers > 1
+        if self.scheduler is not None:   # a cluster's workers embed whatever they can receive
+            from audit.distributed import can_embed_on_workers
+
+            embed_in_workers = aligned and can_embed_on_workers(target)
+        else:
+            embed_in_workers = aligned and bool(target.parallel_safe) and self.workers > 1
         keep_image = target.input_kind == "image"
-        chunks = [[(i, str(paths[i])) for i in todo[s:s + self.chunk_size]]
-                  for s in range(0, len(todo), self.chunk_size)]
+        # A target that embeds here may want more images per call (a cloud API's
+        # concurrent requests); chunks read on a cluster stay small either way.
+        main_batch = 1 if embed_in_workers or precomputed else int(getattr(target, "preferred_batch", 1) or 1)
+        chunk_size = max(self.chunk_size, main_batch) if self.scheduler is None else self.chunk_size
+        chunks = [[(i, str(paths[i])) for i in todo[s:s + chunk_size]]
+                  for s in range(0, len(todo), chunk_size)]
         fingerprint, prep, face_key = target.fingerprint(), self.preprocessing, self.face_config.key()
 
         def finish(results: list[_ItemResult]) -> None:
@@ -288,7 +307,13 @@ class Embedder:
                 raise stopped
 
         with progress(f"Embedding ({target.name})", len(todo), enabled=self.show_progress) as bar:
-            if self.workers > 1 and len(chunks) > 1:
+            if self.scheduler is not None:
+                from audit.distributed import make_job, process_on_cluster
+
+                job = make_job(target, face_config=self.face_config, align_sizes=sizes, chip_size=chip_size,
+                               embed_on_workers=embed_in_workers, keep_image=keep_image)
+                process_on_cluster(self.scheduler, chunks, job, finish, bar, group_size=main_batch)
+            elif self.workers > 1 and len(chunks) > 1:
                 ctx = multiprocessing.get_context("spawn")
                 worker_target = target if embed_in_workers else None
                 with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,

@@ -55,6 +55,18 @@ class TargetStopped(AuditError):
     exit_code = EXIT_TARGET_STOPPED
 
 
+class ClusterError(InputError):
+    """A Dask scheduler that cannot be reached, or workers that cannot run the embed stage."""
+
+
+class ClusterStopped(TargetStopped):
+    """The cluster went away mid-run (scheduler lost, no worker left).
+
+    Everything embedded so far is in the cache: start the cluster again and
+    rerun to resume.
+    """
+
+
 class PolicyError(InputError):
     """A policy file that is malformed or names unknown metrics or groups."""
 

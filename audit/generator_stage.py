@@ -326,7 +326,7 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
                              train_per_group: int | None, near_duplicate_distance: float | None,
                              identity_loss: float, device: str, seed: int, cache_path: Path | None,
                              use_cache: bool, face_config, workers: int | None,
-                             show_progress: bool) -> GeneratorArtifact:
+                             show_progress: bool, scheduler: str | None = None) -> GeneratorArtifact:
     """``audit generator train``: every setting checked first, then corpus, exclusions, training."""
     from audit.data.manifest import load_dataset
     from audit.pipeline import build_embedder, default_group_by, open_target
@@ -348,7 +348,7 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
                              f"(dlib); {target.name!r} is a black box to this tool.")
         identity_model = factory()
     with build_embedder(target, face_config=face_config, cache_path=cache_path, use_cache=use_cache,
-                        workers=workers, show_progress=show_progress) as embedder:
+                        workers=workers, show_progress=show_progress, scheduler=scheduler) as embedder:
         audit = AuditSide.empty(target.dimension)
         if audited:
             sides = []

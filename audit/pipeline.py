@@ -10,6 +10,7 @@ import pandas as pd
 
 from audit.cache import EmbeddingCache, default_cache_path
 from audit.embedding import Embedder
+from audit.errors import InputError
 from audit.faces import FaceConfig
 from audit.targets.base import STATUS_OK, Target
 
@@ -19,9 +20,13 @@ DEFAULT_GROUP_BY = ("race", "gender")
 MAX_DEFAULT_GROUP_VALUES = 12
 
 
-def load_dataset_for_run(folder: Path, *, group_by: Sequence[str] | None):
+def load_dataset_for_run(folder: Path | str, *, group_by: Sequence[str] | None):
+    """A dataset folder, local or at a URL (``file://``, ``s3://``: see :mod:`audit.data.remote`)."""
     from audit.data.manifest import load_dataset
+    from audit.data.remote import is_url, load_remote_dataset
 
+    if is_url(folder):
+        return load_remote_dataset(str(folder), group_by=group_by)
     return load_dataset(folder, group_by=group_by)
 
 
@@ -45,11 +50,22 @@ def open_target(spec: str, option_pairs: Sequence[str] = (), **extra) -> Target:
 
 @contextmanager
 def build_embedder(target: Target, *, face_config: FaceConfig, cache_path: Path | None, use_cache: bool,
-                   workers: int | None, show_progress: bool = True) -> Iterator[Embedder]:
+                   workers: int | None, show_progress: bool = True,
+                   scheduler: str | None = None) -> Iterator[Embedder]:
+    """An :class:`Embedder` with its cache open; ``scheduler`` (``--scheduler``) puts it on a Dask cluster."""
+    spec = None
+    if scheduler is not None:
+        from audit.distributed import parse_scheduler
+
+        if workers is not None:
+            raise InputError(f"--workers {workers} and --scheduler {scheduler!r} both say where detection "
+                             "runs: give --scheduler local:N for N local processes on a Dask cluster, "
+                             "or --workers alone for today's process pool.")
+        spec = parse_scheduler(scheduler)
     cache = EmbeddingCache(cache_path or default_cache_path()) if use_cache else None
     try:
         yield Embedder(target, face_config=face_config, cache=cache, workers=workers,
-                       show_progress=show_progress)
+                       show_progress=show_progress, scheduler=spec)
     finally:
         if cache is not None:
             cache.close()

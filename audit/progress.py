@@ -2,6 +2,8 @@
 
 On a terminal, a rich progress bar; in CI logs or when output is piped,
 a plain line every few percent instead of a flood of carriage returns.
+Both show the rate (items per second since the start), the figure that
+says whether adding workers helped.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ class Progress:
     """A counter with a description that renders itself as it advances."""
 
     def __init__(self, description: str, total: int, *, stream: TextIO | None = None,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, unit: str = "images") -> None:
         self.description = description
+        self.unit = unit
         self.total = max(int(total), 0)
         self.completed = 0
         self._stream = stream if stream is not None else sys.stderr
@@ -34,7 +37,7 @@ class Progress:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
                                        TextColumn, TimeRemainingColumn)
             self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TimeRemainingColumn(),
+                                      MofNCompleteColumn(), _rate_column(self.unit), TimeRemainingColumn(),
                                       console=Console(file=self._stream), transient=False)
             self._rich.__enter__()
             self._task = self._rich.add_task(self.description, total=self.total)
@@ -51,16 +54,37 @@ class Progress:
         if percent >= self._last_reported_percent + 10 or self.completed == self.total:
             self._last_reported_percent = percent
             elapsed = time.monotonic() - self._started
-            print(f"{self.description}: {self.completed}/{self.total} ({percent}%, {elapsed:.0f}s)",
-                  file=self._stream, flush=True)
+            print(f"{self.description}: {self.completed}/{self.total} ({percent}%, {elapsed:.0f}s, "
+                  f"{format_rate(self.completed, elapsed, self.unit)})", file=self._stream, flush=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._rich is not None:
             self._rich.__exit__(*exc)
 
 
+def format_rate(completed: int, seconds: float, unit: str = "images") -> str:
+    """``"12.3 images/s"``: the mean rate since the start (``"- images/s"`` before any time passed)."""
+    if seconds <= 0:
+        return f"- {unit}/s"
+    rate = completed / seconds
+    return f"{rate:.1f} {unit}/s" if rate < 100 else f"{rate:.0f} {unit}/s"
+
+
+def _rate_column(unit: str):
+    """A rich column showing the mean rate since the task started."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(format_rate(int(task.completed), task.elapsed or 0.0, unit))
+
+    return RateColumn()
+
+
 @contextmanager
-def progress(description: str, total: int, *, enabled: bool = True) -> Iterator[Progress]:
+def progress(description: str, total: int, *, enabled: bool = True,
+             unit: str = "images") -> Iterator[Progress]:
     """``with progress("Embedding", n) as bar: bar.advance()``."""
-    with Progress(description, total, enabled=enabled) as bar:
+    with Progress(description, total, enabled=enabled, unit=unit) as bar:
         yield bar

@@ -53,7 +53,7 @@ INVERSION_SAMPLES_FILE = "inversion_samples.csv"
 class RunConfig:
     """Everything ``audit run`` needs, validated at construction."""
 
-    dataset_dir: Path
+    dataset_dir: Path | str           # a local folder, or a URL (file://, s3://) for cluster workers
     out_dir: Path
     target_spec: str = "dlib"
     target_options: tuple[str, ...] = ()
@@ -63,6 +63,7 @@ class RunConfig:
     cache_path: Path | None = None
     use_cache: bool = True
     workers: int | None = None
+    scheduler: str | None = None      # --scheduler: a Dask scheduler's address, or local[:N]
     seed: int = DEFAULT_SEED
     epochs: int = DEFAULT_EPOCHS
     image_size: int = DEFAULT_IMAGE_SIZE
@@ -317,7 +318,7 @@ class AuditRun:
         need_chips = "inversion" in config.probes
         with build_embedder(target, face_config=config.face_config, cache_path=config.cache_path,
                             use_cache=config.use_cache, workers=config.workers,
-                            show_progress=config.show_progress) as embedder:
+                            show_progress=config.show_progress, scheduler=config.scheduler) as embedder:
             self.embedder = embedder
             embset = embedder.embed_dataset(dataset, chip_size=config.image_size if need_chips else None)
             self.embset = embset

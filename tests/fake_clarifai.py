@@ -24,6 +24,9 @@ the real one.
 Faults are queued with :meth:`FakeClarifai.inject` and each one spoils the
 next predict request (``inject_model`` the next model check): see
 :data:`FAULTS`.  Every request is recorded in :attr:`FakeClarifai.requests`.
+``latency_seconds`` delays every predict answer, as a distant service's
+would; :attr:`FakeClarifai.max_in_flight` is the most predict requests it
+was ever answering at once.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class RecordedRequest:
     n_inputs: int
     authorized: bool
     fault: str | None
+    arrived: float = 0.0          # time.monotonic() when the request was read
 
 
 @dataclass
@@ -106,9 +110,13 @@ class FakeClarifai:
     faces_per_image: int = 1
     timeout_seconds: float = 1.0
     retry_after: str | None = None
+    latency_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.requests: list[RecordedRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._projections: dict[int, np.ndarray] = {}
         self._faults: deque[str] = deque()
         self._model_faults: deque[str] = deque()
         self._lock = threading.Lock()
@@ -170,9 +178,12 @@ class FakeClarifai:
     # -- vectors ---------------------------------------------------------------------
     def projection(self, n_in: int) -> np.ndarray:
         # Entries N(0, 1/DIMENSION): distances are kept, about (Johnson-Lindenstrauss), so
-        # dlib's 0.6 stays about 0.6 in dlib mode.
-        rng = np.random.default_rng(PROJECTION_SEED + n_in)
-        return rng.standard_normal((n_in, DIMENSION)) / np.sqrt(DIMENSION)
+        # dlib's 0.6 stays about 0.6 in dlib mode.  Drawn once per size: drawing costs
+        # more than answering a request.
+        if n_in not in self._projections:
+            rng = np.random.default_rng(PROJECTION_SEED + n_in)
+            self._projections[n_in] = rng.standard_normal((n_in, DIMENSION)) / np.sqrt(DIMENSION)
+        return self._projections[n_in]
 
     def regions_for(self, image: np.ndarray) -> tuple[int, list[dict]]:
         """``(status code, regions)`` for one decoded image."""
@@ -331,7 +342,22 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError):
             inputs = None
         fault = fake._next_fault(fake._faults)
-        fake.requests.append(RecordedRequest("POST", self.path, len(inputs or []), authorized, fault))
+        fake.requests.append(RecordedRequest("POST", self.path, len(inputs or []), authorized, fault,
+                                             time.monotonic()))
+        with fake._lock:
+            fake.in_flight += 1
+            fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+        try:
+            if fake.latency_seconds:
+                time.sleep(fake.latency_seconds)
+            self._answer_predict(match, authorized, inputs, fault)
+        finally:
+            with fake._lock:
+                fake.in_flight -= 1
+
+    def _answer_predict(self, match: re.Match | None, authorized: bool, inputs: list | None,
+                        fault: str | None) -> None:
+        fake = self.server_fake
         if fault and self._fault(fault):
             return
         if not authorized:

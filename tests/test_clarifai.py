@@ -89,7 +89,8 @@ def test_batches_of_batch_size(fake):
     target = make(fake, batch_size="2")
     outcomes = target.embed(faces(5))
     assert len(outcomes) == 5 and all(o.status == "ok" for o in outcomes)
-    assert [r.n_inputs for r in fake.requests if r.method == "POST"] == [2, 2, 1]
+    # concurrent requests arrive in any order
+    assert sorted(r.n_inputs for r in fake.requests if r.method == "POST") == [1, 2, 2]
     with pytest.raises(InputError, match="must be <= 128"):
         make(fake, batch_size="129")
 
@@ -172,7 +173,7 @@ def test_timeouts_are_retried_then_stop(fake):
 
 
 def test_hourly_limit_stops_at_once_and_keeps_earlier_batches(fake):
-    target = make(fake, batch_size="1")
+    target = make(fake, batch_size="1", concurrency="1")   # one request at a time: a known order
     fake.inject("none", "hourly_limit")
     with pytest.raises(TargetStopped) as caught:
         target.embed(faces(3))
@@ -182,7 +183,9 @@ def test_hourly_limit_stops_at_once_and_keeps_earlier_batches(fake):
         "Everything embedded so far is cached: rerun the same command to resume (cached images are "
         "not sent again). Wait for the limit to reset (within the hour).")
     assert fake.count("POST") == 2 and target.retries == 0
-    assert [o.status for o in caught.value.partial_outcomes] == ["ok"]
+    partial = caught.value.partial_outcomes          # one per image: the third was never sent
+    assert [o.status for o in partial] == ["ok", "error", "error"]
+    assert partial[2].reason == "not embedded: the target stopped"
 
 
 def test_monthly_limit_stops(fake):
@@ -211,13 +214,27 @@ def test_model_check_is_retried(fake):
 
 # -- budget --------------------------------------------------------------------------
 def test_request_budget_stops_the_run(fake):
-    target = make(fake, batch_size="1", max_requests="2")
+    target = make(fake, batch_size="1", max_requests="2", concurrency="1")
     with pytest.raises(TargetStopped) as caught:
         target.embed(faces(3))
     assert str(caught.value).startswith("the request budget max_requests=2 is spent (2 requests "
                                         "sent). Everything embedded so far is cached")
     assert fake.count("POST") == 2
-    assert [o.status for o in caught.value.partial_outcomes] == ["ok", "ok"]
+    assert [o.status for o in caught.value.partial_outcomes] == ["ok", "ok", "error"]
+
+
+def test_request_budget_is_exact_with_concurrent_requests(fake):
+    target = make(fake, batch_size="1", max_requests="4", concurrency="8")
+    with pytest.raises(TargetStopped, match="max_requests=4 is spent"):
+        target.embed(faces(10))
+    assert fake.count("POST") == 4 == target.requests_sent
+    fake.inject("http429", "http429", "http429")     # retries are counted too, under the same lock
+    target = make(fake, batch_size="1", max_requests="5", concurrency="8")
+    with pytest.raises(TargetStopped) as caught:
+        target.embed(faces(10))
+    assert fake.count("POST") == 4 + 5
+    partial = caught.value.partial_outcomes
+    assert len(partial) == 10 and sum(o.status == "ok" for o in partial) == 5 - 3
 
 
 def test_retries_count_against_the_budget(fake):

@@ -46,20 +46,27 @@ def folder(tmp_path) -> FolderDataset:
     return FolderDataset(tmp_path, pd.DataFrame({"image_id": names, "path": names}))
 
 
-def test_hourly_limit_stops_and_a_rerun_pays_only_for_the_rest(fake, folder, tmp_path):
+@pytest.mark.parametrize("concurrency, kept, left", [
+    ("1", 4, 2),   # one request at a time: the third is never sent
+    ("4", 8, 1),   # three in flight at once: the one answered after the stop is kept too
+])
+def test_hourly_limit_stops_and_a_rerun_pays_only_for_the_rest(fake, folder, tmp_path, concurrency,
+                                                                kept, left):
     cache = EmbeddingCache(tmp_path / "cache.sqlite")
     fake.inject("none", "hourly_limit")            # the second predict request hits the limit
-    target = ClarifaiTarget(api_base=fake.url, seed=0, **FAST)
+    options = {**FAST, "concurrency": concurrency}
+    target = ClarifaiTarget(api_base=fake.url, seed=0, **options)
     embedder = Embedder(target, cache=cache, workers=1, chunk_size=8, show_progress=False)
     with pytest.raises(TargetStopped, match="rerun"):
         embedder.embed_dataset(folder, chip_size=None)
-    assert cache.count_embeddings() == 4             # the first batch was paid for and kept
+    assert cache.count_embeddings() == kept          # every answered request was paid for and kept
+    assert fake.count("POST") == 3 if concurrency == "4" else 2
     posts_before = fake.count("POST")
-    result = Embedder(ClarifaiTarget(api_base=fake.url, seed=0, **FAST), cache=cache, workers=1,
+    result = Embedder(ClarifaiTarget(api_base=fake.url, seed=0, **options), cache=cache, workers=1,
                       chunk_size=8, show_progress=False).embed_dataset(folder, chip_size=None)
     assert (result.table["status"] == "ok").all()
-    assert fake.count("POST") - posts_before == 2    # 8 images left, 4 per request
-    again = Embedder(ClarifaiTarget(api_base=fake.url, seed=0, **FAST), cache=cache, workers=1,
+    assert fake.count("POST") - posts_before == left  # only the images left, 4 per request
+    again = Embedder(ClarifaiTarget(api_base=fake.url, seed=0, **options), cache=cache, workers=1,
                      show_progress=False).embed_dataset(folder, chip_size=None)
-    assert fake.count("POST") - posts_before == 2    # nothing asked a third time
+    assert fake.count("POST") - posts_before == left  # nothing asked a third time
     np.testing.assert_array_equal(again.vectors, result.vectors)

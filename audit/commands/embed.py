@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
-                                    target_options)
+                                    scheduler_option, target_options)
 from audit.errors import InputError
 
 EXPORT_FORMATS = (".npz", ".csv", ".parquet")
@@ -21,9 +21,10 @@ EXPORT_FORMATS = (".npz", ".csv", ".parquet")
               help="Write the vectors keyed by image id: .npz, .csv or .parquet by extension.")
 @cache_options
 @face_options
+@scheduler_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def embed(target_spec, target_option, dataset_dir, export_path, cache_path, no_cache, detector, upsample,
-          min_score, workers, quiet):
+          min_score, workers, scheduler, quiet):
     """Embed every image of a dataset through a target, with per-group detection counts.
 
     Embeddings are cached (keyed by image content, target fingerprint and
@@ -31,8 +32,9 @@ def embed(target_spec, target_option, dataset_dir, export_path, cache_path, no_c
     recomputes nothing already computed.
 
     \b
-    Example:
+    Examples:
       audit embed --target dlib --dataset balanced/ --export vectors.npz
+      audit embed --dataset s3://bucket/balanced --scheduler tcp://10.0.0.5:8786
     """
     from audit.embedding_io import export_embeddings
     from audit.pipeline import build_embedder, load_dataset_for_run, open_target, summarize_detection
@@ -45,7 +47,7 @@ def embed(target_spec, target_option, dataset_dir, export_path, cache_path, no_c
     started = time.monotonic()
     with build_embedder(target, face_config=make_face_config(detector, upsample, min_score),
                         cache_path=cache_path, use_cache=not no_cache, workers=workers,
-                        show_progress=not quiet) as embedder:
+                        show_progress=not quiet, scheduler=scheduler) as embedder:
         result = embedder.embed_dataset(dataset, chip_size=None)
     elapsed = time.monotonic() - started
     click.echo(f"Target {target.name} ({target.fingerprint()}): {len(result.table)} images in "

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from audit.commands.options import (cache_options, face_options, make_face_config, parse_group_by,
-                                    target_options, training_options)
+                                    scheduler_option, target_options, training_options)
 
 
 @click.group()
@@ -37,11 +37,12 @@ def generator() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling and the training.")
 @cache_options
 @face_options
+@scheduler_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epochs, image_size, batch_size,
           lr, validate_every, average_identities, generator_channels, train_balance, train_per_group,
           near_duplicate_distance, identity_loss, device, seed, cache_path, no_cache, detector, upsample,
-          min_score, workers, quiet):
+          min_score, workers, scheduler, quiet):
     """Train the inversion generator for one target on a corpus and save it in a folder.
 
     The folder holds the weights (loaded weights-only), the training
@@ -64,7 +65,7 @@ def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epo
         train_balance=train_balance, train_per_group=train_per_group,
         near_duplicate_distance=near_duplicate_distance, identity_loss=identity_loss, device=device, seed=seed,
         cache_path=cache_path, use_cache=not no_cache, face_config=make_face_config(detector, upsample, min_score),
-        workers=workers, show_progress=not quiet)
+        workers=workers, scheduler=scheduler, show_progress=not quiet)
     summary = artifact.info["training_set"]
     click.echo(f"Generator: {artifact.folder} (target {artifact.info['target']['name']}, best epoch "
                f"{artifact.info['best_epoch']}, validation distance {artifact.info['best_val_mean_distance']:.3f})")

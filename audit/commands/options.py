@@ -22,10 +22,43 @@ def target_options(func: Callable) -> Callable:
     return func
 
 
+class DatasetLocation(click.ParamType):
+    """A dataset folder that exists here, or a URL (file://, s3://, gcs://) left to fsspec."""
+
+    name = "folder|URL"
+
+    def convert(self, value, param, ctx):
+        from audit.data.remote import is_url
+
+        if isinstance(value, str) and is_url(value):
+            return value
+        return click.Path(exists=True, file_okay=False, path_type=Path).convert(value, param, ctx)
+
+
 def dataset_option(func: Callable) -> Callable:
-    return click.option("--dataset", "-d", "dataset_dir", required=True,
-                        type=click.Path(exists=True, file_okay=False, path_type=Path),
-                        help="A dataset folder with a manifest.csv ('audit dataset import' makes one).")(func)
+    return click.option("--dataset", "-d", "dataset_dir", required=True, type=DatasetLocation(),
+                        help="A dataset folder with a manifest.csv ('audit dataset import' makes one), "
+                             "or its URL (file://, s3://, gcs://) for cluster workers to read.")(func)
+
+
+def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a malformed --scheduler before the dataset is read; the string itself is kept."""
+    if value is not None:
+        from audit.distributed import parse_scheduler
+        from audit.errors import InputError
+
+        try:
+            parse_scheduler(value)
+        except InputError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def scheduler_option(func: Callable) -> Callable:
+    return click.option("--scheduler", metavar="ADDRESS|local[:N]", default=None, callback=_check_scheduler,
+                        help="Run detection, alignment and embedding on a Dask cluster: the address "
+                             "of a running 'dask scheduler' (tcp://host:8786), or local[:N] for N "
+                             "worker processes here. See docs/cluster.md.")(func)
 
 
 def cache_options(func: Callable) -> Callable:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
-                                    parse_group_by, target_options, training_options)
+                                    parse_group_by, scheduler_option, target_options, training_options)
 from audit.runner import DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig, run_audit
 
 
@@ -52,12 +52,13 @@ from audit.runner import DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig,
 @click.option("--no-faces", is_flag=True, help="Leave every face image out of the report.")
 @cache_options
 @face_options
+@scheduler_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epochs, image_size, batch_size,
         lr, validate_every, average_identities, generator_channels, train_datasets, generator_paths, train_balance,
         train_per_group, generator_seeds, near_duplicate_distance, identity_loss, device, seed, n_resamples,
         pairs_file, max_requests, policy_path, baseline_path, junit_path, no_report, no_faces, cache_path,
-        no_cache, detector, upsample, min_score, workers, quiet):
+        no_cache, detector, upsample, min_score, workers, scheduler, quiet):
     """Audit a face model for demographic bias: embed, probe, report, gate.
 
     Embeds every image of the dataset through the target (cached), trains
@@ -73,17 +74,18 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
       audit run --target dlib --dataset balanced/ --generator gen/dlib/
       audit run --target clarifai --dataset balanced/ --policy examples/policy.toml
       audit run --dataset lfw/ --probes volume,verification
+      audit run --dataset s3://bucket/balanced --scheduler tcp://10.0.0.5:8786 --out runs/dlib
     """
     config = RunConfig(
         dataset_dir=dataset_dir, out_dir=out_dir, target_spec=target_spec, target_options=tuple(target_option),
         group_by=parse_group_by(group_by), probes=tuple(p.strip() for p in probes.split(",") if p.strip()),
         face_config=make_face_config(detector, upsample, min_score), cache_path=cache_path,
-        use_cache=not no_cache, workers=workers, seed=seed, epochs=epochs, image_size=int(image_size),
-        batch_size=batch_size, lr=lr, validate_every=validate_every, average_identities=average_identities,
-        generator_channels=generator_channels, identity_loss=identity_loss, train_datasets=tuple(train_datasets),
-        generator_paths=tuple(generator_paths), train_balance=train_balance, train_per_group=train_per_group,
-        generator_seeds=generator_seeds, near_duplicate_distance=near_duplicate_distance,
-        n_resamples=n_resamples, pairs_file=pairs_file,
+        use_cache=not no_cache, workers=workers, scheduler=scheduler, seed=seed, epochs=epochs,
+        image_size=int(image_size), batch_size=batch_size, lr=lr, validate_every=validate_every,
+        average_identities=average_identities, generator_channels=generator_channels, identity_loss=identity_loss,
+        train_datasets=tuple(train_datasets), generator_paths=tuple(generator_paths), train_balance=train_balance,
+        train_per_group=train_per_group, generator_seeds=generator_seeds,
+        near_duplicate_distance=near_duplicate_distance, n_resamples=n_resamples, pairs_file=pairs_file,
         report=not no_report, no_faces=no_faces, policy_path=policy_path, baseline_path=baseline_path,
         max_requests=max_requests, device=device, show_progress=not quiet,
         command_line=shlex.join(["audit", *sys.argv[1:]]))

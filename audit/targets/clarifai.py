@@ -9,6 +9,12 @@ region is ``no_face``.
 
 Network behaviour, in short (``docs/targets.md`` has the table):
 
+* ``concurrency`` requests are in flight at once (default
+  :data:`DEFAULT_CONCURRENCY`), from a pool of threads sharing one
+  :class:`~audit.targets.throttle.RequestGate`: an optional
+  ``requests_per_second`` spaces their starts, and a throttled answer
+  (HTTP 429 with ``Retry-After``, 11005, 10030, 21354) holds every thread
+  back, not only the one that got it;
 * every request has a timeout (:data:`DEFAULT_TIMEOUT`);
 * throttling (HTTP 429, status 11005), "try again" (10030), "model busy"
   (21354), HTTP 5xx, timeouts, connection errors and malformed JSON are
@@ -18,8 +24,11 @@ Network behaviour, in short (``docs/targets.md`` has the table):
   malformed answer marks that batch's images ``error`` (errors are never
   cached: a rerun asks again);
 * the hourly or monthly limit (11003, 11004) and a spent ``max_requests``
-  budget stop the run: everything embedded so far is cached, and rerunning
-  the same command resumes;
+  budget stop the run: no request starts after the stop, the requests
+  already in flight are awaited, every answered one is kept (the
+  exception's ``partial_outcomes``) and cached, and rerunning the same
+  command resumes.  The budget is exact whatever the concurrency: a
+  request, or a retry, is counted under a lock before it is sent;
 * per-image failures inside a mixed answer (10010, e.g. 30002, 30300) are
   recorded as that image's ``error`` with the code.
 
@@ -36,7 +45,9 @@ import logging
 import math
 import os
 import random
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -46,6 +57,7 @@ import numpy as np
 from audit.errors import InputError, TargetError, TargetStopped
 from audit.targets import option_choice, option_float, option_int
 from audit.targets.base import EmbedOutcome, Metric, Target
+from audit.targets.throttle import RequestGate
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +78,12 @@ DEFAULT_THRESHOLD = 1.1
 MAX_INPUTS_PER_REQUEST = 128
 DEFAULT_BATCH_SIZE = MAX_INPUTS_PER_REQUEST
 DEFAULT_JPEG_QUALITY = 95
+#: Requests in flight at once.  A few hide the network's and the model's
+#: latency; more mostly earn throttling answers on a free plan.
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 64
+#: The reason given to the images of requests a stop left unsent.
+NOT_SENT_REASON = "not embedded: the target stopped"
 IMAGE_FORMATS = ("jpeg", "png")
 #: Dimensions of models whose size is known without asking.
 KNOWN_DIMENSIONS = {DEFAULT_MODEL_ID: 1024}
@@ -137,6 +155,8 @@ class ClarifaiConfig:
     image_format: str = "jpeg"
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     max_requests: int | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    requests_per_second: float | None = None
     threshold: float = DEFAULT_THRESHOLD
     dimension: int | None = None
     timeout: float = DEFAULT_TIMEOUT_SECONDS
@@ -159,6 +179,12 @@ class ClarifaiConfig:
         if self.max_requests is not None and self.max_requests < 1:
             raise InputError(f"max_requests={self.max_requests!r}, must be at least 1 "
                              f"(leave it out for no budget).")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise InputError(f"concurrency={self.concurrency!r}, must be between 1 and "
+                             f"{MAX_CONCURRENCY} requests in flight.")
+        if self.requests_per_second is not None and not self.requests_per_second > 0:
+            raise InputError(f"requests_per_second={self.requests_per_second!r}, must be greater "
+                             f"than 0 (leave it out for no rate limit).")
         if not self.threshold > 0:
             raise InputError(f"threshold={self.threshold!r}, must be a positive distance.")
         if self.dimension is not None and self.dimension < 1:
@@ -202,11 +228,12 @@ class _Secret:
 class _Unanswered(Exception):
     """One attempt that did not get a usable answer; ``retry_after`` in seconds."""
 
-    def __init__(self, problem: str, *, malformed: bool = False,
+    def __init__(self, problem: str, *, malformed: bool = False, throttled: bool = False,
                  retry_after: float | None = None) -> None:
         super().__init__(problem)
         self.problem = problem
         self.malformed = malformed
+        self.throttled = throttled      # the service said "too many requests": pause every thread
         self.retry_after = retry_after
 
 
@@ -257,6 +284,9 @@ class ClarifaiTarget(Target):
         "jpeg_quality": f"1-100 (default {DEFAULT_JPEG_QUALITY})",
         "max_requests": "budget of predict requests, retries included (CLI --max-requests); "
                         "when spent the run stops, resumable",
+        "concurrency": f"requests in flight at once, 1-{MAX_CONCURRENCY} (default {DEFAULT_CONCURRENCY})",
+        "requests_per_second": "most request starts per second (default: no limit but the "
+                               "service's throttling answers)",
         "threshold": f"same-person euclidean distance (default {DEFAULT_THRESHOLD})",
         "dimension": "vector size, for models other than the default when the API does not say",
         "timeout": f"seconds per request (default {DEFAULT_TIMEOUT_SECONDS:g})",
@@ -271,7 +301,8 @@ class ClarifaiTarget(Target):
                  pat_file: str | None = None, pat: str | None = None,
                  api_base: str | None = None, batch_size: Any = DEFAULT_BATCH_SIZE,
                  image_format: str = "jpeg", jpeg_quality: Any = DEFAULT_JPEG_QUALITY,
-                 max_requests: Any = None, threshold: Any = DEFAULT_THRESHOLD,
+                 max_requests: Any = None, concurrency: Any = DEFAULT_CONCURRENCY,
+                 requests_per_second: Any = None, threshold: Any = DEFAULT_THRESHOLD,
                  dimension: Any = None, timeout: Any = DEFAULT_TIMEOUT_SECONDS,
                  connect_timeout: Any = DEFAULT_CONNECT_TIMEOUT_SECONDS,
                  max_retries: Any = DEFAULT_RETRY_CONFIG.max_retries,
@@ -307,6 +338,10 @@ class ClarifaiTarget(Target):
                 image_format=option_choice("image_format", image_format, IMAGE_FORMATS),
                 jpeg_quality=option_int("jpeg_quality", jpeg_quality, minimum=1, maximum=100),
                 max_requests=optional_int("max_requests", max_requests),
+                concurrency=option_int("concurrency", concurrency, minimum=1, maximum=MAX_CONCURRENCY),
+                requests_per_second=(None if requests_per_second in (None, "") else
+                                     option_float("requests_per_second", requests_per_second,
+                                                  positive=True)),
                 threshold=option_float("threshold", threshold, positive=True),
                 dimension=optional_int("dimension", dimension),
                 timeout=option_float("timeout", timeout, positive=True),
@@ -319,6 +354,8 @@ class ClarifaiTarget(Target):
         self._sleep = sleep
         self._rng = random.Random(seed)
         self._requests_sent = 0
+        self._lock = threading.Lock()     # the budget and the retry counters, across threads
+        self._gate = RequestGate(requests_per_second=config.requests_per_second, sleep=sleep)
         self.retries = 0
         self.retry_delays: list[float] = []
         self._dimension: int | None = config.dimension or KNOWN_DIMENSIONS.get(config.model_id)
@@ -326,6 +363,8 @@ class ClarifaiTarget(Target):
             base_url=config.api_base,
             headers={"Authorization": f"Key {self._pat.reveal()}", "Accept": "application/json"},
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+            limits=httpx.Limits(max_connections=config.concurrency + 1,
+                                max_keepalive_connections=config.concurrency + 1),
             transport=transport)
         self.model_info: dict = {}
         self.version_id: str = ""
@@ -374,6 +413,11 @@ class ClarifaiTarget(Target):
         """Predict requests sent so far (what ``max_requests`` limits)."""
         return self._requests_sent
 
+    @property
+    def preferred_batch(self) -> int:
+        """Images per :meth:`embed` call that keep every concurrent request full."""
+        return self.config.batch_size * self.config.concurrency
+
     def fingerprint(self) -> str:
         """Model id and the version the API reported (and that every request is pinned to).
 
@@ -395,26 +439,71 @@ class ClarifaiTarget(Target):
         self._client.close()
 
     def embed(self, images: Sequence[np.ndarray]) -> list[EmbedOutcome]:
-        """Embed whole RGB uint8 images, ``batch_size`` per request.
+        """Embed whole RGB uint8 images, ``batch_size`` per request, ``concurrency`` requests at once.
 
-        On :class:`TargetStopped`, the outcomes of the batches already
-        answered are attached to the exception as ``partial_outcomes`` (in
-        order, for the first images), so a caller may cache them.
+        On :class:`TargetStopped`, no further request starts, those in
+        flight are awaited, and the exception carries ``partial_outcomes``:
+        one outcome per image, in order, the answered ones as answered and
+        the others ``error`` ("not embedded: the target stopped", never
+        cached), so a caller keeps everything paid for.
         """
         for i, image in enumerate(images):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"image {i} has shape {image.shape} and dtype {image.dtype}; the "
                                  f"Clarifai target takes H x W x 3 uint8 RGB images.")
-        outcomes: list[EmbedOutcome] = []
         size = self.config.batch_size
-        for start in range(0, len(images), size):
-            batch = images[start:start + size]
-            try:
-                outcomes.extend(self._predict(batch))
-            except TargetStopped as exc:
-                exc.partial_outcomes = list(outcomes)  # type: ignore[attr-defined]
-                raise
-        return outcomes
+        starts = list(range(0, len(images), size))
+        answered: dict[int, list[EmbedOutcome]] = {}
+        problem = self._predict_concurrently(images, starts, answered)
+        if problem is None:
+            return [outcome for start in starts for outcome in answered[start]]
+        if isinstance(problem, TargetStopped):
+            not_sent = EmbedOutcome.error(NOT_SENT_REASON)
+            problem.partial_outcomes = [  # type: ignore[attr-defined]
+                outcome for start in starts
+                for outcome in answered.get(start, [not_sent] * len(images[start:start + size]))]
+        raise problem
+
+    def _predict_concurrently(self, images: Sequence[np.ndarray], starts: list[int],
+                              answered: dict[int, list[EmbedOutcome]]) -> BaseException | None:
+        """Send the batches at ``starts``, at most ``concurrency`` at a time, into ``answered``.
+
+        Returns the first exception a batch raised (after the batches then
+        in flight have finished; none starts after it), or None.
+        """
+        size = self.config.batch_size
+        if self.config.concurrency == 1 or len(starts) == 1:
+            for start in starts:
+                try:
+                    answered[start] = self._predict(images[start:start + size])
+                except Exception as exc:  # noqa: BLE001 - handed to embed(), which raises it
+                    return exc
+            return None
+        pool = ThreadPoolExecutor(min(self.config.concurrency, len(starts)),
+                                  thread_name_prefix="clarifai")
+        pending: dict[Future, int] = {}
+        queue = list(reversed(starts))
+        problem: BaseException | None = None
+        try:
+            while queue or pending:
+                while queue and problem is None and len(pending) < self.config.concurrency:
+                    start = queue.pop()
+                    pending[pool.submit(self._predict, images[start:start + size])] = start
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    start = pending.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        answered[start] = future.result()
+                    elif problem is None:
+                        problem = error
+        finally:
+            # On Ctrl-C, requests in flight end on their own (each has a timeout);
+            # nothing waits for them and nothing new starts.
+            pool.shutdown(wait=False, cancel_futures=True)
+        return problem
 
     # -- HTTP ----------------------------------------------------------------------
     def _redact(self, text: str) -> str:
@@ -438,6 +527,7 @@ class ClarifaiTarget(Target):
             excerpt = self._redact(response.text[:80])
             if response.status_code >= 500 or response.status_code == 429:
                 raise _Unanswered(f"server error (HTTP {response.status_code}, body not JSON)",
+                                  throttled=response.status_code == 429,
                                   retry_after=retry_after) from None
             raise _Unanswered(f"malformed JSON (HTTP {response.status_code}, body starts "
                               f"{excerpt!r})", malformed=True) from None
@@ -453,7 +543,7 @@ class ClarifaiTarget(Target):
                               f"token must be valid and have the predict scope for this model.")
         if response.status_code == 429 or code in RETRY_CODES:
             raise _Unanswered(f"throttled (HTTP {response.status_code}, status {code}: "
-                              f"{self._redact(description)})", retry_after=retry_after)
+                              f"{self._redact(description)})", throttled=True, retry_after=retry_after)
         if response.status_code >= 500:
             raise _Unanswered(f"server error (HTTP {response.status_code}, status {code})",
                               retry_after=retry_after)
@@ -469,6 +559,7 @@ class ClarifaiTarget(Target):
         attempts = self.config.retry.max_retries + 1
         last: _Unanswered | None = None
         for attempt in range(attempts):
+            self._gate.wait_turn(pause_served=last is not None and last.throttled)
             if counted:
                 self._spend_request()
             log.info("Clarifai %s %s%s (attempt %d/%d)", method, self.config.api_base, path,
@@ -479,11 +570,14 @@ class ClarifaiTarget(Target):
                 last = exc
             if attempt + 1 == attempts:
                 break
-            delay = self.config.retry.delay(attempt, self._rng)
-            if last.retry_after is not None:
-                delay = min(max(delay, last.retry_after), self.config.retry.max_delay)
-            self.retries += 1
-            self.retry_delays.append(delay)
+            with self._lock:
+                delay = self.config.retry.delay(attempt, self._rng)
+                if last.retry_after is not None:
+                    delay = min(max(delay, last.retry_after), self.config.retry.max_delay)
+                self.retries += 1
+                self.retry_delays.append(delay)
+            if last.throttled:
+                self._gate.pause(delay)   # the service is overloaded: every thread waits
             log.warning("Clarifai %s: %s; retry %d/%d in %.2f s", path, last.problem, attempt + 1,
                         attempts - 1, delay)
             self._sleep(delay)
@@ -497,11 +591,12 @@ class ClarifaiTarget(Target):
 
     def _spend_request(self) -> None:
         budget = self.config.max_requests
-        if budget is not None and self._requests_sent >= budget:
-            raise TargetStopped(f"the request budget max_requests={budget} is spent "
-                                f"({self._requests_sent} requests sent). {_resume_hint()} "
-                                f"Raise --max-requests to go further in one run.")
-        self._requests_sent += 1
+        with self._lock:   # check and count as one step: concurrent threads never overspend
+            if budget is not None and self._requests_sent >= budget:
+                raise TargetStopped(f"the request budget max_requests={budget} is spent "
+                                    f"({self._requests_sent} requests sent). {_resume_hint()} "
+                                    f"Raise --max-requests to go further in one run.")
+            self._requests_sent += 1
 
     # -- start-up check ------------------------------------------------------------
     def _check_model(self) -> None:
