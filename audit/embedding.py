@@ -13,6 +13,7 @@ rate is a result of its own.
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +30,8 @@ from audit.faces import FaceAligner, FaceConfig
 from audit.images import ImageReadError, decode_png, encode_png, read_image
 from audit.progress import progress
 from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, EmbedOutcome, Target
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 32
 DEFAULT_GENERATOR_CHIP_SIZE = 64
@@ -138,6 +141,17 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
 
 
+def _cached_chip(png: bytes, size: int) -> np.ndarray:
+    """A cached chip's pixels; ValueError where the stored bytes are damaged."""
+    try:
+        chip = decode_png(png)
+    except Exception as exc:  # Pillow raises many types on damaged bytes
+        raise ValueError(f"damaged chip ({exc})") from exc
+    if chip.shape != (size, size, 3):
+        raise ValueError(f"a chip of shape {chip.shape}, not {(size, size, 3)}")
+    return chip
+
+
 def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -206,21 +220,31 @@ class Embedder:
                        if self.cache and chip_size else {})
         precomputed = target.input_kind == "precomputed"
         todo: list[int] = []
+        n_damaged = 0
         for i, h in enumerate(hashes):
             emb = cached_emb.get(h)
             if precomputed:
                 emb = None  # a lookup is free; only chips are worth caching
             chip = cached_chip.get(h) if chip_size else None
+            if emb is not None and emb.vector is not None and emb.vector.shape != (target.dimension,):
+                emb, n_damaged = None, n_damaged + 1     # a damaged row: computed again, never used
+                cached_emb.pop(h, None)
             if emb is not None:
                 status[i], n_faces[i], reasons[i] = emb.status, emb.n_faces, emb.reason
                 if emb.vector is not None:
                     vectors[i] = emb.vector
+            if chip is not None and chip.png is not None:
+                try:
+                    chips[i] = _cached_chip(chip.png, chip_size)
+                except ValueError:
+                    chip, n_damaged = None, n_damaged + 1
             if chip is not None:
                 chip_status[i] = chip.status
-                if chip.png is not None:
-                    chips[i] = decode_png(chip.png)
             if (emb is None and not precomputed) or (chip_size and chip is None):
                 todo.append(i)
+        if n_damaged:
+            log.warning("%d damaged entries of the cache %s are computed again.", n_damaged,
+                        getattr(self.cache, "path", ""))
         if precomputed:
             self._lookup_precomputed(table, status, n_faces, reasons, vectors)
         n_from_cache = n - len(todo)

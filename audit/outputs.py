@@ -34,32 +34,36 @@ ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EN
 MIN_FREE_BYTES = 1 << 20
 
 
-def _choose(option: str | None) -> str:
-    return f"pass another {option}" if option else "write it elsewhere"
+def _choose(option: str | None, elsewhere: str | None = None, disk: str = "") -> str:
+    """The way round the problem: what the caller says, or another value of the option (on ``disk``)."""
+    if elsewhere:
+        return elsewhere
+    return (f"pass another {option}" if option else "write it elsewhere") + (f" on {disk}" if disk else "")
 
 
 def describe_os_error(exc: OSError, *, path: str | os.PathLike | None = None, what: str = "the file",
-                      option: str | None = None, action: str = "write") -> str:
+                      option: str | None = None, action: str = "write", elsewhere: str | None = None) -> str:
     """One sentence naming the path, what went wrong in plain words, and the fix."""
-    where = str(exc.filename if exc.filename is not None else path)
-    shown = f"{what} {where!r}" if what else repr(where)
+    where = exc.filename if exc.filename is not None else path
+    where = None if where is None else str(where)
+    shown = (f"{what} {where!r}" if what else repr(where)) if where is not None else (what or "a file")
     code = exc.errno
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         problem = "the disk quota is used up" if code == errno.EDQUOT else (
             "the file is larger than the file system allows" if code == errno.EFBIG else "no space left on the disk")
         return (f"Cannot {action} {shown}: {problem}. Free some space on that disk, or "
-                f"{_choose(option)} on another disk.")
+                f"{_choose(option, elsewhere, 'another disk')}.")
     if code == errno.EROFS:
-        return (f"Cannot {action} {shown}: it is on a read-only file system. "
-                f"{_choose(option).capitalize()} on a writable disk.")
+        way = _choose(option, elsewhere, "a writable disk")
+        return f"Cannot {action} {shown}: it is on a read-only file system. {way[0].upper()}{way[1:]}."
     if code in (errno.EACCES, errno.EPERM):
-        folder = os.path.dirname(os.path.abspath(where)) or where
-        return (f"Cannot {action} {shown}: permission denied. Make it (or its folder {folder!r}) "
-                f"writable by you, e.g. chmod u+w, or {_choose(option)}.")
+        folder = f" (or its folder {os.path.dirname(os.path.abspath(where))!r})" if where else ""
+        return (f"Cannot {action} {shown}: permission denied. Make it{folder} writable by you, e.g. "
+                f"chmod u+w, or {_choose(option, elsewhere)}.")
     if code in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
         return (f"Cannot {action} {shown}: a file or folder is in the way ({exc.strerror}). "
-                f"Move it away, or {_choose(option)}.")
-    return f"Cannot {action} {shown}: {exc.strerror or exc}. Fix that, or {_choose(option)}."
+                f"Move it away, or {_choose(option, elsewhere)}.")
+    return f"Cannot {action} {shown}: {exc.strerror or exc}. Fix that, or {_choose(option, elsewhere)}."
 
 
 def is_environment_error(exc: BaseException) -> bool:
@@ -68,14 +72,16 @@ def is_environment_error(exc: BaseException) -> bool:
 
 
 @contextmanager
-def writing(path: str | os.PathLike, *, what: str, option: str | None = None) -> Iterator[None]:
+def writing(path: str | os.PathLike, *, what: str, option: str | None = None,
+            elsewhere: str | None = None) -> Iterator[None]:
     """Turn an environment OS error raised while writing ``path`` into an :class:`OutputError`."""
     try:
         yield
     except OSError as exc:
         if not is_environment_error(exc):
             raise
-        raise OutputError(describe_os_error(exc, path=path, what=what, option=option)) from exc
+        raise OutputError(describe_os_error(exc, path=path, what=what, option=option,
+                                            elsewhere=elsewhere)) from exc
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -87,7 +93,8 @@ def _nearest_existing(path: Path) -> Path:
     return current
 
 
-def check_writable_folder(folder: str | os.PathLike, *, what: str, option: str | None = None) -> Path:
+def check_writable_folder(folder: str | os.PathLike, *, what: str, option: str | None = None,
+                          elsewhere: str | None = None) -> Path:
     """Check that ``folder`` is (or can be made) a writable folder; create nothing.
 
     Returns ``folder`` as a Path.  A folder that does not exist yet is judged
@@ -100,14 +107,14 @@ def check_writable_folder(folder: str | os.PathLike, *, what: str, option: str |
     if not existing.is_dir():
         if existing == folder.absolute():
             raise OutputError(f"{what.capitalize()} {str(folder)!r} is a file, not a folder. "
-                              f"Move it away, or {_choose(option)}.")
+                              f"Move it away, or {_choose(option, elsewhere)}.")
         raise OutputError(f"Cannot create {what} {str(folder)!r}: {str(existing)!r} is a file, not a "
-                          f"folder. Move it away, or {_choose(option)}.")
+                          f"folder. Move it away, or {_choose(option, elsewhere)}.")
     try:
         fd, probe = tempfile.mkstemp(prefix=".audit-write-check-", dir=existing)
     except OSError as exc:
         exc.filename = str(folder)
-        raise OutputError(describe_os_error(exc, what=what, option=option)) from exc
+        raise OutputError(describe_os_error(exc, what=what, option=option, elsewhere=elsewhere)) from exc
     os.close(fd)
     os.unlink(probe)
     try:
@@ -116,7 +123,7 @@ def check_writable_folder(folder: str | os.PathLike, *, what: str, option: str |
         return folder
     if free < MIN_FREE_BYTES:
         raise OutputError(f"Cannot write {what} {str(folder)!r}: the disk holding it has {free:,} bytes "
-                          f"free. Free some space on that disk, or {_choose(option)} on another disk.")
+                          f"free. Free some space on that disk, or {_choose(option, elsewhere, 'another disk')}.")
     return folder
 
 
@@ -132,3 +139,31 @@ def check_writable_file(path: str | os.PathLike, *, what: str, option: str | Non
         raise OutputError(f"Cannot write {what} {str(path)!r}: permission denied. Make it writable "
                           f"(chmod u+w), or {_choose(option)}.")
     return path
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str, *, what: str = "the file",
+                 option: str | None = None, elsewhere: str | None = None) -> Path:
+    """Write a file whole or not at all (a temporary file beside it, then a rename).
+
+    A run killed or stopped halfway leaves the previous version in place,
+    never half a file; an environment error becomes an :class:`OutputError`.
+    """
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with writing(path, what=what, option=option, elsewhere=elsewhere):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -25,8 +25,9 @@ from audit import __version__
 from audit.distances import paired_distances
 from audit.errors import InputError
 from audit.faces import FaceConfig
+from audit.outputs import check_writable_folder, write_atomic, writing
 from audit.pipeline import (build_embedder, default_group_by, detection_table, load_dataset_for_run,
-                            open_target)
+                            open_target, opened_cache)
 from audit.results import (GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure,
                            disparities_to_dicts, figures_to_dicts, write_json_atomic)
 from audit.targets.base import STATUS_OK
@@ -172,13 +173,17 @@ class AuditRun:
         self.disparities: list[Disparity] = []
         self.probe_details: dict[str, dict] = {}
         self.tests: dict[str, dict] = {}
+        self.inversion_samples: pd.DataFrame | None = None
 
     # -- stages ------------------------------------------------------------------
     def run(self) -> RunOutcome:
         config = self.config
         started = time.monotonic()
         out = Path(config.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        # Everything that can be refused is refused before a target is called,
+        # and before anything is written: an input error leaves no empty folder.
+        check_writable_folder(out, what="the run folder", option="--out")
+        policy, baseline = self._load_policy()
         dataset = load_dataset_for_run(config.dataset_dir, group_by=config.group_by)
         group_by = config.group_by or default_group_by(dataset)
         if not group_by:
@@ -186,17 +191,18 @@ class AuditRun:
                              "add attribute columns to its manifest or pass --group-by.")
         self.dataset, self.group_by = dataset, tuple(group_by)
         self.groupings = groupings_for(group_by)
-        target_extra = {"max_requests": config.max_requests} if config.max_requests else {}
-        target = open_target(config.target_spec, config.target_options, **target_extra)
-        self.target = target
         need_chips = "inversion" in config.probes
-        with build_embedder(target, face_config=config.face_config, cache_path=config.cache_path,
-                            use_cache=config.use_cache, workers=config.workers,
-                            show_progress=config.show_progress) as embedder:
+        with opened_cache(config.cache_path, use_cache=config.use_cache) as cache:
+            target_extra = {"max_requests": config.max_requests} if config.max_requests else {}
+            target = open_target(config.target_spec, config.target_options, **target_extra)
+            self.target = target
+            embedder = build_embedder(target, face_config=config.face_config, cache=cache,
+                                      workers=config.workers, show_progress=config.show_progress)
             self.embedder = embedder
             embset = embedder.embed_dataset(dataset, chip_size=config.image_size if need_chips else None)
             self.embset = embset
-            embset.table.drop(columns=["content_hash"]).to_csv(out / DETECTIONS_FILE, index=False)
+            with writing(out, what="the run folder", option="--out"):
+                out.mkdir(parents=True, exist_ok=True)
             if "detection" in config.probes:
                 self._detection()
             ok = embset.ok
@@ -207,16 +213,41 @@ class AuditRun:
             if "inversion" in config.probes:
                 self._inversion(ok, out)
         results = self._results(started)
-        write_json_atomic(out / RESULTS_FILE, results)
+        # The run's tables are replaced together, at the end: a run that fails
+        # halfway leaves the previous run's files as they were.
+        self._write_table(out / DETECTIONS_FILE, embset.table.drop(columns=["content_hash"]))
+        if self.inversion_samples is not None:
+            self._write_table(out / INVERSION_SAMPLES_FILE, self.inversion_samples)
         self._write_groups_csv(out)
+        self._write_results(out, results)     # last: its presence says the run finished
         outcome = RunOutcome(results, out)
-        if config.policy_path is not None:
-            outcome.verdict = self._gate(results, out)
+        if policy is not None:
+            outcome.verdict = self._gate(results, out, policy, baseline)
         if config.report:
             from reports.render import render_report
 
             outcome.report_files = render_report(out, no_faces=config.no_faces)
         return outcome
+
+    def _load_policy(self):
+        """The policy and baseline, read before any work: a typo in them must not cost a run."""
+        if self.config.policy_path is None:
+            return None, None
+        from audit.gate import load_policy
+        from audit.results import load_results
+
+        policy = load_policy(self.config.policy_path)
+        baseline = load_results(self.config.baseline_path) if self.config.baseline_path else None
+        return policy, baseline
+
+    @staticmethod
+    def _write_table(path: Path, frame: pd.DataFrame) -> None:
+        write_atomic(path, frame.to_csv(index=False), what="the run folder's file", option="--out")
+
+    @staticmethod
+    def _write_results(out: Path, results: dict) -> None:
+        with writing(out / RESULTS_FILE, what="the results file", option="--out"):
+            write_json_atomic(out / RESULTS_FILE, results)
 
     def _samples(self, rows: np.ndarray | None = None) -> pd.DataFrame:
         table = self.embset.table
@@ -325,7 +356,7 @@ class AuditRun:
             average_identities=config.average_identities, progress=config.show_progress,
             identity_model=identity_model)
         samples = result.samples
-        samples.to_csv(out / INVERSION_SAMPLES_FILE, index=False)
+        self.inversion_samples = samples
         metrics = [("mean_distance", "distance", "mean", "higher"),
                    ("success_rate_at_default", "success_at_default", "rate", "lower"),
                    ("success_rate_at_crossing", "success_at_crossing", "rate", "lower"),
@@ -376,17 +407,14 @@ class AuditRun:
     def _write_groups_csv(self, out: Path) -> None:
         from probes.stats import figures_frame
 
-        figures_frame(self.figures).to_csv(out / GROUPS_FILE, index=False)
+        self._write_table(out / GROUPS_FILE, figures_frame(self.figures))
 
-    def _gate(self, results: dict, out: Path):
-        from audit.gate import evaluate_policy, load_policy
-        from audit.results import load_results
+    def _gate(self, results: dict, out: Path, policy, baseline):
+        from audit.gate import evaluate_policy
 
-        policy = load_policy(self.config.policy_path)
-        baseline = load_results(self.config.baseline_path) if self.config.baseline_path else None
         verdict = evaluate_policy(policy, results, baseline=baseline)
         results["policy_verdict"] = verdict.to_dict()
-        write_json_atomic(out / RESULTS_FILE, results)
+        self._write_results(out, results)
         return verdict
 
 

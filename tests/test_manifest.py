@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from audit.data import csv_records as csv_records_module
 from audit.data import manifest as manifest_module
 from audit.data.manifest import (EXCLUSION_COLUMNS, HASH_CACHE_FILE, INFO_FILE, Dataset, load_dataset,
                                  write_manifest)
@@ -144,7 +145,7 @@ def test_unreadable_manifest_is_an_error(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(manifest_module, "open", refusing_open, raising=False)
+    monkeypatch.setattr(csv_records_module, "open", refusing_open, raising=False)
     with pytest.raises(DatasetError, match="cannot be read: permission denied"):
         load_dataset(root)
 

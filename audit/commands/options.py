@@ -58,3 +58,12 @@ def parse_group_by(value: str | None) -> tuple[str, ...] | None:
     if not names:
         raise click.BadParameter("give at least one attribute, e.g. --group-by race,gender")
     return names
+
+
+def write_junit(path: Path, xml: str) -> None:
+    """Write the verdict's JUnit XML (its folder made if needed); an unwritable path is an input error."""
+    from audit.outputs import write_atomic, writing
+
+    with writing(path.parent, what="the folder of the JUnit file", option="--junit"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, xml, what="the JUnit file", option="--junit")

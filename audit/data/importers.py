@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from audit.data.csv_records import read_csv_records
 from audit.data.manifest import (IDENTITY_COLUMN, IMAGE_EXTENSIONS, NON_ATTRIBUTE_COLUMNS, PATH_COLUMN,
                                  RESERVED_COLUMNS, SHA256_COLUMN, Resolver, digest_files,
                                  exclusions_frame, hash_cache_entry, is_inside, prepare_destination,
@@ -368,26 +369,19 @@ def _fairface_age_band(age: str) -> str:
 
 
 def _read_csv_rows(path: Path, *, what: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip() for h in next(reader, [])]
-            rows = []
-            for fields in reader:
-                if not fields:
-                    continue
-                rows.append((reader.line_num, fields))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"The {what} {str(path)!r} cannot be read as UTF-8 CSV ({exc}).") from exc
+    header_record, records = read_csv_records(path, what=what)
+    header = [h.strip() for h in header_record.fields] if header_record is not None else []
     if not header:
         raise DatasetError(f"The {what} {str(path)!r} is empty; its first line must name the columns.")
     parsed = []
-    for line, fields in rows:
-        if len(fields) != len(header):
-            parsed.append((line, {"__malformed__": f"malformed row: {len(fields)} fields where the "
-                                                   f"header has {len(header)}"}))
+    for record in records:
+        if record.problem is not None:
+            parsed.append((record.line, {"__malformed__": f"malformed row: {record.problem}"}))
+        elif len(record.fields) != len(header):
+            parsed.append((record.line, {"__malformed__": f"malformed row: {len(record.fields)} fields where "
+                                                          f"the header has {len(header)}"}))
         else:
-            parsed.append((line, {h: v.strip() for h, v in zip(header, fields)}))
+            parsed.append((record.line, {h: v.strip() for h, v in zip(header, record.fields)}))
     return header, parsed
 
 

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from audit.data.csv_records import CsvRecord, read_csv_records
 from audit.errors import DatasetError
 
 MANIFEST_FILE = "manifest.csv"
@@ -70,6 +71,7 @@ HASH_CHUNK = 64
 # first colon), which `describe` counts; tests assert on these texts.
 REASON_MALFORMED_ROW = ("malformed row: {n_fields} fields where the header has {n_columns}; "
                         "quote values that contain commas")
+REASON_UNPARSABLE_ROW = "malformed row: {problem}"
 REASON_EMPTY_PATH = ("empty path: every row needs the image's path relative to the dataset "
                      "folder")
 REASON_ABSOLUTE_PATH = ("path leaves the dataset folder: {path!r} is an absolute path outside "
@@ -424,25 +426,13 @@ def _read_import_exclusions(folder: Path) -> pd.DataFrame:
     return frame[list(EXCLUSION_COLUMNS)].astype(object).reset_index(drop=True)
 
 
-def _read_manifest(manifest: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and ``(line, fields)`` of every non-blank row, with the file's own errors raised."""
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                raise DatasetError(f"{str(manifest)!r} is empty. Its first line must name the "
-                                   "columns, e.g. 'path,identity,race,gender' (see datasets/README.md).")
-            records = [(reader.line_num, fields) for fields in reader if fields]
-    except PermissionError as exc:
-        raise DatasetError(f"{str(manifest)!r} cannot be read: permission denied. Make it readable "
-                           "(chmod u+r).") from exc
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{str(manifest)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                           "save it as UTF-8 CSV.") from exc
-    except csv.Error as exc:
-        raise DatasetError(f"{str(manifest)!r} is not valid CSV ({exc}); fix that line.") from exc
-    return header, records
+def _read_manifest(manifest: Path) -> tuple[list[str], list[CsvRecord]]:
+    """Header and every non-blank record (with its line), with the file's own errors raised."""
+    header, records = read_csv_records(manifest, what="manifest")
+    if header is None:
+        raise DatasetError(f"{str(manifest)!r} is empty. Its first line must name the "
+                           "columns, e.g. 'path,identity,race,gender' (see datasets/README.md).")
+    return header.fields, records
 
 
 def _relative_path(image_id: str, root: Path) -> tuple[str | None, str | None]:
@@ -499,7 +489,11 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
 
     excluded: list[tuple[Any, str, str]] = []
     rows: list[dict[str, str]] = []        # well-formed rows, in manifest order
-    for line, fields in records:
+    for record in records:
+        line, fields = record.line, record.fields
+        if record.problem is not None:
+            excluded.append((line, "", REASON_UNPARSABLE_ROW.format(problem=record.problem)))
+            continue
         if len(fields) != len(columns):
             excluded.append((line, fields[0].strip() if fields else "",
                              REASON_MALFORMED_ROW.format(n_fields=len(fields), n_columns=len(columns))))
