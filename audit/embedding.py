@@ -85,8 +85,42 @@ _worker_aligner: FaceAligner | None = None
 _worker_target: Target | None = None
 
 
-def _init_worker(face_config: FaceConfig, target: Target | None) -> None:
+#: How often a worker checks that the process that started it is still alive.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker when its parent dies, however it dies (SIGKILL runs no clean-up).
+
+    On Linux the kernel does it at once (``PR_SET_PDEATHSIG``); everywhere, a
+    daemon thread notices within half a second that the worker was orphaned.
+    """
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
+    if os.getppid() != parent_pid:   # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(face_config: FaceConfig, target: Target | None, parent_pid: int | None = None) -> None:
     global _worker_aligner, _worker_target
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     try:  # one thread per process: the processes are the parallelism
         import torch
 
@@ -316,7 +350,7 @@ class Embedder:
                 ctx = multiprocessing.get_context("spawn")
                 worker_target = target if embed_in_workers else None
                 with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                         initargs=(self.face_config, worker_target)) as pool:
+                                         initargs=(self.face_config, worker_target, os.getpid())) as pool:
                     futures = [pool.submit(_process_items, chunk, sizes, embed_in_workers, keep_image)
                                for chunk in chunks]
                     try:

@@ -42,9 +42,15 @@ def _choose(option: str | None, elsewhere: str | None = None, disk: str = "") ->
 
 
 def describe_os_error(exc: OSError, *, path: str | os.PathLike | None = None, what: str = "the file",
-                      option: str | None = None, action: str = "write", elsewhere: str | None = None) -> str:
-    """One sentence naming the path, what went wrong in plain words, and the fix."""
-    where = exc.filename if exc.filename is not None else path
+                      option: str | None = None, action: str = "write", elsewhere: str | None = None,
+                      prefer_path: bool = False) -> str:
+    """One sentence naming the path, what went wrong in plain words, and the fix.
+
+    The path named is the OS error's own file, unless ``prefer_path`` (the
+    caller's path means more to the user, e.g. a hidden temporary file's
+    destination).
+    """
+    where = path if (prefer_path and path is not None) or exc.filename is None else exc.filename
     where = None if where is None else str(where)
     shown = (f"{what} {where!r}" if what else repr(where)) if where is not None else (what or "a file")
     code = exc.errno
@@ -73,15 +79,15 @@ def is_environment_error(exc: BaseException) -> bool:
 
 @contextmanager
 def writing(path: str | os.PathLike, *, what: str, option: str | None = None,
-            elsewhere: str | None = None) -> Iterator[None]:
+            elsewhere: str | None = None, prefer_path: bool = False) -> Iterator[None]:
     """Turn an environment OS error raised while writing ``path`` into an :class:`OutputError`."""
     try:
         yield
     except OSError as exc:
         if not is_environment_error(exc):
             raise
-        raise OutputError(describe_os_error(exc, path=path, what=what, option=option,
-                                            elsewhere=elsewhere)) from exc
+        raise OutputError(describe_os_error(exc, path=path, what=what, option=option, elsewhere=elsewhere,
+                                            prefer_path=prefer_path)) from exc
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -150,7 +156,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, what: str = "the
     """
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    with writing(path, what=what, option=option, elsewhere=elsewhere):
+    with writing(path, what=what, option=option, elsewhere=elsewhere, prefer_path=True):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             os.chmod(tmp, 0o666 & ~_umask())

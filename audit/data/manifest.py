@@ -24,7 +24,6 @@ import io
 import json
 import os
 import posixpath
-import shutil
 import stat
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 
 from audit.data.csv_records import CsvRecord, read_csv_records
 from audit.errors import DatasetError
+from audit.images import ImageReadError, read_regular_file
 
 MANIFEST_FILE = "manifest.csv"
 #: What an import could not use (``row``, ``path``, ``reason``), beside the manifest.
@@ -86,7 +86,8 @@ REASON_MISSING_IDENTITY = ("missing identity: the identity cell is blank; fill i
 REASON_MISSING_VALUE = ("missing value: {attribute!r} is blank; fill it in, or group by other "
                         "attributes")
 REASON_MISSING_FILE = "missing file: nothing at this path; fix the path or remove the row"
-REASON_NOT_A_FILE = "not a file: the path is a folder or a device; point the row at an image file"
+REASON_NOT_A_FILE = ("not a file: the path is a folder, a named pipe or a device (it was not opened); point "
+                     "the row at an image file")
 REASON_UNREADABLE = "unreadable file: {error}"
 REASON_EMPTY_FILE = "unreadable file: the file is empty (0 bytes)"
 REASON_NOT_AN_IMAGE = "not an image: {error}"
@@ -236,8 +237,9 @@ def digest_file(path: str | os.PathLike, *, keep_data: bool = False) -> FileDige
     body is caught later, per image, by the embed stage.
     """
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular_file(path)   # a FIFO or a device is refused, never read (a read would block)
+    except ImageReadError:
+        return FileDigest(None, REASON_NOT_A_FILE)
     except FileNotFoundError:
         return FileDigest(None, REASON_MISSING_FILE)
     except IsADirectoryError:
@@ -730,52 +732,3 @@ def write_info(dest: str | os.PathLike, info: Mapping[str, Any]) -> Path:
     path = Path(dest) / INFO_FILE
     _atomic_text(path, lambda fh: (json.dump(payload, fh, indent=2), fh.write("\n")))
     return path
-
-
-#: What `prepare_destination` may remove from a folder this tool wrote before.
-_WRITTEN_FILES = (MANIFEST_FILE, EXCLUSIONS_FILE, INFO_FILE, HASH_CACHE_FILE)
-
-
-def prepare_destination(dest: str | os.PathLike, *, sources: Sequence[str | os.PathLike],
-                        overwrite: bool, image_folders: Sequence[str] = ("images", "source"),
-                        check_only: bool = False) -> Path:
-    """Make ``dest`` ready for a new dataset; refuse anything that could touch a source.
-
-    ``dest`` must not be, or lie inside, a source folder (writing there would
-    modify the source).  An existing non-empty folder is refused unless
-    ``overwrite`` and it was written by this tool (it has a dataset.json);
-    then only what the tool wrote is removed.  ``check_only`` checks and
-    changes nothing, so that a command can refuse before it starts working.
-    """
-    dest = Path(dest).expanduser().absolute()
-    real_dest = Path(os.path.realpath(dest))
-    for source in sources:
-        real_source = Path(os.path.realpath(source))
-        if real_dest == real_source or real_source in real_dest.parents:
-            raise DatasetError(f"The destination {str(dest)!r} is inside the source {str(source)!r}; "
-                               "writing there would modify the source. Choose a folder outside it.")
-    if dest.exists() and not dest.is_dir():
-        raise DatasetError(f"The destination {str(dest)!r} is a file; choose a folder.")
-    if dest.is_dir() and any(dest.iterdir()):
-        if not overwrite:
-            raise DatasetError(f"The destination {str(dest)!r} is not empty; choose a new folder, or "
-                               "pass --overwrite to replace a dataset written there before.")
-        if not (dest / INFO_FILE).is_file():
-            raise DatasetError(f"The destination {str(dest)!r} holds no {INFO_FILE}, so it was not "
-                               "written by 'audit dataset': refusing to overwrite it. Choose a new folder.")
-        info = read_info(dest)
-        copied = (info.get("images") or {}).get("mode") == "copy"
-        for name in image_folders:
-            target = dest / name
-            if target.is_symlink():
-                target.unlink()
-            elif target.is_dir():
-                if not copied:
-                    raise DatasetError(f"{str(target)!r} is a folder the tool did not copy; move it "
-                                       "away or choose a new destination.")
-                shutil.rmtree(target)
-        for name in _WRITTEN_FILES:
-            (dest / name).unlink(missing_ok=True)
-    if not check_only:
-        dest.mkdir(parents=True, exist_ok=True)
-    return dest

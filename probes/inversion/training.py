@@ -205,7 +205,8 @@ def data_fingerprint(*arrays: np.ndarray) -> str:
     for arr in arrays:
         arr = np.ascontiguousarray(arr)
         digest.update(f"{arr.shape}|{arr.dtype}|".encode())
-        digest.update(memoryview(arr).cast("B"))
+        if arr.size:  # an empty split has no bytes (and memoryview cannot cast a zero-size view)
+            digest.update(memoryview(arr).cast("B"))
     return digest.hexdigest()
 
 
