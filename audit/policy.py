@@ -286,9 +286,12 @@ def load_policy(path: str | os.PathLike) -> Policy:
     if not path.is_file():
         raise PolicyError(MSG_NO_FILE.format(path=str(path)))
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # A byte-order mark (Notepad's "UTF-8 with BOM") is not part of the TOML: read past it.
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(MSG_BAD_TOML.format(path=str(path), error=exc)) from exc
+    except OSError as exc:
+        raise PolicyError(MSG_UNREADABLE.format(path=str(path), error=exc.strerror or exc)) from exc
     try:
         return policy_from_dict(data, source=str(path))
     except PolicyError as exc:

@@ -383,6 +383,16 @@ def check_group_by(attributes: Sequence[str], group_by: Sequence[str] | None, *,
     return wanted
 
 
+def check_not_blank(wanted: Sequence[str], values: Sequence[Sequence[str]], *, attributes: Sequence[str],
+                    manifest: str | os.PathLike) -> None:
+    """Refuse to group by an attribute that is blank in every row: it forms no group at all."""
+    for name, column in zip(wanted, values):
+        if len(column) and all(not v for v in column):
+            raise DatasetError(f"The attribute {name!r} is blank in every row of {str(manifest)!r}, "
+                               "so it forms no group: fill it in, or group by another of: "
+                               f"{', '.join(a for a in attributes if a != name) or '(none)'}.")
+
+
 def manifest_attributes(folder: str | os.PathLike) -> tuple[str, ...]:
     """The attribute columns of a folder's manifest, from its header alone (a cheap early check)."""
     manifest = Path(folder).expanduser() / MANIFEST_FILE
@@ -456,7 +466,8 @@ def _relative_path(image_id: str, root: Path) -> tuple[str | None, str | None]:
 
 
 def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = None,
-                 check_files: bool = True, show_progress: bool = False) -> Dataset:
+                 check_files: bool = True, show_progress: bool = False,
+                 not_blank: Sequence[str] = ()) -> Dataset:
     """Read and validate a dataset folder.
 
     ``group_by`` names the attributes the audit will group by: each must be
@@ -466,6 +477,8 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
     are cached in the folder by size and modification time, so a second
     load reads no image.  Without it only the manifest is checked, and
     ``sha256`` comes from the manifest's column where it has one.
+    ``not_blank`` names attributes that must have a value somewhere (they
+    will be counted by, not filtered on), checked before any file is read.
     """
     root = Path(folder).expanduser()
     if not root.exists():
@@ -504,11 +517,9 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
         row["row"] = line
         rows.append(row)
 
-    for name in wanted:
-        if rows and all(not r[name] for r in rows):
-            raise DatasetError(f"The attribute {name!r} is blank in every row of {str(manifest)!r}, "
-                               "so it forms no group: fill it in, or group by another of: "
-                               f"{', '.join(a for a in attributes if a != name) or '(none)'}.")
+    required = tuple(dict.fromkeys([*wanted, *check_group_by(attributes, not_blank, manifest=manifest)]))
+    check_not_blank(required, [[r[name] for r in rows] for name in required], attributes=attributes,
+                    manifest=manifest)
 
     manifest_rows = pd.DataFrame(
         [[r["row"], r[PATH_COLUMN]] + [r[a] for a in attributes] for r in rows],
