@@ -158,7 +158,8 @@ class EmbeddingCache:
                                                elsewhere=MSG_ELSEWHERE)) from exc
         is_new = not path.exists()
         if not is_new and not path.is_file():
-            raise CacheError(f"{str(path)!r} is not a file, so it cannot be the cache. {MSG_ELSEWHERE.capitalize()}.")
+            raise CacheError(f"{str(path)!r} is not a file, so it cannot be the cache. "
+                             f"{MSG_ELSEWHERE[0].upper()}{MSG_ELSEWHERE[1:]}.")
         if not is_new and path.stat().st_size > 0:
             try:
                 with open(path, "rb") as fh:
@@ -180,8 +181,7 @@ class EmbeddingCache:
             os.chmod(path, 0o600)
         try:
             conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # Read and check first, write after: a file that is not our cache is never changed.
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and "meta" not in tables:
                 raise CacheError(f"{str(path)!r} is an SQLite file of another program, not an "
@@ -189,17 +189,19 @@ class EmbeddingCache:
             problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
             if problems != ["ok"]:
                 raise CacheError(MSG_DAMAGED.format(path=str(path), detail=_first(problems)))
-            conn.executescript(_SCHEMA)
-            meta = dict(conn.execute("SELECT key, value FROM meta"))
-            if not meta:
-                conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                 [("format", CACHE_FORMAT), ("version", CACHE_VERSION)])
-            elif meta.get("format") != CACHE_FORMAT:
+            meta = dict(conn.execute("SELECT key, value FROM meta")) if tables else {}
+            if meta and meta.get("format") != CACHE_FORMAT:
                 raise CacheError(f"{str(path)!r} is not an embedding cache of this tool "
                                  f"(format {meta.get('format')!r}). Point --cache at another path.")
-            elif meta.get("version") != CACHE_VERSION:
+            if meta and meta.get("version") != CACHE_VERSION:
                 raise CacheError(f"{str(path)!r} is cache version {meta.get('version')!r}; this tool "
                                  f"writes version {CACHE_VERSION}. Use a new --cache path.")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            if not meta:
+                conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [("format", CACHE_FORMAT), ("version", CACHE_VERSION)])
         except sqlite3.DatabaseError as exc:
             raise _cache_error(exc, path) from exc
         for suffix in ("-wal", "-shm"):

@@ -290,6 +290,8 @@ def load_policy(path: str | os.PathLike) -> Policy:
         data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(MSG_BAD_TOML.format(path=str(path), error=exc)) from exc
+    except RecursionError as exc:
+        raise PolicyError(MSG_BAD_TOML.format(path=str(path), error="nested too deeply")) from exc
     except OSError as exc:
         raise PolicyError(MSG_UNREADABLE.format(path=str(path), error=exc.strerror or exc)) from exc
     try:

@@ -187,6 +187,16 @@ def load_results(path: str | os.PathLike) -> dict:
     for key in ("figures", "disparities"):
         if not isinstance(data.get(key), list):
             raise ResultsError(f"{str(path)!r} lacks the list {key!r}.")
+        for index, entry in enumerate(data[key]):
+            if not isinstance(entry, dict):
+                raise ResultsError(f"{str(path)!r}: {key}[{index}] is {type(entry).__name__} {entry!r:.60}, not "
+                                   "an object: the file was edited or damaged. Re-run the audit, or restore "
+                                   "the file.")
+            flags = entry.get("flags", [])
+            if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+                # A string here would be read letter by letter, and a blocking flag missed.
+                raise ResultsError(f"{str(path)!r}: {key}[{index}] has flags {flags!r:.60}, not a list of "
+                                   "names: the file was edited or damaged. Re-run the audit, or restore the file.")
     return data
 
 

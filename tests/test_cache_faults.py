@@ -130,3 +130,17 @@ def test_a_disk_that_fills_up_mid_run_keeps_what_was_committed(tmp_path):
             VECTOR.tolist()
         cache.close()
 
+
+
+def test_a_foreign_sqlite_file_is_refused_without_being_changed(tmp_path):
+    """Before: the cache switched another program's database to WAL mode before refusing it."""
+    path = tmp_path / "music.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE songs (title TEXT)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(CacheError, match="an SQLite file of another program"):
+        EmbeddingCache(path)
+    assert path.read_bytes() == before
+    assert not Path(str(path) + "-wal").exists()

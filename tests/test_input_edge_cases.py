@@ -151,3 +151,42 @@ def test_the_data_fingerprint_of_an_empty_split_is_defined():
 
     empty = data_fingerprint(np.empty((0, 128), np.float32), np.empty((0, 64, 64, 3), np.uint8))
     assert empty != data_fingerprint(np.zeros((1, 128), np.float32), np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_balance_refuses_to_write_a_dataset_of_no_image(tmp_path):
+    """Before: --allow-smaller wrote a manifest with a header and no rows, which nothing can load."""
+    root = face_dataset(tmp_path / "ds", people=4, per_person=2)
+    result = invoke("dataset", "balance", root, tmp_path / "bal", "--by", "race", "--per-group", "1",
+                    "--allow-smaller")
+    assert result.exit_code == 2, result.output
+    assert result.output.endswith("can be chosen with --per-group 1: every person has at least 2 images and people "
+                                  "are kept whole: use --per-group 2 or more.\n")
+    assert not (tmp_path / "bal").exists()
+
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 5000 + "]" * 5000 + "\n"])
+def test_a_policy_nested_too_deeply_is_an_input_error(tmp_path, text):
+    from audit.errors import PolicyError
+    from audit.policy import load_policy
+
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match="is not valid TOML \\(nested too deeply\\)"):
+        load_policy(path)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["figures"].insert(0, "text"), "figures[0] is str 'text', not an object"),
+    (lambda d: d["figures"][0].__setitem__("flags", "unstable"), "has flags 'unstable', not a list of names"),
+])
+def test_results_entries_that_are_not_objects_or_flag_lists_are_refused(tmp_path, change, words):
+    from audit.errors import ResultsError
+    from audit.results import load_results
+    from tests.test_gate_cli import write_results
+
+    path = write_results(tmp_path / "run")
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultsError, match=words.replace("[", "\\[").replace("]", "\\]")):
+        load_results(path)

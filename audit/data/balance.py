@@ -169,6 +169,12 @@ def select_balanced(dataset: Dataset, *, by: Sequence[str], per_group: int, seed
             f"{len(problems)} group(s) of {' x '.join(by)} cannot get --per-group {per_group} images: "
             f"{listed}. Lower --per-group, or pass --allow-smaller to take what there is.")
     selected = table[table[IDENTITY_COLUMN].isin(chosen) & ~blank].reset_index(drop=True)
+    if selected.empty:   # a dataset of no image would only fail later, far from the cause
+        fewest = min((n for sizes_of_group in sizes.values() for n in sizes_of_group.values()), default=0)
+        hint = (f"every person has at least {fewest} images and people are kept whole: use --per-group "
+                f"{fewest} or more" if fewest > per_group else "no group has an image with every --by value")
+        raise DatasetError(f"No image of {str(dataset.root)!r} can be chosen with --per-group {per_group}: "
+                           f"{hint}.")
     return BalancedSelection(table=selected, by=tuple(by), per_group=per_group, seed=seed,
                              groups=tuple(selections), short_groups=tuple(short),
                              split_identities=tuple(split), n_missing_values=int(blank.sum()))
