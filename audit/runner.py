@@ -23,7 +23,7 @@ import pandas as pd
 
 from audit import __version__
 from audit.distances import paired_distances
-from audit.errors import InputError
+from audit.errors import InputError, OutputError
 from audit.faces import FaceConfig
 from audit.outputs import check_writable_folder, write_atomic, writing
 from audit.pipeline import (build_embedder, default_group_by, detection_table, load_dataset_for_run,
@@ -43,6 +43,12 @@ DEFAULT_N_RESAMPLES = 1000
 DEFAULT_IMPOSTOR_PAIRS = 200_000
 LIBRARIES = ("torch", "dlib-bin", "numpy", "pandas", "scipy", "scikit-learn", "jinja2", "weasyprint",
              "seaborn", "matplotlib", "httpx", "onnxruntime")
+
+#: PyTorch reports a failed checkpoint write (a full disk, most often) as a RuntimeError with these words.
+TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "file write failed", "unexpected pos")
+MSG_CHECKPOINT_WRITE = ("Cannot write the generator's checkpoints in {folder!r} ({error}): the disk is full or "
+                        "refused the write. Free some space on that disk, or pass another --out on another disk; "
+                        "the embeddings are cached and the last complete checkpoint kept, so a rerun resumes.")
 
 DETECTIONS_FILE = "detections.csv"
 INVERSION_SAMPLES_FILE = "inversion_samples.csv"
@@ -211,7 +217,13 @@ class AuditRun:
             if "verification" in config.probes:
                 self._verification(ok)
             if "inversion" in config.probes:
-                self._inversion(ok, out)
+                try:
+                    self._inversion(ok, out)
+                except RuntimeError as exc:
+                    if not _is_checkpoint_write_failure(exc):
+                        raise
+                    raise OutputError(MSG_CHECKPOINT_WRITE.format(folder=str(out / "checkpoints"),
+                                                                  error=str(exc).splitlines()[0])) from exc
         results = self._results(started)
         # The run's tables are replaced together, at the end: a run that fails
         # halfway leaves the previous run's files as they were.
@@ -416,6 +428,10 @@ class AuditRun:
         results["policy_verdict"] = verdict.to_dict()
         self._write_results(out, results)
         return verdict
+
+
+def _is_checkpoint_write_failure(exc: RuntimeError) -> bool:
+    return any(words in str(exc) for words in TORCH_WRITE_FAILURES)
 
 
 def run_audit(config: RunConfig) -> RunOutcome:

@@ -155,3 +155,18 @@ def test_a_disk_that_fills_during_an_import_keeps_the_old_dataset(tmp_path):
         assert {p.name: p.read_bytes() for p in (disk / "ds").iterdir() if p.is_file()} == before
         assert [p.name for p in disk.iterdir()] == ["ds"]            # no half-built folder left
         assert json.loads((disk / "ds" / "dataset.json").read_text())["images"]["mode"] == "copy"
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_with_checkpoints_is_named_not_a_bug(tmp_path, monkeypatch):
+    """Before: PyTorch's RuntimeError from a checkpoint write on a full disk read as an internal error."""
+    monkeypatch.setenv("AUDIT_CACHE", str(tmp_path / "cache.sqlite"))
+    dataset = face_dataset(tmp_path / "faces", people=12, per_person=2)
+    with full_disk(tmp_path / "disk", size="3m", leave_free=2 << 20) as disk:
+        result = invoke("run", "--dataset", dataset, "--out", disk / "out", "--probes", "inversion", "--epochs", "2",
+                        "--generator-channels", "64", "--batch-size", "16", "--resamples", "100", "-q",
+                        "--workers", "1", "--no-report", "--target-option", "engine=dlib")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: Cannot write the generator's checkpoints in "
+                                    f"{str(disk / 'out' / 'checkpoints')!r}")
+    assert "Free some space on that disk" in result.output
