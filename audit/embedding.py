@@ -306,10 +306,13 @@ class Embedder:
         target = self.target
         aligned = target.input_kind == "aligned"
         sizes = tuple(sorted(({target.chip_size} if aligned else set()) | ({chip_size} if chip_size else set())))
-        embed_in_workers = aligned and bool(target.parallel_safe) and self.workers > 1
         keep_image = target.input_kind == "image"
         chunks = [[(i, str(paths[i])) for i in todo[s:s + self.chunk_size]]
                   for s in range(0, len(todo), self.chunk_size)]
+        # Processes only pay off for more than one chunk; whoever does the work embeds
+        # (a resumed run with one chunk left must embed it here, not expect workers to).
+        use_pool = self.workers > 1 and len(chunks) > 1
+        embed_in_workers = aligned and bool(target.parallel_safe) and use_pool
         fingerprint, prep, face_key = target.fingerprint(), self.preprocessing, self.face_config.key()
 
         def finish(results: list[_ItemResult]) -> None:
@@ -346,7 +349,7 @@ class Embedder:
                 raise stopped
 
         with progress(f"Embedding ({target.name})", len(todo), enabled=self.show_progress) as bar:
-            if self.workers > 1 and len(chunks) > 1:
+            if use_pool:
                 ctx = multiprocessing.get_context("spawn")
                 worker_target = target if embed_in_workers else None
                 with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
