@@ -43,8 +43,19 @@ def results(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    """40 faces of 20 people: two chunks of work for two embedding workers, enough people to train."""
+    """40 faces of 20 people: two chunks of work (32 + 8) for two embedding workers."""
     return face_dataset(tmp_path_factory.mktemp("faults") / "faces", people=20, per_person=2)
+
+
+@pytest.fixture(scope="module")
+def trainable(tmp_path_factory) -> Path:
+    """24 faces of 12 people: enough people in each group to train and test a tiny generator."""
+    return face_dataset(tmp_path_factory.mktemp("faults") / "faces", people=12, per_person=2)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return face_dataset(tmp_path_factory.mktemp("faults") / "faces", people=4, per_person=1)
 
 
 @pytest.fixture()
@@ -97,8 +108,8 @@ def test_sigkill_during_embedding_leaves_no_worker_and_the_rerun_matches(tmp_pat
     assert results(tmp_path / "out") == results(tmp_path / "reference")
 
 
-def test_sigkill_during_training_resumes_to_the_same_results(tmp_path, env, dataset):
-    args = ["run", "--dataset", dataset, "--out", tmp_path / "out", "--probes", "inversion", "--workers", "1",
+def test_sigkill_during_training_resumes_to_the_same_results(tmp_path, env, trainable):
+    args = ["run", "--dataset", trainable, "--out", tmp_path / "out", "--probes", "inversion", "--workers", "1",
             "--no-report", *TRAIN, *FAST]
     # saves: last.pt after epoch 1; best.pt and last.pt after epoch 2: killed with epoch 2 on disk
     done, children = run_killed(args, at="probes.inversion.training:_atomic_torch_save", after=3,
@@ -108,14 +119,14 @@ def test_sigkill_during_training_resumes_to_the_same_results(tmp_path, env, data
     assert orphans(children) == []
 
     invoke(*args)
-    invoke("run", "--dataset", dataset, "--out", tmp_path / "reference", "--probes", "inversion", "--workers", "1",
+    invoke("run", "--dataset", trainable, "--out", tmp_path / "reference", "--probes", "inversion", "--workers", "1",
            "--no-report", *TRAIN, *FAST)
     assert results(tmp_path / "out") == results(tmp_path / "reference")
 
 
-def test_sigkill_during_report_rendering_then_a_rerun_completes(tmp_path, env, dataset):
+def test_sigkill_during_report_rendering_then_a_rerun_completes(tmp_path, env, small):
     out = tmp_path / "out"
-    invoke("run", "--dataset", dataset, "--out", out, "--probes", "detection", "--workers", "1", "--no-report",
+    invoke("run", "--dataset", small, "--out", out, "--probes", "detection", "--workers", "1", "--no-report",
            *FAST)
     before = files(out)
     done, children = run_killed(["report", out], at="reports.render:write_pdf", when="before",

@@ -206,8 +206,8 @@ def _blank_group_column(root: Path) -> Inputs:
 
 def _trainable(root: Path) -> Inputs:
     """A clean dataset big enough to train a tiny generator on: the whole audit runs."""
-    dataset = face_dataset(root / "ds", people=12, per_person=2)
-    return Inputs(dataset=dataset, expected_rows=24, train=True, report=True)
+    dataset = face_dataset(root / "ds", people=12, per_person=1)
+    return Inputs(dataset=dataset, expected_rows=12, train=True, report=True)
 
 
 # --------------------------------------------------------------------------- import sources
