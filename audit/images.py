@@ -15,10 +15,12 @@ import os
 import re
 import stat
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 #: Decompression-bomb guard: larger images are refused, not decoded.
 MAX_PIXELS = 40_000_000
@@ -68,6 +70,19 @@ def read_regular_file(path: str | os.PathLike) -> bytes:
             return fh.read()
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _truncated_images_refused() -> Iterator[None]:
+    """A truncated file is an error, whatever another library set: WeasyPrint, once imported,
+    makes Pillow fill the missing part of every truncated image with grey, process-wide.
+    (Decoding runs in one thread per process, so the switch is not raced.)"""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
 def _too_large_reason(name: str, exc: Exception | None, img: Image.Image | None) -> str:
@@ -130,6 +145,8 @@ def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
         with img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageReadError(_too_large_reason(name, None, img))
+            with _truncated_images_refused():
+                img.load()
             try:
                 oriented = ImageOps.exif_transpose(img)
             except Exception:  # a broken EXIF block: the pixels are still good, unrotated

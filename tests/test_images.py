@@ -91,3 +91,13 @@ def test_a_named_pipe_is_refused_without_being_opened_for_a_blocking_read(tmp_pa
     os.mkfifo(fifo)
     with pytest.raises(ImageReadError, match="not a regular file \\(a named pipe\\); it was not opened"):
         read_image(fifo)   # before: blocked forever waiting for a writer
+
+
+def test_a_truncated_image_stays_an_error_after_weasyprint_is_imported(monkeypatch):
+    """WeasyPrint switches Pillow to filling truncated images with grey, for the whole process."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(ImageReadError, match="image file is truncated"):
+        decode_image(corpus.truncated_jpeg(), name="x.jpg")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
