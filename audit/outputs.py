@@ -157,6 +157,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, what: str = "the
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with writing(path, what=what, option=option, elsewhere=elsewhere, prefer_path=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             os.chmod(tmp, 0o666 & ~_umask())

@@ -126,7 +126,7 @@ def test_embed_names_the_images_in_which_no_face_was_found(tmp_path):
     Image.fromarray(np.full((120, 120, 3), 90, np.uint8)).save(root / "img" / "wall.png")
     with open(root / "manifest.csv", "a") as fh:
         fh.write("img/wall.png,p9,A,M\n")
-    failures = tmp_path / "failures.csv"
+    failures = tmp_path / "not-yet" / "failures.csv"       # its folder is made
     result = invoke("embed", "--dataset", root, "--failures", failures, *RUN[2:])
     assert result.exit_code == 0, result.output
     assert "Images without a vector (1):\n  img/wall.png: no_face" in result.output
