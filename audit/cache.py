@@ -13,7 +13,9 @@ by its owner only (0600), in a folder only its owner can enter.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from audit.errors import CacheError
+from audit.outputs import MIN_FREE_BYTES, describe_os_error
 
 CACHE_FORMAT = "face-bias-audit-cache"
 CACHE_VERSION = "1"
@@ -52,6 +55,62 @@ CREATE TABLE IF NOT EXISTS chips (
     PRIMARY KEY (content_hash, preprocessing, size)
 );
 """
+
+
+#: The ways round a cache that cannot be used, in every message about one.
+MSG_ELSEWHERE = ("point --cache (or $AUDIT_CACHE) at a path on a writable disk, or pass --no-cache to "
+                 "run without one")
+MSG_DAMAGED = ("the cache {path!r} is damaged ({detail}). Delete it to start afresh (embeddings are "
+               "recomputed; nothing else is lost), or point --cache at another path.")
+MSG_READ_ONLY = ("the cache {path!r} is valid, but {why}: SQLite must write beside it even to read it. "
+                 "Make it writable (chmod u+w), or copy it to a writable folder and point --cache at the "
+                 "copy, or pass --no-cache.")
+MSG_FULL = ("no space left on the disk holding the cache {path!r}. Free some space on that disk, or "
+            "point --cache at a path on another disk. What was computed before is kept: rerun to resume.")
+
+
+def _first(problems: list[str]) -> str:
+    shown = "; ".join(" ".join(str(p).split()) for p in problems[:2])
+    return shown + (f"; and {len(problems) - 2} more problems" if len(problems) > 2 else "")
+
+
+def _cache_error(exc: sqlite3.DatabaseError, path: Path) -> CacheError:
+    """The SQLite error in the user's words: full disk, read-only, damaged, never a guess."""
+    text = str(exc).lower()
+    if "disk is full" in text or ("disk i/o error" in text and _free_bytes(path.parent) < MIN_FREE_BYTES):
+        return CacheError(MSG_FULL.format(path=str(path)))
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return CacheError(MSG_READ_ONLY.format(path=str(path), why=f"it cannot be written ({exc})"))
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return CacheError(MSG_DAMAGED.format(path=str(path), detail=str(exc)))
+    return CacheError(f"the cache {str(path)!r} cannot be used ({exc}). Delete it to start afresh "
+                      "(embeddings are recomputed), or point --cache at another path.")
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return MIN_FREE_BYTES
+
+
+def _check_cache_writable(path: Path, *, is_new: bool) -> None:
+    """Refuse, before any target is called, a cache that could not store what the run computes."""
+    folder = path.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".audit-write-check-", dir=folder)
+    except OSError as exc:
+        if is_new:
+            raise CacheError(describe_os_error(exc, path=path, what="the cache",
+                                               elsewhere=MSG_ELSEWHERE)) from exc
+        raise CacheError(MSG_READ_ONLY.format(path=str(path), why=f"its folder {str(folder)!r} cannot be "
+                                              f"written ({exc.strerror})")) from exc
+    os.close(fd)
+    os.unlink(probe)
+    if not is_new and not os.access(path, os.W_OK):
+        raise CacheError(MSG_READ_ONLY.format(path=str(path), why="the file is read-only"))
+    if _free_bytes(folder) < MIN_FREE_BYTES:
+        raise CacheError(MSG_FULL.format(path=str(path)))
 
 
 def default_cache_path() -> Path:
@@ -91,41 +150,60 @@ class EmbeddingCache:
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise CacheError(describe_os_error(exc, path=folder, what="the cache's folder",
+                                               elsewhere=MSG_ELSEWHERE)) from exc
         is_new = not path.exists()
-        if is_new:
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
-            os.chmod(path, 0o600)
-        elif path.stat().st_size > 0:
-            with open(path, "rb") as fh:
-                header = fh.read(16)
+        if not is_new and not path.is_file():
+            raise CacheError(f"{str(path)!r} is not a file, so it cannot be the cache. "
+                             f"{MSG_ELSEWHERE[0].upper()}{MSG_ELSEWHERE[1:]}.")
+        if not is_new and path.stat().st_size > 0:
+            try:
+                with open(path, "rb") as fh:
+                    header = fh.read(16)
+            except OSError as exc:
+                raise CacheError(describe_os_error(exc, path=path, what="the cache", action="read",
+                                                   elsewhere=MSG_ELSEWHERE)) from exc
             if header != b"SQLite format 3\x00":
                 raise CacheError(f"{str(path)!r} is not a cache file (not SQLite). Point --cache at "
                                  "another path, or delete the file if it is yours.")
+        _check_cache_writable(path, is_new=is_new)
+        if is_new:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            except OSError as exc:
+                raise CacheError(describe_os_error(exc, path=path, what="the cache",
+                                                   elsewhere=MSG_ELSEWHERE)) from exc
+            os.close(fd)
+            os.chmod(path, 0o600)
         try:
             conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # Read and check first, write after: a file that is not our cache is never changed.
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and "meta" not in tables:
                 raise CacheError(f"{str(path)!r} is an SQLite file of another program, not an "
                                  "embedding cache. Point --cache at another path.")
-            conn.executescript(_SCHEMA)
-            meta = dict(conn.execute("SELECT key, value FROM meta"))
-            if not meta:
-                conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                 [("format", CACHE_FORMAT), ("version", CACHE_VERSION)])
-            elif meta.get("format") != CACHE_FORMAT:
+            problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+            if problems != ["ok"]:
+                raise CacheError(MSG_DAMAGED.format(path=str(path), detail=_first(problems)))
+            meta = dict(conn.execute("SELECT key, value FROM meta")) if tables else {}
+            if meta and meta.get("format") != CACHE_FORMAT:
                 raise CacheError(f"{str(path)!r} is not an embedding cache of this tool "
                                  f"(format {meta.get('format')!r}). Point --cache at another path.")
-            elif meta.get("version") != CACHE_VERSION:
+            if meta and meta.get("version") != CACHE_VERSION:
                 raise CacheError(f"{str(path)!r} is cache version {meta.get('version')!r}; this tool "
                                  f"writes version {CACHE_VERSION}. Use a new --cache path.")
-            conn.execute("PRAGMA integrity_check").fetchone()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            if not meta:
+                conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [("format", CACHE_FORMAT), ("version", CACHE_VERSION)])
         except sqlite3.DatabaseError as exc:
-            raise CacheError(f"{str(path)!r} is corrupt or not a cache ({exc}). Delete it to start "
-                             "afresh (embeddings will be recomputed), or use another --cache path.") from exc
+            raise _cache_error(exc, path) from exc
         for suffix in ("-wal", "-shm"):
             side = Path(str(path) + suffix)
             if side.exists():
@@ -143,13 +221,24 @@ class EmbeddingCache:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            # What was committed before stays: a rerun after the fix resumes from it.
+            raise _cache_error(exc, self.path) from exc
+
+    def _query(self, sql: str, parameters: list) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, parameters).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _cache_error(exc, self.path) from exc
 
     # -- embeddings ---------------------------------------------------------
     def get_embeddings(self, hashes: Iterable[str], *, target: str,
@@ -159,11 +248,13 @@ class EmbeddingCache:
         for start in range(0, len(hashes), 500):
             chunk = hashes[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
+            rows = self._query(
                 f"SELECT content_hash, status, n_faces, reason, vector FROM embeddings "
                 f"WHERE target=? AND preprocessing=? AND content_hash IN ({marks})",
                 [target, preprocessing, *chunk])
             for content_hash, status, n_faces, reason, blob in rows:
+                if blob is not None and len(blob) % 4:
+                    continue   # a damaged row reads as missing: the caller computes it again
                 vector = None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
                 found[content_hash] = CachedEmbedding(status, n_faces, reason, vector)
         return found
@@ -185,7 +276,7 @@ class EmbeddingCache:
         for start in range(0, len(hashes), 500):
             chunk = hashes[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
+            rows = self._query(
                 f"SELECT content_hash, status, n_faces, png FROM chips "
                 f"WHERE preprocessing=? AND size=? AND content_hash IN ({marks})",
                 [preprocessing, size, *chunk])

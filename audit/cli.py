@@ -12,31 +12,85 @@ import sys
 import click
 
 from audit import __version__
-from audit.errors import EXIT_INTERRUPTED, AuditError
+from audit.crash import internal_error_message, write_crash_log
+from audit.errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, AuditError
+from audit.outputs import describe_os_error, is_environment_error
 
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    success
   1    audit gate (or run --policy): a rule failed
-  2    usage or input error (bad option, dataset, policy, results)
+  2    usage or input error (bad option, dataset, policy, results; an unwritable
+       or full output disk): the message names the problem and the fix
   3    a target stopped the run (quota, budget, unreachable API); rerun to resume
+  4    internal error: a bug in this tool; the message names the log file with the
+       traceback
   130  interrupted; rerun the same command to resume
 """
 
+#: Command modules that could not be imported: the CLI refuses to run rather than
+#: silently lacking a command.
+_BROKEN_COMMANDS: dict[str, BaseException] = {}
+
+
+def _command_words(group: click.Group, args: list[str]) -> list[str]:
+    """``["dataset", "import"]`` from the arguments: the command path, for messages."""
+    words, current = [], group
+    for arg in args:
+        if not isinstance(current, click.Group) or arg not in current.commands:
+            break
+        words.append(arg)
+        current = current.commands[arg]
+    return words
+
 
 class AuditGroup(click.Group):
-    """A click group that reports :class:`AuditError` as one clean line."""
+    """A click group that reports every error as one clean line and an exit code.
+
+    The project's own errors (:class:`AuditError`) carry their message and
+    exit code.  An OS error that is the user's environment (permission
+    denied, read-only or full disk) is named with its path and the fix.
+    Anything else is a bug: one line saying so, the traceback in a log file,
+    exit code 4.  Never a Python traceback on the terminal.
+    """
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        for name, exc in _BROKEN_COMMANDS.items():
+            formatter.write_paragraph()
+            formatter.write_text(f"Broken installation: {name} cannot be imported ({type(exc).__name__}: "
+                                 f"{exc}); reinstall the tool.")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["audit.args"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):  # noqa: D401 - click API
+        args = ctx.meta.get("audit.args", [])
+        command = " ".join(["audit", *_command_words(self, args)])
         try:
+            if _BROKEN_COMMANDS:
+                name, exc = next(iter(_BROKEN_COMMANDS.items()))
+                raise RuntimeError(f"the command module {name!r} cannot be imported "
+                                   f"({type(exc).__name__}: {exc}); the installation is broken: "
+                                   "reinstall the tool (pip install -e .)") from exc
             return super().invoke(ctx)
         except AuditError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {' '.join(str(exc).split())}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted. Everything computed so far is cached: rerun the same command "
                        "to resume.", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # the one place that catches everything: nothing escapes as a traceback
+            if is_environment_error(exc):
+                click.echo(f"Error: {describe_os_error(exc, what='', action='use')}", err=True)
+                ctx.exit(EXIT_INPUT_ERROR)
+            log = write_crash_log(exc, command=["audit", *args])
+            click.echo(f"Error: {internal_error_message(exc, command=command, log=log)}", err=True)
+            ctx.exit(EXIT_INTERNAL_ERROR)
 
 
 @click.group(cls=AuditGroup, epilog=EXIT_CODES_HELP,
@@ -54,24 +108,25 @@ def cli() -> None:
     """
 
 
-def _register_commands() -> None:
-    """Add each command module that exists; a command is one module's job."""
+COMMAND_MODULES = (("audit.commands.dataset", "dataset"), ("audit.commands.embed", "embed"),
+                   ("audit.commands.run", "run"), ("audit.commands.generator", "generator"),
+                   ("audit.commands.report", "report"),
+                   ("audit.commands.gate", "gate"), ("audit.commands.targets", "targets"))
+
+
+def _register_commands(modules: tuple[tuple[str, str], ...] = COMMAND_MODULES) -> None:
+    """Add each command; one that cannot be imported makes every command fail loudly.
+
+    A command silently missing from ``audit --help`` reads as "no such
+    feature"; a broken installation must say so instead.
+    """
     import importlib
 
-    for module_name, attribute in (("audit.commands.dataset", "dataset"),
-                                   ("audit.commands.embed", "embed"),
-                                   ("audit.commands.run", "run"),
-                                   ("audit.commands.generator", "generator"),
-                                   ("audit.commands.report", "report"),
-                                   ("audit.commands.gate", "gate"),
-                                   ("audit.commands.targets", "targets")):
+    for module_name, attribute in modules:
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        cli.add_command(getattr(module, attribute))
+            cli.add_command(getattr(importlib.import_module(module_name), attribute))
+        except Exception as exc:  # any failure to import is a broken installation
+            _BROKEN_COMMANDS[module_name] = exc
 
 
 _register_commands()

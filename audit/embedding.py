@@ -13,6 +13,7 @@ rate is a result of its own.
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -34,6 +35,8 @@ from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, EmbedOut
 
 if TYPE_CHECKING:  # pragma: no cover
     from audit.distributed import SchedulerSpec
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 32
 DEFAULT_GENERATOR_CHIP_SIZE = 64
@@ -87,8 +90,42 @@ _worker_aligner: FaceAligner | None = None
 _worker_target: Target | None = None
 
 
-def _init_worker(face_config: FaceConfig, target: Target | None) -> None:
+#: How often a worker checks that the process that started it is still alive.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker when its parent dies, however it dies (SIGKILL runs no clean-up).
+
+    On Linux the kernel does it at once (``PR_SET_PDEATHSIG``); everywhere, a
+    daemon thread notices within half a second that the worker was orphaned.
+    """
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
+    if os.getppid() != parent_pid:   # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(face_config: FaceConfig, target: Target | None, parent_pid: int | None = None) -> None:
     global _worker_aligner, _worker_target
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     try:  # one thread per process: the processes are the parallelism
         import torch
 
@@ -141,6 +178,17 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[:2] == (size, size):
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
+def _cached_chip(png: bytes, size: int) -> np.ndarray:
+    """A cached chip's pixels; ValueError where the stored bytes are damaged."""
+    try:
+        chip = decode_png(png)
+    except Exception as exc:  # Pillow raises many types on damaged bytes
+        raise ValueError(f"damaged chip ({exc})") from exc
+    if chip.shape != (size, size, 3):
+        raise ValueError(f"a chip of shape {chip.shape}, not {(size, size, 3)}")
+    return chip
 
 
 def _hash_file(path: Path) -> str:
@@ -216,21 +264,31 @@ class Embedder:
                        if self.cache and chip_size else {})
         precomputed = target.input_kind == "precomputed"
         todo: list[int] = []
+        n_damaged = 0
         for i, h in enumerate(hashes):
             emb = cached_emb.get(h)
             if precomputed:
                 emb = None  # a lookup is free; only chips are worth caching
             chip = cached_chip.get(h) if chip_size else None
+            if emb is not None and emb.vector is not None and emb.vector.shape != (target.dimension,):
+                emb, n_damaged = None, n_damaged + 1     # a damaged row: computed again, never used
+                cached_emb.pop(h, None)
             if emb is not None:
                 status[i], n_faces[i], reasons[i] = emb.status, emb.n_faces, emb.reason
                 if emb.vector is not None:
                     vectors[i] = emb.vector
+            if chip is not None and chip.png is not None:
+                try:
+                    chips[i] = _cached_chip(chip.png, chip_size)
+                except ValueError:
+                    chip, n_damaged = None, n_damaged + 1
             if chip is not None:
                 chip_status[i] = chip.status
-                if chip.png is not None:
-                    chips[i] = decode_png(chip.png)
             if (emb is None and not precomputed) or (chip_size and chip is None):
                 todo.append(i)
+        if n_damaged:
+            log.warning("%d damaged entries of the cache %s are computed again.", n_damaged,
+                        getattr(self.cache, "path", ""))
         if precomputed:
             self._lookup_precomputed(table, status, n_faces, reasons, vectors)
         n_from_cache = n - len(todo)
@@ -258,19 +316,24 @@ class Embedder:
         target = self.target
         aligned = target.input_kind == "aligned"
         sizes = tuple(sorted(({target.chip_size} if aligned else set()) | ({chip_size} if chip_size else set())))
+        keep_image = target.input_kind == "image"
+        # A target that embeds here may want more images per call (a cloud API's
+        # concurrent requests); chunks read on a cluster stay small either way.
+        chunk_size = self.chunk_size
+        if self.scheduler is None and not precomputed and not (aligned and bool(target.parallel_safe)):
+            chunk_size = max(self.chunk_size, int(getattr(target, "preferred_batch", 1) or 1))
+        chunks = [[(i, str(paths[i])) for i in todo[s:s + chunk_size]]
+                  for s in range(0, len(todo), chunk_size)]
+        # Processes only pay off for more than one chunk; whoever does the work embeds
+        # (a resumed run with one chunk left must embed it here, not expect workers to).
+        use_pool = self.scheduler is None and self.workers > 1 and len(chunks) > 1
         if self.scheduler is not None:   # a cluster's workers embed whatever they can receive
             from audit.distributed import can_embed_on_workers
 
             embed_in_workers = aligned and can_embed_on_workers(target)
         else:
-            embed_in_workers = aligned and bool(target.parallel_safe) and self.workers > 1
-        keep_image = target.input_kind == "image"
-        # A target that embeds here may want more images per call (a cloud API's
-        # concurrent requests); chunks read on a cluster stay small either way.
+            embed_in_workers = aligned and bool(target.parallel_safe) and use_pool
         main_batch = 1 if embed_in_workers or precomputed else int(getattr(target, "preferred_batch", 1) or 1)
-        chunk_size = max(self.chunk_size, main_batch) if self.scheduler is None else self.chunk_size
-        chunks = [[(i, str(paths[i])) for i in todo[s:s + chunk_size]]
-                  for s in range(0, len(todo), chunk_size)]
         fingerprint, prep, face_key = target.fingerprint(), self.preprocessing, self.face_config.key()
 
         def finish(results: list[_ItemResult]) -> None:
@@ -313,11 +376,11 @@ class Embedder:
                 job = make_job(target, face_config=self.face_config, align_sizes=sizes, chip_size=chip_size,
                                embed_on_workers=embed_in_workers, keep_image=keep_image)
                 process_on_cluster(self.scheduler, chunks, job, finish, bar, group_size=main_batch)
-            elif self.workers > 1 and len(chunks) > 1:
+            elif use_pool:
                 ctx = multiprocessing.get_context("spawn")
                 worker_target = target if embed_in_workers else None
                 with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                         initargs=(self.face_config, worker_target)) as pool:
+                                         initargs=(self.face_config, worker_target, os.getpid())) as pool:
                     futures = [pool.submit(_process_items, chunk, sizes, embed_in_workers, keep_image)
                                for chunk in chunks]
                     try:

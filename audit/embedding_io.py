@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 
 from audit.embedding import EmbeddingSet
 from audit.errors import InputError
+from audit.outputs import writing
 
 
 def export_embeddings(result: EmbeddingSet, path: Path) -> Path:
@@ -21,21 +23,32 @@ def export_embeddings(result: EmbeddingSet, path: Path) -> Path:
     ok = result.ok
     ids = result.table.loc[ok, "image_id"].astype(str).to_numpy()
     vectors = result.vectors[ok]
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
+    if suffix not in (".npz", ".csv", ".parquet"):
+        raise InputError(f"unknown export format {suffix!r}; use .npz, .csv or .parquet.")
+    with writing(path, what="the --export file", option="--export"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written beside, then renamed: a failure leaves the previous export whole.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+        try:
+            _write(tmp, suffix, ids, vectors)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write(path: Path, suffix: str, ids: np.ndarray, vectors: np.ndarray) -> None:
     if suffix == ".npz":
         # fixed-width unicode, not objects: readable without allow_pickle
         np.savez(path, image_id=np.asarray(ids, dtype=str), vectors=vectors)
-        return path
+        return
     frame = pd.DataFrame(vectors, columns=[f"v{i}" for i in range(vectors.shape[1])])
     frame.insert(0, "image_id", ids)
     if suffix == ".csv":
         frame.to_csv(path, index=False, float_format="%.8g")
-    elif suffix == ".parquet":
+    else:
         try:
             frame.to_parquet(path, index=False)
         except ImportError as exc:
             raise InputError("Parquet export needs pyarrow: pip install pyarrow") from exc
-    else:
-        raise InputError(f"unknown export format {suffix!r}; use .npz, .csv or .parquet.")
-    return path

@@ -15,6 +15,9 @@ EXIT_INPUT_ERROR = 2
 #: A target or service stopped the run (quota, unreachable API, budget
 #: spent).  Everything computed so far is in the cache: rerun to resume.
 EXIT_TARGET_STOPPED = 3
+#: An internal error: a bug in this tool, not a problem with the input.  The
+#: message names what failed and the log file that holds the traceback.
+EXIT_INTERNAL_ERROR = 4
 #: The run was interrupted (Ctrl-C).  Rerun the same command to resume.
 EXIT_INTERRUPTED = 130
 
@@ -36,7 +39,16 @@ class DatasetError(InputError):
 
 
 class CacheError(InputError):
-    """A cache file that is corrupt, foreign, or from an incompatible version."""
+    """A cache file that is corrupt, foreign, read-only, or from an incompatible version."""
+
+
+class OutputError(InputError):
+    """A place the tool must write to that cannot be written: no permission,
+    a read-only file system, a full disk.  The message names the path and the fix.
+
+    It is the user's environment, not their data, but like bad input it is
+    theirs to fix, so it shares the input error's exit code.
+    """
 
 
 class TargetError(AuditError):

@@ -329,8 +329,10 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
                              show_progress: bool, scheduler: str | None = None) -> GeneratorArtifact:
     """``audit generator train``: every setting checked first, then corpus, exclusions, training."""
     from audit.data.manifest import load_dataset
-    from audit.pipeline import build_embedder, default_group_by, open_target
+    from audit.outputs import check_writable_folder
+    from audit.pipeline import default_group_by, open_embedder, open_target
 
+    check_writable_folder(Path(out_dir), what="the generator folder", option="--out")
     config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, validate_every=validate_every, seed=seed,
                             device=device, image_size=image_size, base_channels=generator_channels,
                             identity_weight=identity_loss)
@@ -347,7 +349,7 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
             raise InputError(f"--identity-loss needs a white-box target whose network runs in PyTorch "
                              f"(dlib); {target.name!r} is a black box to this tool.")
         identity_model = factory()
-    with build_embedder(target, face_config=face_config, cache_path=cache_path, use_cache=use_cache,
+    with open_embedder(target, face_config=face_config, cache_path=cache_path, use_cache=use_cache,
                         workers=workers, show_progress=show_progress, scheduler=scheduler) as embedder:
         audit = AuditSide.empty(target.dimension)
         if audited:

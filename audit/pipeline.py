@@ -49,10 +49,19 @@ def open_target(spec: str, option_pairs: Sequence[str] = (), **extra) -> Target:
 
 
 @contextmanager
-def build_embedder(target: Target, *, face_config: FaceConfig, cache_path: Path | None, use_cache: bool,
-                   workers: int | None, show_progress: bool = True,
-                   scheduler: str | None = None) -> Iterator[Embedder]:
-    """An :class:`Embedder` with its cache open; ``scheduler`` (``--scheduler``) puts it on a Dask cluster."""
+def opened_cache(cache_path: Path | None, *, use_cache: bool) -> Iterator[EmbeddingCache | None]:
+    """The embedding cache, opened (and checked) before any target is called; None with --no-cache."""
+    cache = EmbeddingCache(cache_path or default_cache_path()) if use_cache else None
+    try:
+        yield cache
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def build_embedder(target: Target, *, face_config: FaceConfig, cache: EmbeddingCache | None,
+                   workers: int | None, show_progress: bool = True, scheduler: str | None = None) -> Embedder:
+    """An :class:`Embedder` on an opened cache; ``scheduler`` (``--scheduler``) puts it on a Dask cluster."""
     spec = None
     if scheduler is not None:
         from audit.distributed import parse_scheduler
@@ -62,13 +71,18 @@ def build_embedder(target: Target, *, face_config: FaceConfig, cache_path: Path 
                              "runs: give --scheduler local:N for N local processes on a Dask cluster, "
                              "or --workers alone for today's process pool.")
         spec = parse_scheduler(scheduler)
-    cache = EmbeddingCache(cache_path or default_cache_path()) if use_cache else None
-    try:
-        yield Embedder(target, face_config=face_config, cache=cache, workers=workers,
-                       show_progress=show_progress, scheduler=spec)
-    finally:
-        if cache is not None:
-            cache.close()
+    return Embedder(target, face_config=face_config, cache=cache, workers=workers, show_progress=show_progress,
+                    scheduler=spec)
+
+
+@contextmanager
+def open_embedder(target: Target, *, face_config: FaceConfig, cache_path: Path | None, use_cache: bool = True,
+                  workers: int | None = None, show_progress: bool = True,
+                  scheduler: str | None = None) -> Iterator[Embedder]:
+    """:func:`opened_cache` and :func:`build_embedder` in one step, for scripts and tests."""
+    with opened_cache(cache_path, use_cache=use_cache) as cache:
+        yield build_embedder(target, face_config=face_config, cache=cache, workers=workers,
+                             show_progress=show_progress, scheduler=scheduler)
 
 
 def detection_table(table: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame:
@@ -101,3 +115,16 @@ def summarize_detection(table: pd.DataFrame, attributes: Sequence[str]) -> str:
         reasons = failed["reason"].value_counts().head(5)
         text += "\nMost common reasons:\n" + "\n".join(f"  {n:6d}  {r}" for r, n in reasons.items())
     return text
+
+
+def describe_failures(failed: pd.DataFrame, *, limit: int, written_to: Path | None = None) -> str:
+    """The images that got no vector, each named with its status and reason (the first ``limit``)."""
+    lines = [f"Images without a vector ({len(failed)}):"]
+    for image_id, status, reason in failed[["image_id", "status", "reason"]].head(limit).itertuples(
+            index=False, name=None):
+        lines.append(f"  {image_id}: {status}" + (f" ({reason})" if reason else ""))
+    if len(failed) > limit:
+        rest = len(failed) - limit
+        lines.append(f"  ... and {rest} more" + ("" if written_to is not None else
+                                                 ": pass --failures FILE to write them all"))
+    return "\n".join(lines)

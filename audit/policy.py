@@ -57,6 +57,7 @@ TOP_LEVEL_KEYS = ("policy", "rule")
 # with "Policy '<file>': " by load_policy.
 MSG_NO_FILE = "No policy file at {path!r}. Pass the path of a TOML policy, e.g. --policy examples/policy.toml."
 MSG_BAD_TOML = "Policy {path!r} is not valid TOML ({error}). Fix the syntax; see examples/policy.toml."
+MSG_UNREADABLE = "Policy {path!r} cannot be read ({error}). Check its permissions, or pass a readable copy."
 MSG_UNKNOWN_TOP_KEY = ("unknown top-level key {key!r}. Allowed: {allowed}. "
                        "Rules go in [[rule]] tables, settings in [policy].")
 MSG_UNKNOWN_POLICY_KEY = "[policy] has unknown key {key!r}. Allowed keys: {allowed}."
@@ -286,9 +287,14 @@ def load_policy(path: str | os.PathLike) -> Policy:
     if not path.is_file():
         raise PolicyError(MSG_NO_FILE.format(path=str(path)))
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # A byte-order mark (Notepad's "UTF-8 with BOM") is not part of the TOML: read past it.
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(MSG_BAD_TOML.format(path=str(path), error=exc)) from exc
+    except RecursionError as exc:
+        raise PolicyError(MSG_BAD_TOML.format(path=str(path), error="nested too deeply")) from exc
+    except OSError as exc:
+        raise PolicyError(MSG_UNREADABLE.format(path=str(path), error=exc.strerror or exc)) from exc
     try:
         return policy_from_dict(data, source=str(path))
     except PolicyError as exc:

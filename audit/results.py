@@ -171,9 +171,12 @@ def load_results(path: str | os.PathLike) -> dict:
         raise ResultsError(f"No results file at {str(path)!r}. Pass a run folder written by "
                            f"'audit run' or the path of its {RESULTS_FILE}.")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))   # past a byte-order mark, if an editor added one
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ResultsError(f"{str(path)!r} is not valid JSON ({exc}).") from exc
+    except OSError as exc:
+        raise ResultsError(f"{str(path)!r} cannot be read ({exc.strerror or exc}). Make it readable "
+                           "(chmod u+r).") from exc
     if not isinstance(data, dict) or "schema_version" not in data:
         raise ResultsError(f"{str(path)!r} has no 'schema_version': it was not written by 'audit run'.")
     major = str(data["schema_version"]).split(".")[0]
@@ -184,6 +187,16 @@ def load_results(path: str | os.PathLike) -> dict:
     for key in ("figures", "disparities"):
         if not isinstance(data.get(key), list):
             raise ResultsError(f"{str(path)!r} lacks the list {key!r}.")
+        for index, entry in enumerate(data[key]):
+            if not isinstance(entry, dict):
+                raise ResultsError(f"{str(path)!r}: {key}[{index}] is {type(entry).__name__} {entry!r:.60}, not "
+                                   "an object: the file was edited or damaged. Re-run the audit, or restore "
+                                   "the file.")
+            flags = entry.get("flags", [])
+            if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+                # A string here would be read letter by letter, and a blocking flag missed.
+                raise ResultsError(f"{str(path)!r}: {key}[{index}] has flags {flags!r:.60}, not a list of "
+                                   "names: the file was edited or damaged. Re-run the audit, or restore the file.")
     return data
 
 

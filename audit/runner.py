@@ -23,10 +23,11 @@ import pandas as pd
 
 from audit import __version__
 from audit.distances import paired_distances
-from audit.errors import InputError
+from audit.errors import InputError, OutputError
 from audit.faces import FaceConfig
+from audit.outputs import check_writable_folder, write_atomic, writing
 from audit.pipeline import (build_embedder, default_group_by, detection_table, load_dataset_for_run,
-                            open_target)
+                            open_target, opened_cache)
 from audit.results import (ALL, FLAG_NO_SIGNAL, FLAG_UNSTABLE, GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION,
                            Disparity, Figure, disparities_to_dicts, figures_to_dicts, grouping_name,
                            write_json_atomic)
@@ -44,6 +45,12 @@ DEFAULT_N_RESAMPLES = 1000
 DEFAULT_IMPOSTOR_PAIRS = 200_000
 LIBRARIES = ("torch", "dlib-bin", "numpy", "pandas", "scipy", "scikit-learn", "jinja2", "weasyprint",
              "seaborn", "matplotlib", "httpx", "onnxruntime")
+
+#: PyTorch reports a failed checkpoint write (a full disk, most often) as a RuntimeError with these words.
+TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "file write failed", "unexpected pos")
+MSG_CHECKPOINT_WRITE = ("Cannot write the generator's checkpoints in {folder!r} ({error}): the disk is full or "
+                        "refused the write. Free some space on that disk, or pass another --out on another disk; "
+                        "the embeddings are cached and the last complete checkpoint kept, so a rerun resumes.")
 
 DETECTIONS_FILE = "detections.csv"
 INVERSION_SAMPLES_FILE = "inversion_samples.csv"
@@ -298,13 +305,17 @@ class AuditRun:
         self.disparities: list[Disparity] = []
         self.probe_details: dict[str, dict] = {}
         self.tests: dict[str, dict] = {}
+        self.inversion_samples: pd.DataFrame | None = None
 
     # -- stages ------------------------------------------------------------------
     def run(self) -> RunOutcome:
         config = self.config
         started = time.monotonic()
         out = Path(config.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        # Everything that can be refused is refused before a target is called,
+        # and before anything is written: an input error leaves no empty folder.
+        check_writable_folder(out, what="the run folder", option="--out")
+        policy, baseline = self._load_policy()
         dataset = load_dataset_for_run(config.dataset_dir, group_by=config.group_by)
         group_by = config.group_by or default_group_by(dataset)
         if not group_by:
@@ -312,17 +323,21 @@ class AuditRun:
                              "add attribute columns to its manifest or pass --group-by.")
         self.dataset, self.group_by = dataset, tuple(group_by)
         self.groupings = groupings_for(group_by)
-        target_extra = {"max_requests": config.max_requests} if config.max_requests else {}
-        target = open_target(config.target_spec, config.target_options, **target_extra)
-        self.target = target
         need_chips = "inversion" in config.probes
-        with build_embedder(target, face_config=config.face_config, cache_path=config.cache_path,
-                            use_cache=config.use_cache, workers=config.workers,
-                            show_progress=config.show_progress, scheduler=config.scheduler) as embedder:
+        self.corpora = self._load_corpora()
+        with opened_cache(config.cache_path, use_cache=config.use_cache) as cache:
+            target_extra = {"max_requests": config.max_requests} if config.max_requests else {}
+            target = open_target(config.target_spec, config.target_options, **target_extra)
+            self.target = target
+            embedder = build_embedder(target, face_config=config.face_config, cache=cache,
+                                      workers=config.workers, show_progress=config.show_progress,
+                                      scheduler=config.scheduler)
+            self._check_generators(embedder)
             self.embedder = embedder
             embset = embedder.embed_dataset(dataset, chip_size=config.image_size if need_chips else None)
             self.embset = embset
-            embset.table.drop(columns=["content_hash"]).to_csv(out / DETECTIONS_FILE, index=False)
+            with writing(out, what="the run folder", option="--out"):
+                out.mkdir(parents=True, exist_ok=True)
             if "detection" in config.probes:
                 self._detection()
             ok = embset.ok
@@ -331,18 +346,66 @@ class AuditRun:
             if "verification" in config.probes:
                 self._verification(ok)
             if "inversion" in config.probes:
-                self._inversion(ok, out)
+                try:
+                    self._inversion(ok, out)
+                except RuntimeError as exc:
+                    if not _is_checkpoint_write_failure(exc):
+                        raise
+                    raise OutputError(MSG_CHECKPOINT_WRITE.format(folder=str(out / "checkpoints"),
+                                                                  error=str(exc).splitlines()[0])) from exc
         results = self._results(started)
-        write_json_atomic(out / RESULTS_FILE, results)
+        # The run's tables are replaced together, at the end: a run that fails
+        # halfway leaves the previous run's files as they were.
+        self._write_table(out / DETECTIONS_FILE, embset.table.drop(columns=["content_hash"]))
+        if self.inversion_samples is not None:
+            self._write_table(out / INVERSION_SAMPLES_FILE, self.inversion_samples)
         self._write_groups_csv(out)
+        self._write_results(out, results)     # last: its presence says the run finished
         outcome = RunOutcome(results, out)
-        if config.policy_path is not None:
-            outcome.verdict = self._gate(results, out)
+        if policy is not None:
+            outcome.verdict = self._gate(results, out, policy, baseline)
         if config.report:
             from reports.render import render_report
 
             outcome.report_files = render_report(out, no_faces=config.no_faces)
         return outcome
+
+    def _load_corpora(self) -> list:
+        """The training corpora and saved generators, read before any target call: a typo must not cost a run."""
+        from audit.data.manifest import load_dataset
+        from probes.inversion.artifact import read_artifact
+
+        if "inversion" not in self.config.probes:
+            return []
+        self.artifacts = [read_artifact(path) for path in self.config.generator_paths]
+        return [load_dataset(path) for path in self.config.train_datasets]
+
+    def _check_generators(self, embedder) -> None:
+        """A saved generator must have learned this target's embeddings (no embedding paid yet)."""
+        from probes.inversion.artifact import check_target
+
+        for artifact in getattr(self, "artifacts", []):
+            check_target(artifact, fingerprint=self.target.fingerprint(), preprocessing=embedder.preprocessing)
+
+    def _load_policy(self):
+        """The policy and baseline, read before any work: a typo in them must not cost a run."""
+        if self.config.policy_path is None:
+            return None, None
+        from audit.gate import load_policy
+        from audit.results import load_results
+
+        policy = load_policy(self.config.policy_path)
+        baseline = load_results(self.config.baseline_path) if self.config.baseline_path else None
+        return policy, baseline
+
+    @staticmethod
+    def _write_table(path: Path, frame: pd.DataFrame) -> None:
+        write_atomic(path, frame.to_csv(index=False), what="the run folder's file", option="--out")
+
+    @staticmethod
+    def _write_results(out: Path, results: dict) -> None:
+        with writing(out / RESULTS_FILE, what="the results file", option="--out"):
+            write_json_atomic(out / RESULTS_FILE, results)
 
     def _samples(self, rows: np.ndarray | None = None) -> pd.DataFrame:
         table = self.embset.table
@@ -454,7 +517,7 @@ class AuditRun:
             details["warnings"] = [warning] if warning else []
             if warning:
                 log.warning(warning)
-        samples.to_csv(out / INVERSION_SAMPLES_FILE, index=False)
+        self.inversion_samples = samples
         start = len(self.figures), len(self.disparities)
         for metric, column, kind, better, kinds in INVERSION_METRICS:
             if column not in samples.columns or samples[column].notna().sum() == 0:
@@ -481,11 +544,9 @@ class AuditRun:
     def _inversion_on_corpus(self, table, vectors, rows, impostors, training, identity_model, embed_fn, out):
         """Generators trained on a corpus (or given): every audit person is a test person."""
         from audit.cache import default_cache_path
-        from audit.data.manifest import load_dataset
         from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, build_training_set,
                                            check_artifact_against_audit, dataset_keys, obtain_generator,
                                            seeded_configs, training_size_warning)
-        from probes.inversion.artifact import check_target, read_artifact
         from probes.inversion.probe import Reconstructor, measure_reconstructions
         from probes.inversion.splits import test_every_person
         from probes.inversion.training import resolve_device
@@ -496,18 +557,16 @@ class AuditRun:
                           self.embset.vectors[self.embset.ok])
         details: dict = {"warnings": []}
         if config.generator_paths:
-            artifacts = [read_artifact(path) for path in config.generator_paths]
+            artifacts = self.artifacts
             max_distance = (config.near_duplicate_distance if config.near_duplicate_distance is not None
                             else default_near_duplicate_distance(self.target.default_threshold))
             for artifact in artifacts:
-                check_target(artifact, fingerprint=self.target.fingerprint(),
-                             preprocessing=self.embedder.preprocessing)
                 check_artifact_against_audit(artifact, audit, metric=self.target.metric, max_distance=max_distance)
             sources = ["--generator " + str(a.folder) for a in artifacts]
             details["training_set"] = artifacts[0].info.get("training_set", {})
             details["training_source"] = "a saved generator (--generator)"
         else:
-            corpora = [load_dataset(path) for path in config.train_datasets]
+            corpora = self.corpora
             settings = CorpusSettings(tuple(config.train_datasets), balance=config.train_balance,
                                       per_group=config.train_per_group,
                                       near_duplicate_distance=config.near_duplicate_distance)
@@ -593,18 +652,19 @@ class AuditRun:
     def _write_groups_csv(self, out: Path) -> None:
         from probes.stats import figures_frame
 
-        figures_frame(self.figures).to_csv(out / GROUPS_FILE, index=False)
+        self._write_table(out / GROUPS_FILE, figures_frame(self.figures))
 
-    def _gate(self, results: dict, out: Path):
-        from audit.gate import evaluate_policy, load_policy
-        from audit.results import load_results
+    def _gate(self, results: dict, out: Path, policy, baseline):
+        from audit.gate import evaluate_policy
 
-        policy = load_policy(self.config.policy_path)
-        baseline = load_results(self.config.baseline_path) if self.config.baseline_path else None
         verdict = evaluate_policy(policy, results, baseline=baseline)
         results["policy_verdict"] = verdict.to_dict()
-        write_json_atomic(out / RESULTS_FILE, results)
+        self._write_results(out, results)
         return verdict
+
+
+def _is_checkpoint_write_failure(exc: RuntimeError) -> bool:
+    return any(words in str(exc) for words in TORCH_WRITE_FAILURES)
 
 
 def run_audit(config: RunConfig) -> RunOutcome:

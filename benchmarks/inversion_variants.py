@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from audit.cache import default_cache_path  # noqa: E402
 from audit.data.manifest import load_dataset  # noqa: E402
 from audit.faces import FaceConfig  # noqa: E402
-from audit.pipeline import build_embedder, open_target  # noqa: E402
+from audit.pipeline import open_embedder, open_target  # noqa: E402
 from audit.targets.base import STATUS_OK  # noqa: E402
 from probes.inversion.signal import signal_test  # noqa: E402
 from probes.inversion.splits import average_identities  # noqa: E402
@@ -94,7 +94,7 @@ def main() -> None:
     target = open_target("dlib")
     dataset = load_dataset(args.dataset)
     rows = []
-    with build_embedder(target, face_config=FaceConfig(), cache_path=default_cache_path(), use_cache=True,
+    with open_embedder(target, face_config=FaceConfig(), cache_path=default_cache_path(), use_cache=True,
                         workers=None, show_progress=False) as embedder:
         embset = embedder.embed_dataset(dataset, chip_size=64)
         usable = embset.ok & (embset.table["chip_status"].to_numpy() == STATUS_OK)

@@ -53,7 +53,7 @@ from audit.cache import default_cache_path
 from audit.data.manifest import load_dataset
 from audit.distances import paired_distances
 from audit.faces import DESCRIPTOR_CHIP_SIZE, FaceAligner, FaceConfig
-from audit.pipeline import build_embedder, open_target
+from audit.pipeline import open_embedder, open_target
 from audit.targets.base import STATUS_OK
 from probes.inversion.splits import average_identities
 from probes.inversion.training import TrainingConfig, reconstruct, train_generator
@@ -138,7 +138,7 @@ def main() -> None:
     started = time.monotonic()
     target = open_target("dlib")
     dataset = load_dataset(args.dataset)
-    with build_embedder(target, face_config=FaceConfig(), cache_path=args.cache or default_cache_path(),
+    with open_embedder(target, face_config=FaceConfig(), cache_path=args.cache or default_cache_path(),
                         use_cache=True, workers=None, show_progress=True) as embedder:
         embset = embedder.embed_dataset(dataset, chip_size=64)
         usable = embset.ok & (embset.table["chip_status"].to_numpy() == STATUS_OK)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
@@ -28,6 +26,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from audit.errors import InputError
+from audit.outputs import check_writable_folder, write_atomic
 from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, load_results
 from reports import figures as charts
 from reports.text import (FLAG_SHORT, FLAG_TEXT, METRICS, better_text, describe_metric, disparity_sentence,
@@ -62,6 +61,8 @@ IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "imag
 FIRST_PAGE_FAILED_CHECKS = 8
 OPERATORS = {"<=": "\u2264", ">=": "\u2265", "<": "<", ">": ">", "==": "="}
 
+#: The way round a run folder that cannot be written.
+ELSEWHERE = "render it from a copy of the run folder"
 MSG_BAD_FORMAT = ("unknown report format {value!r}: choose from {choices} (the CLI's --format both "
                   "writes html and pdf).")
 MSG_NO_FORMAT = "no report format given: pass formats=('html',), ('pdf',) or ('html', 'pdf')."
@@ -528,14 +529,7 @@ def write_pdf(html: str, run_dir: Path, target: Path) -> Path:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, what="the report", elsewhere=ELSEWHERE)
 
 
 def check_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
@@ -562,6 +556,7 @@ def render_report(run_dir: Path, *, no_faces: bool = False, formats: Iterable[st
         run_dir = run_dir.parent
     chosen = check_formats(formats)
     results = load_results(run_dir)
+    check_writable_folder(run_dir, what="the run folder", elsewhere=ELSEWHERE)   # before the slow part
     html = render_html(build_context(results, run_dir=run_dir, no_faces=no_faces))
     written: dict[str, Path] = {}
     if "html" in chosen:

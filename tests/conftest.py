@@ -9,6 +9,7 @@ with the reason, where it is absent.  Override the location with
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +45,10 @@ def astronaut() -> np.ndarray:
     """A real face that scikit-image ships (Eileen Collins, 512x512 RGB)."""
     skimage_data = pytest.importorskip("skimage.data")
     return skimage_data.astronaut()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The bad-input corpus's summary line (tests/test_corpus.py), where it ran."""
+    harness = sys.modules.get("tests.corpus.harness")
+    if harness is not None and harness.TALLY.runs:
+        terminalreporter.write_line(harness.TALLY.summary())

@@ -31,7 +31,7 @@ from audit.distributed import SchedulerSpec, open_cluster, parse_scheduler
 from audit.embedding import Embedder
 from audit.errors import ClusterError, InputError
 from audit.faces import FaceAligner, FaceConfig
-from audit.pipeline import build_embedder
+from audit.pipeline import open_embedder
 from audit.targets.base import EmbedOutcome, Target
 from audit.targets.dlib_target import DlibTarget
 
@@ -55,7 +55,7 @@ def test_scheduler_spec_parsing():
 
 def test_workers_and_scheduler_together_are_refused(tmp_path):
     with pytest.raises(InputError, match="--workers 2 and --scheduler 'local:2' both say"):
-        with build_embedder(CountingTarget(), face_config=FaceConfig(), cache_path=None,
+        with open_embedder(CountingTarget(), face_config=FaceConfig(), cache_path=None,
                             use_cache=False, workers=2, scheduler="local:2"):
             pass
 

@@ -519,3 +519,15 @@ def test_a_blocking_flag_fails_a_baseline_check_too():
 def test_small_group_is_not_a_blocking_flag():
     data = results([figure(SUCCESS, "race", "Black", 0.1, (0.05, 0.15), flags=["small_group"])])
     assert evaluate_policy(one_rule(metric=SUCCESS, grouping="race", max=0.9), data).passed
+
+
+def test_an_unreadable_policy_file_is_an_input_error(tmp_path, monkeypatch):
+    path = tmp_path / "policy.toml"
+    path.write_text('[[rule]]\nid = "r"\nmetric = "detection.failure_rate"\nmax = 0.1\n')
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(PolicyError, match="cannot be read \\(Permission denied\\)"):
+        load_policy(path)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from audit.data import csv_records as csv_records_module
 from audit.data import manifest as manifest_module
 from audit.data.manifest import (EXCLUSION_COLUMNS, HASH_CACHE_FILE, INFO_FILE, Dataset, load_dataset,
                                  write_manifest)
@@ -144,7 +145,7 @@ def test_unreadable_manifest_is_an_error(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(manifest_module, "open", refusing_open, raising=False)
+    monkeypatch.setattr(csv_records_module, "open", refusing_open, raising=False)
     with pytest.raises(DatasetError, match="cannot be read: permission denied"):
         load_dataset(root)
 
@@ -287,21 +288,22 @@ def test_missing_empty_folder_and_non_image_files_are_excluded(tmp_path):
             fh.write(f"images/{name},q{i},Asian,Male\n")
     found = reasons(load_dataset(root))
     assert found == {5: "missing file: nothing at this path; fix the path or remove the row",
-                     6: "not a file: the path is a folder or a device; point the row at an image file",
+                     6: ("not a file: the path is a folder, a named pipe or a device (it was not opened); "
+                         "point the row at an image file"),
                      7: "unreadable file: the file is empty (0 bytes)",
                      8: "not an image: Pillow cannot identify it as an image"}
 
 
 def test_unreadable_file_is_excluded(tmp_path, monkeypatch):
     root = make_dataset(tmp_path / "ds")
-    real_open = open
+    real_read = manifest_module.read_regular_file
 
-    def refusing_open(path, *args, **kwargs):
+    def refusing_read(path, *args, **kwargs):
         if str(path).endswith("b.jpg"):
             raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
+        return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(manifest_module, "open", refusing_open, raising=False)
+    monkeypatch.setattr(manifest_module, "read_regular_file", refusing_read)
     assert reasons(load_dataset(root)) == {3: "unreadable file: Permission denied"}
 
 

@@ -152,7 +152,7 @@ def describe_command(folder: Path, group_by: tuple[str, ...] | None, as_json: bo
     """
     if group_by and (attributes := manifest_attributes(folder)):
         check_group_by(attributes, group_by, manifest=Path(folder) / MANIFEST_FILE)  # before reading images
-    data = load_dataset(folder, show_progress=True)
+    data = load_dataset(folder, show_progress=True, not_blank=group_by or ())
     description = describe_dataset(data, group_by)
     if as_json:
         click.echo(json.dumps(description, indent=2, default=str))

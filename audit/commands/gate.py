@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from audit.commands.options import write_junit
 from audit.gate import evaluate_policy, format_verdict_table, load_policy, verdict_to_json, verdict_to_junit
 from audit.results import load_results
 
@@ -26,7 +27,8 @@ def gate(results: Path, policy_path: Path, baseline_path: Path | None, as_json: 
 
     RESULTS is a run folder written by 'audit run' or its results.json.
     Prints one row per checked figure; exits 0 when every rule passes,
-    1 when a rule fails, 2 when the policy or results are invalid.
+    1 when a rule fails, 2 when the policy or results are invalid or the
+    --junit file cannot be written (the verdict is printed first).
 
     \b
     Example:
@@ -37,10 +39,10 @@ def gate(results: Path, policy_path: Path, baseline_path: Path | None, as_json: 
     current = load_results(results)
     baseline = load_results(baseline_path) if baseline_path is not None else None
     verdict = evaluate_policy(policy, current, baseline=baseline)
-    if junit_path is not None:
-        junit_path.parent.mkdir(parents=True, exist_ok=True)
-        junit_path.write_text(verdict_to_junit(verdict), encoding="utf-8")
+    # The verdict first: a JUnit file that cannot be written must not hide it.
     click.echo(format_verdict_table(verdict), err=as_json, nl=False)
     if as_json:
         click.echo(verdict_to_json(verdict))
+    if junit_path is not None:
+        write_junit(junit_path, verdict_to_junit(verdict))   # unwritable: an input error, exit 2
     click.get_current_context().exit(verdict.exit_code)

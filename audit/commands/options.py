@@ -130,3 +130,12 @@ def training_options(func: Callable) -> Callable:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def write_junit(path: Path, xml: str) -> None:
+    """Write the verdict's JUnit XML (its folder made if needed); an unwritable path is an input error."""
+    from audit.outputs import write_atomic, writing
+
+    with writing(path.parent, what="the folder of the JUnit file", option="--junit"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, xml, what="the JUnit file", option="--junit")

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
-                                    parse_group_by, scheduler_option, target_options, training_options)
+                                    parse_group_by, scheduler_option, target_options, training_options,
+                                    write_junit)
+from audit.outputs import check_writable_file
 from audit.runner import DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig, run_audit
 
 
@@ -76,6 +78,10 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
       audit run --dataset lfw/ --probes volume,verification
       audit run --dataset s3://bucket/balanced --scheduler tcp://10.0.0.5:8786 --out runs/dlib
     """
+    if junit_path is not None:
+        if policy_path is None:
+            raise click.UsageError("--junit writes the policy's verdict: give --policy too.")
+        check_writable_file(junit_path, what="the JUnit file", option="--junit")
     config = RunConfig(
         dataset_dir=dataset_dir, out_dir=out_dir, target_spec=target_spec, target_options=tuple(target_option),
         group_by=parse_group_by(group_by), probes=tuple(p.strip() for p in probes.split(",") if p.strip()),
@@ -98,6 +104,5 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
 
         click.echo(format_verdict_table(outcome.verdict))
         if junit_path is not None:
-            junit_path.parent.mkdir(parents=True, exist_ok=True)
-            junit_path.write_text(verdict_to_junit(outcome.verdict), encoding="utf-8")
+            write_junit(junit_path, verdict_to_junit(outcome.verdict))
         sys.exit(outcome.exit_code)

@@ -24,11 +24,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from audit.data.destination import ELSEWHERE as DEST_ELSEWHERE
+from audit.data.destination import check_destination, staged_destination
 from audit.data.manifest import (IDENTITY_COLUMN, PATH_COLUMN, SHA256_COLUMN, Dataset,
                                  Resolver, check_group_by, exclusions_frame, hash_cache_entry,
-                                 prepare_destination, write_exclusions, write_hash_cache, write_info,
-                                 write_manifest)
+                                 write_exclusions, write_hash_cache, write_info, write_manifest)
 from audit.errors import DatasetError
+from audit.outputs import writing
 from audit.results import group_label
 
 DEFAULT_SEED = 0
@@ -167,6 +169,12 @@ def select_balanced(dataset: Dataset, *, by: Sequence[str], per_group: int, seed
             f"{len(problems)} group(s) of {' x '.join(by)} cannot get --per-group {per_group} images: "
             f"{listed}. Lower --per-group, or pass --allow-smaller to take what there is.")
     selected = table[table[IDENTITY_COLUMN].isin(chosen) & ~blank].reset_index(drop=True)
+    if selected.empty:   # a dataset of no image would only fail later, far from the cause
+        fewest = min((n for sizes_of_group in sizes.values() for n in sizes_of_group.values()), default=0)
+        hint = (f"every person has at least {fewest} images and people are kept whole: use --per-group "
+                f"{fewest} or more" if fewest > per_group else "no group has an image with every --by value")
+        raise DatasetError(f"No image of {str(dataset.root)!r} can be chosen with --per-group {per_group}: "
+                           f"{hint}.")
     return BalancedSelection(table=selected, by=tuple(by), per_group=per_group, seed=seed,
                              groups=tuple(selections), short_groups=tuple(short),
                              split_identities=tuple(split), n_missing_values=int(blank.sum()))
@@ -191,70 +199,71 @@ def balance_dataset(dataset: Dataset, dest: str | os.PathLike, *, by: Sequence[s
     instead.
     """
     started = time.monotonic()
-    prepare_destination(dest, sources=[dataset.root], overwrite=overwrite, check_only=True)
+    dest = check_destination(dest, sources=[dataset.root], overwrite=overwrite)
     selection = select_balanced(dataset, by=by, per_group=per_group, seed=seed,
                                 allow_smaller=allow_smaller)
-    dest = prepare_destination(dest, sources=[dataset.root], overwrite=overwrite)
     table = selection.table
+    # Built beside DEST and swapped in at the end: a failure or a kill never
+    # touches the dataset that was there (see audit.data.destination).
+    with staged_destination(dest, sources=[dataset.root], overwrite=overwrite) as build, \
+            writing(dest, what="the dataset folder", elsewhere=DEST_ELSEWHERE, prefer_path=True):
+        if copy:
+            new_paths = table[PATH_COLUMN].tolist()
+            for relative in new_paths:
+                target = build / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(dataset.absolute_path(relative), target)
+        else:
+            os.symlink(dataset.root, build / SOURCE_FOLDER, target_is_directory=True)
+            new_paths = [f"{SOURCE_FOLDER}/{p}" for p in table[PATH_COLUMN].tolist()]
+
+        columns = {PATH_COLUMN: new_paths}
+        if dataset.has_identities:
+            columns[IDENTITY_COLUMN] = table[IDENTITY_COLUMN].tolist()
+        columns[SHA256_COLUMN] = table[SHA256_COLUMN].tolist()
+        for attribute in dataset.attributes:
+            columns[attribute] = table[attribute].tolist()
+        manifest = pd.DataFrame(columns)
+
+        references = [] if copy else [str(dataset.root), *[
+            str(r) for r in dataset.info.get("references", ()) or ()]]
+        notes = []
+        if selection.short_groups:
+            notes.append(f"--allow-smaller: {len(selection.short_groups)} group(s) have fewer than "
+                         f"{per_group} images: {', '.join(selection.short_groups)}")
+        if selection.split_identities:
+            notes.append(f"{len(selection.split_identities)} identities have images in more than one "
+                         f"group and were left out, e.g. {selection.split_identities[0]!r}")
+        if selection.n_missing_values:
+            notes.append(f"{selection.n_missing_values} images have a blank {' or '.join(selection.by)} "
+                         "and were left out")
+        write_exclusions(build, exclusions_frame([]))
+        write_info(build, {
+            "created_by": "audit dataset balance",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "kind": "balanced",
+            "source": str(dataset.root),
+            "images": {"mode": "copy" if copy else "link", "folder": None if copy else SOURCE_FOLDER,
+                       "target": None if copy else str(dataset.root)},
+            "references": references,
+            "balance": {"by": list(selection.by), "per_group": per_group, "seed": seed,
+                        "allow_smaller": allow_smaller,
+                        "groups": [{"group": g.group, "values": g.values,
+                                    "n_images_available": g.n_images_available,
+                                    "n_people_available": g.n_people_available,
+                                    "n_images": g.n_images_selected, "n_people": g.n_people_selected}
+                                   for g in selection.groups]},
+            "notes": notes,
+        })
+        write_manifest(build, manifest)
+    # After the swap: the hash cache is keyed by the files' final paths.
     cache: dict[str, tuple[int, int, str]] = {}
     resolve = Resolver()
-    if copy:
-        new_paths = table[PATH_COLUMN].tolist()
-        for relative, sha in zip(new_paths, table[SHA256_COLUMN].tolist()):
-            target = dest / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(dataset.absolute_path(relative), target)
-            entry = hash_cache_entry(target, sha, resolve=resolve) if sha else None
-            if entry:
-                cache[entry[0]] = entry[1]
-    else:
-        os.symlink(dataset.root, dest / SOURCE_FOLDER, target_is_directory=True)
-        new_paths = [f"{SOURCE_FOLDER}/{p}" for p in table[PATH_COLUMN].tolist()]
-        for relative, sha in zip(new_paths, table[SHA256_COLUMN].tolist()):
-            entry = hash_cache_entry(os.path.join(dest, relative), sha, resolve=resolve) if sha else None
-            if entry:
-                cache[entry[0]] = entry[1]
-
-    columns = {PATH_COLUMN: new_paths}
-    if dataset.has_identities:
-        columns[IDENTITY_COLUMN] = table[IDENTITY_COLUMN].tolist()
-    columns[SHA256_COLUMN] = table[SHA256_COLUMN].tolist()
-    for attribute in dataset.attributes:
-        columns[attribute] = table[attribute].tolist()
-    manifest = pd.DataFrame(columns)
-
-    references = [] if copy else [str(dataset.root), *[
-        str(r) for r in dataset.info.get("references", ()) or ()]]
-    notes = []
-    if selection.short_groups:
-        notes.append(f"--allow-smaller: {len(selection.short_groups)} group(s) have fewer than "
-                     f"{per_group} images: {', '.join(selection.short_groups)}")
-    if selection.split_identities:
-        notes.append(f"{len(selection.split_identities)} identities have images in more than one "
-                     f"group and were left out, e.g. {selection.split_identities[0]!r}")
-    if selection.n_missing_values:
-        notes.append(f"{selection.n_missing_values} images have a blank {' or '.join(selection.by)} "
-                     "and were left out")
-    write_exclusions(dest, exclusions_frame([]))
+    for relative, sha in zip(new_paths, table[SHA256_COLUMN].tolist()):
+        entry = hash_cache_entry(os.path.join(dest, relative), sha, resolve=resolve) if sha else None
+        if entry:
+            cache[entry[0]] = entry[1]
     write_hash_cache(dest, cache)
-    write_info(dest, {
-        "created_by": "audit dataset balance",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "kind": "balanced",
-        "source": str(dataset.root),
-        "images": {"mode": "copy" if copy else "link", "folder": None if copy else SOURCE_FOLDER,
-                   "target": None if copy else str(dataset.root)},
-        "references": references,
-        "balance": {"by": list(selection.by), "per_group": per_group, "seed": seed,
-                    "allow_smaller": allow_smaller,
-                    "groups": [{"group": g.group, "values": g.values,
-                                "n_images_available": g.n_images_available,
-                                "n_people_available": g.n_people_available,
-                                "n_images": g.n_images_selected, "n_people": g.n_people_selected}
-                               for g in selection.groups]},
-        "notes": notes,
-    })
-    write_manifest(dest, manifest)
     return BalanceSummary(selection=selection, source=dataset.root, dest=dest,
                           mode="copy" if copy else "link", seconds=time.monotonic() - started)
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from audit.data.manifest import (IDENTITY_COLUMN, IMAGE_ID_COLUMN, Dataset, check_group_by,
-                                 exclusion_kind)
+                                 check_not_blank, exclusion_kind)
 from audit.results import group_label, grouping_name
 
 #: Grouped together by default when the dataset has both.
@@ -126,6 +126,8 @@ def describe_dataset(dataset: Dataset, group_by: Sequence[str] | None = None) ->
     """
     if group_by:
         wanted = list(check_group_by(dataset.attributes, group_by, manifest=dataset.manifest_path))
+        check_not_blank(wanted, [dataset.manifest_rows[a].tolist() for a in wanted],
+                        attributes=dataset.attributes, manifest=dataset.manifest_path)
         singles, intersection = wanted, (wanted if len(wanted) >= 2 else None)
     else:
         singles, intersection = default_group_by(dataset)

@@ -22,7 +22,6 @@ Label rules (documented for users in ``datasets/README.md``):
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -34,11 +33,15 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from audit.data.csv_records import read_csv_records
+from audit.data.destination import ELSEWHERE as DEST_ELSEWHERE
+from audit.data.destination import check_destination, staged_destination
 from audit.data.manifest import (IDENTITY_COLUMN, IMAGE_EXTENSIONS, NON_ATTRIBUTE_COLUMNS, PATH_COLUMN,
                                  RESERVED_COLUMNS, SHA256_COLUMN, Resolver, digest_files,
-                                 exclusions_frame, hash_cache_entry, is_inside, prepare_destination,
-                                 write_exclusions, write_hash_cache, write_info, write_manifest)
+                                 exclusions_frame, hash_cache_entry, is_inside, write_exclusions,
+                                 write_hash_cache, write_info, write_manifest)
 from audit.errors import DatasetError
+from audit.outputs import writing
 
 #: The folder inside DEST through which the manifest's paths reach the images.
 IMAGES_FOLDER = "images"
@@ -368,26 +371,19 @@ def _fairface_age_band(age: str) -> str:
 
 
 def _read_csv_rows(path: Path, *, what: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip() for h in next(reader, [])]
-            rows = []
-            for fields in reader:
-                if not fields:
-                    continue
-                rows.append((reader.line_num, fields))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"The {what} {str(path)!r} cannot be read as UTF-8 CSV ({exc}).") from exc
+    header_record, records = read_csv_records(path, what=what)
+    header = [h.strip() for h in header_record.fields] if header_record is not None else []
     if not header:
         raise DatasetError(f"The {what} {str(path)!r} is empty; its first line must name the columns.")
     parsed = []
-    for line, fields in rows:
-        if len(fields) != len(header):
-            parsed.append((line, {"__malformed__": f"malformed row: {len(fields)} fields where the "
-                                                   f"header has {len(header)}"}))
+    for record in records:
+        if record.problem is not None:
+            parsed.append((record.line, {"__malformed__": f"malformed row: {record.problem}"}))
+        elif len(record.fields) != len(header):
+            parsed.append((record.line, {"__malformed__": f"malformed row: {len(record.fields)} fields where "
+                                                          f"the header has {len(header)}"}))
         else:
-            parsed.append((line, {h: v.strip() for h, v in zip(header, fields)}))
+            parsed.append((record.line, {h: v.strip() for h, v in zip(header, record.fields)}))
     return header, parsed
 
 
@@ -515,6 +511,16 @@ def _collect(kind: str, src: Path, options: dict[str, Any]) -> Collected:
     return collectors[kind](src, **{k: v for k, v in options.items() if v is not None})
 
 
+def _hash_cache(dest: Path, rows: list[dict[str, str]]) -> dict[str, tuple[int, int, str]]:
+    cache: dict[str, tuple[int, int, str]] = {}
+    resolve = Resolver()
+    for out in rows:
+        entry = hash_cache_entry(os.path.join(dest, out[PATH_COLUMN]), out[SHA256_COLUMN], resolve=resolve)
+        if entry:
+            cache[entry[0]] = entry[1]
+    return cache
+
+
 def import_dataset(kind: str, src: str | os.PathLike, dest: str | os.PathLike, *, copy: bool = False,
                    overwrite: bool = False, show_progress: bool = False, **options: Any) -> ImportSummary:
     """Import the dataset at ``src`` (of ``kind``) into the dataset folder ``dest``.
@@ -530,79 +536,73 @@ def import_dataset(kind: str, src: str | os.PathLike, dest: str | os.PathLike, *
         raise DatasetError(f"No source folder at {str(src)!r}; pass the folder the dataset was "
                            "unpacked into.")
     src = src.resolve()
-    prepare_destination(dest, sources=[src], overwrite=overwrite, check_only=True)
+    dest = check_destination(dest, sources=[src], overwrite=overwrite)   # before reading anything
     collected = _collect(kind, src, options)
     if not collected.rows:
         raise DatasetError(f"No usable image found in {str(src)!r} for the {kind!r} importer "
                            f"({len(collected.exclusions)} file(s) excluded). Check the kind and the "
                            "folder: see datasets/README.md for each layout.")
-    dest = prepare_destination(dest, sources=[src], overwrite=overwrite)
     image_root = collected.image_root.resolve()
     prefix = _relative_to_source(src, image_root)
     prefix = "" if prefix == "." else prefix + "/"
 
-    images_dir = dest / IMAGES_FOLDER
-    rows_out: list[dict[str, str]] = []
-    cache: dict[str, tuple[int, int, str]] = {}
-    sources = [str(image_root / row["source"]) for row in collected.rows]
-    made_dirs: set[Path] = set()
-    for row, digest in zip(collected.rows, digest_files(
-            sources, keep_data=copy, progress_label="Reading images" if show_progress else None)):
-        if digest.reason is not None:
-            collected.exclusions.append(("", prefix + row["source"], digest.reason))
-            continue
-        target = images_dir / row["source"]
-        if copy:
-            if target.parent not in made_dirs:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made_dirs.add(target.parent)
-            target.write_bytes(digest.data)
-        out = {PATH_COLUMN: f"{IMAGES_FOLDER}/{row['source']}", SHA256_COLUMN: digest.sha256}
-        out.update({c: row.get(c, "") for c in collected.columns})
-        rows_out.append(out)
-        if copy:
-            entry = hash_cache_entry(target, digest.sha256)
-            if entry:
-                cache[entry[0]] = entry[1]
-    if not rows_out:
-        raise DatasetError(f"None of the {len(collected.rows)} image(s) in {str(src)!r} could be read; "
-                           "see the reasons in the exclusions.")
-    references: list[str] = []
-    if not copy:
-        os.symlink(image_root, images_dir, target_is_directory=True)
-        references = [str(image_root)]
-        resolve = Resolver()
-        for out in rows_out:
-            entry = hash_cache_entry(os.path.join(dest, out[PATH_COLUMN]), out[SHA256_COLUMN],
-                                     resolve=resolve)
-            if entry:
-                cache[entry[0]] = entry[1]
+    # Built beside DEST and swapped in at the end: a failure or a kill never
+    # touches the dataset that was there (see audit.data.destination).
+    with staged_destination(dest, sources=[src], overwrite=overwrite) as build, \
+            writing(dest, what="the dataset folder", elsewhere=DEST_ELSEWHERE, prefer_path=True):
+        images_dir = build / IMAGES_FOLDER
+        rows_out: list[dict[str, str]] = []
+        sources = [str(image_root / row["source"]) for row in collected.rows]
+        made_dirs: set[Path] = set()
+        for row, digest in zip(collected.rows, digest_files(
+                sources, keep_data=copy, progress_label="Reading images" if show_progress else None)):
+            if digest.reason is not None:
+                collected.exclusions.append(("", prefix + row["source"], digest.reason))
+                continue
+            if copy:
+                target = images_dir / row["source"]
+                if target.parent not in made_dirs:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    made_dirs.add(target.parent)
+                target.write_bytes(digest.data)
+            out = {PATH_COLUMN: f"{IMAGES_FOLDER}/{row['source']}", SHA256_COLUMN: digest.sha256}
+            out.update({c: row.get(c, "") for c in collected.columns})
+            rows_out.append(out)
+        if not rows_out:
+            raise DatasetError(f"None of the {len(collected.rows)} image(s) in {str(src)!r} could be read; "
+                               "see the reasons in the exclusions.")
+        references: list[str] = []
+        if not copy:
+            os.symlink(image_root, images_dir, target_is_directory=True)
+            references = [str(image_root)]
+            resolve = Resolver()
+            for out in rows_out:
+                real = resolve(os.path.join(build, out[PATH_COLUMN]))
                 # A source file that is itself a link elsewhere: its real folder is a reference too.
-                folder = os.path.dirname(entry[0])
-                if not is_inside(entry[0], references):
-                    references.append(folder)
+                if not is_inside(real, references):
+                    references.append(os.path.dirname(real))
 
-    table = pd.DataFrame(rows_out, columns=[PATH_COLUMN, SHA256_COLUMN, *collected.columns])
-    exclusions = exclusions_frame(collected.exclusions)
-    write_exclusions(dest, exclusions)
-    write_hash_cache(dest, cache)
-    shas = Counter(out[SHA256_COLUMN] for out in rows_out)
-    n_duplicates = sum(n - 1 for n in shas.values() if n > 1)
-    info = {
-        "created_by": f"audit dataset import {kind}",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "kind": kind,
-        "source": str(src),
-        "images": {"mode": "copy" if copy else "link", "folder": IMAGES_FOLDER,
-                   "target": None if copy else str(image_root)},
-        "references": references,
-        "options": {k: (str(v) if isinstance(v, Path) else
-                        [str(x) for x in v] if isinstance(v, (list, tuple)) else v)
-                    for k, v in options.items() if v not in (None, (), [])},
-        "notes": collected.notes,
-    }
-    write_info(dest, info)
-    write_manifest(dest, table)    # last: a folder without a manifest is an unfinished import
+        table = pd.DataFrame(rows_out, columns=[PATH_COLUMN, SHA256_COLUMN, *collected.columns])
+        exclusions = exclusions_frame(collected.exclusions)
+        write_exclusions(build, exclusions)
+        shas = Counter(out[SHA256_COLUMN] for out in rows_out)
+        n_duplicates = sum(n - 1 for n in shas.values() if n > 1)
+        info = {
+            "created_by": f"audit dataset import {kind}",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "kind": kind,
+            "source": str(src),
+            "images": {"mode": "copy" if copy else "link", "folder": IMAGES_FOLDER,
+                       "target": None if copy else str(image_root)},
+            "references": references,
+            "options": {k: (str(v) if isinstance(v, Path) else
+                            [str(x) for x in v] if isinstance(v, (list, tuple)) else v)
+                        for k, v in options.items() if v not in (None, (), [])},
+            "notes": collected.notes,
+        }
+        write_info(build, info)
+        write_manifest(build, table)
+    write_hash_cache(dest, _hash_cache(dest, rows_out))   # after the swap: keyed by the files' final paths
     has_identities = IDENTITY_COLUMN in collected.columns
     return ImportSummary(
         kind=kind, source=src, dest=dest, mode="copy" if copy else "link", n_images=len(rows_out),

@@ -24,7 +24,6 @@ import io
 import json
 import os
 import posixpath
-import shutil
 import stat
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from audit.data.csv_records import CsvRecord, read_csv_records
 from audit.errors import DatasetError
+from audit.images import ImageReadError, read_regular_file
 
 MANIFEST_FILE = "manifest.csv"
 #: What an import could not use (``row``, ``path``, ``reason``), beside the manifest.
@@ -70,6 +71,7 @@ HASH_CHUNK = 64
 # first colon), which `describe` counts; tests assert on these texts.
 REASON_MALFORMED_ROW = ("malformed row: {n_fields} fields where the header has {n_columns}; "
                         "quote values that contain commas")
+REASON_UNPARSABLE_ROW = "malformed row: {problem}"
 REASON_EMPTY_PATH = ("empty path: every row needs the image's path relative to the dataset "
                      "folder")
 REASON_ABSOLUTE_PATH = ("path leaves the dataset folder: {path!r} is an absolute path outside "
@@ -84,7 +86,8 @@ REASON_MISSING_IDENTITY = ("missing identity: the identity cell is blank; fill i
 REASON_MISSING_VALUE = ("missing value: {attribute!r} is blank; fill it in, or group by other "
                         "attributes")
 REASON_MISSING_FILE = "missing file: nothing at this path; fix the path or remove the row"
-REASON_NOT_A_FILE = "not a file: the path is a folder or a device; point the row at an image file"
+REASON_NOT_A_FILE = ("not a file: the path is a folder, a named pipe or a device (it was not opened); point "
+                     "the row at an image file")
 REASON_UNREADABLE = "unreadable file: {error}"
 REASON_EMPTY_FILE = "unreadable file: the file is empty (0 bytes)"
 REASON_NOT_AN_IMAGE = "not an image: {error}"
@@ -234,8 +237,9 @@ def digest_file(path: str | os.PathLike, *, keep_data: bool = False) -> FileDige
     body is caught later, per image, by the embed stage.
     """
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular_file(path)   # a FIFO or a device is refused, never read (a read would block)
+    except ImageReadError:
+        return FileDigest(None, REASON_NOT_A_FILE)
     except FileNotFoundError:
         return FileDigest(None, REASON_MISSING_FILE)
     except IsADirectoryError:
@@ -379,6 +383,16 @@ def check_group_by(attributes: Sequence[str], group_by: Sequence[str] | None, *,
     return wanted
 
 
+def check_not_blank(wanted: Sequence[str], values: Sequence[Sequence[str]], *, attributes: Sequence[str],
+                    manifest: str | os.PathLike) -> None:
+    """Refuse to group by an attribute that is blank in every row: it forms no group at all."""
+    for name, column in zip(wanted, values):
+        if len(column) and all(not v for v in column):
+            raise DatasetError(f"The attribute {name!r} is blank in every row of {str(manifest)!r}, "
+                               "so it forms no group: fill it in, or group by another of: "
+                               f"{', '.join(a for a in attributes if a != name) or '(none)'}.")
+
+
 def manifest_attributes(folder: str | os.PathLike) -> tuple[str, ...]:
     """The attribute columns of a folder's manifest, from its header alone (a cheap early check)."""
     manifest = Path(folder).expanduser() / MANIFEST_FILE
@@ -424,25 +438,13 @@ def _read_import_exclusions(folder: Path) -> pd.DataFrame:
     return frame[list(EXCLUSION_COLUMNS)].astype(object).reset_index(drop=True)
 
 
-def _read_manifest(manifest: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and ``(line, fields)`` of every non-blank row, with the file's own errors raised."""
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                raise DatasetError(f"{str(manifest)!r} is empty. Its first line must name the "
-                                   "columns, e.g. 'path,identity,race,gender' (see datasets/README.md).")
-            records = [(reader.line_num, fields) for fields in reader if fields]
-    except PermissionError as exc:
-        raise DatasetError(f"{str(manifest)!r} cannot be read: permission denied. Make it readable "
-                           "(chmod u+r).") from exc
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{str(manifest)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                           "save it as UTF-8 CSV.") from exc
-    except csv.Error as exc:
-        raise DatasetError(f"{str(manifest)!r} is not valid CSV ({exc}); fix that line.") from exc
-    return header, records
+def _read_manifest(manifest: Path) -> tuple[list[str], list[CsvRecord]]:
+    """Header and every non-blank record (with its line), with the file's own errors raised."""
+    header, records = read_csv_records(manifest, what="manifest")
+    if header is None:
+        raise DatasetError(f"{str(manifest)!r} is empty. Its first line must name the "
+                           "columns, e.g. 'path,identity,race,gender' (see datasets/README.md).")
+    return header.fields, records
 
 
 def _relative_path(image_id: str, root: Path) -> tuple[str | None, str | None]:
@@ -464,7 +466,8 @@ def _relative_path(image_id: str, root: Path) -> tuple[str | None, str | None]:
 
 
 def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = None,
-                 check_files: bool = True, show_progress: bool = False) -> Dataset:
+                 check_files: bool = True, show_progress: bool = False,
+                 not_blank: Sequence[str] = ()) -> Dataset:
     """Read and validate a dataset folder.
 
     ``group_by`` names the attributes the audit will group by: each must be
@@ -474,6 +477,8 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
     are cached in the folder by size and modification time, so a second
     load reads no image.  Without it only the manifest is checked, and
     ``sha256`` comes from the manifest's column where it has one.
+    ``not_blank`` names attributes that must have a value somewhere (they
+    will be counted by, not filtered on), checked before any file is read.
     """
     root = Path(folder).expanduser()
     if not root.exists():
@@ -499,7 +504,11 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
 
     excluded: list[tuple[Any, str, str]] = []
     rows: list[dict[str, str]] = []        # well-formed rows, in manifest order
-    for line, fields in records:
+    for record in records:
+        line, fields = record.line, record.fields
+        if record.problem is not None:
+            excluded.append((line, "", REASON_UNPARSABLE_ROW.format(problem=record.problem)))
+            continue
         if len(fields) != len(columns):
             excluded.append((line, fields[0].strip() if fields else "",
                              REASON_MALFORMED_ROW.format(n_fields=len(fields), n_columns=len(columns))))
@@ -508,11 +517,9 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
         row["row"] = line
         rows.append(row)
 
-    for name in wanted:
-        if rows and all(not r[name] for r in rows):
-            raise DatasetError(f"The attribute {name!r} is blank in every row of {str(manifest)!r}, "
-                               "so it forms no group: fill it in, or group by another of: "
-                               f"{', '.join(a for a in attributes if a != name) or '(none)'}.")
+    required = tuple(dict.fromkeys([*wanted, *check_group_by(attributes, not_blank, manifest=manifest)]))
+    check_not_blank(required, [[r[name] for r in rows] for name in required], attributes=attributes,
+                    manifest=manifest)
 
     manifest_rows = pd.DataFrame(
         [[r["row"], r[PATH_COLUMN]] + [r[a] for a in attributes] for r in rows],
@@ -736,52 +743,3 @@ def write_info(dest: str | os.PathLike, info: Mapping[str, Any]) -> Path:
     path = Path(dest) / INFO_FILE
     _atomic_text(path, lambda fh: (json.dump(payload, fh, indent=2), fh.write("\n")))
     return path
-
-
-#: What `prepare_destination` may remove from a folder this tool wrote before.
-_WRITTEN_FILES = (MANIFEST_FILE, EXCLUSIONS_FILE, INFO_FILE, HASH_CACHE_FILE)
-
-
-def prepare_destination(dest: str | os.PathLike, *, sources: Sequence[str | os.PathLike],
-                        overwrite: bool, image_folders: Sequence[str] = ("images", "source"),
-                        check_only: bool = False) -> Path:
-    """Make ``dest`` ready for a new dataset; refuse anything that could touch a source.
-
-    ``dest`` must not be, or lie inside, a source folder (writing there would
-    modify the source).  An existing non-empty folder is refused unless
-    ``overwrite`` and it was written by this tool (it has a dataset.json);
-    then only what the tool wrote is removed.  ``check_only`` checks and
-    changes nothing, so that a command can refuse before it starts working.
-    """
-    dest = Path(dest).expanduser().absolute()
-    real_dest = Path(os.path.realpath(dest))
-    for source in sources:
-        real_source = Path(os.path.realpath(source))
-        if real_dest == real_source or real_source in real_dest.parents:
-            raise DatasetError(f"The destination {str(dest)!r} is inside the source {str(source)!r}; "
-                               "writing there would modify the source. Choose a folder outside it.")
-    if dest.exists() and not dest.is_dir():
-        raise DatasetError(f"The destination {str(dest)!r} is a file; choose a folder.")
-    if dest.is_dir() and any(dest.iterdir()):
-        if not overwrite:
-            raise DatasetError(f"The destination {str(dest)!r} is not empty; choose a new folder, or "
-                               "pass --overwrite to replace a dataset written there before.")
-        if not (dest / INFO_FILE).is_file():
-            raise DatasetError(f"The destination {str(dest)!r} holds no {INFO_FILE}, so it was not "
-                               "written by 'audit dataset': refusing to overwrite it. Choose a new folder.")
-        info = read_info(dest)
-        copied = (info.get("images") or {}).get("mode") == "copy"
-        for name in image_folders:
-            target = dest / name
-            if target.is_symlink():
-                target.unlink()
-            elif target.is_dir():
-                if not copied:
-                    raise DatasetError(f"{str(target)!r} is a folder the tool did not copy; move it "
-                                       "away or choose a new destination.")
-                shutil.rmtree(target)
-        for name in _WRITTEN_FILES:
-            (dest / name).unlink(missing_ok=True)
-    if not check_only:
-        dest.mkdir(parents=True, exist_ok=True)
-    return dest

@@ -60,6 +60,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -210,7 +211,8 @@ def data_fingerprint(*arrays: np.ndarray) -> str:
     for arr in arrays:
         arr = np.ascontiguousarray(arr)
         digest.update(f"{arr.shape}|{arr.dtype}|".encode())
-        digest.update(memoryview(arr).cast("B"))
+        if arr.size:  # an empty split has no bytes (and memoryview cannot cast a zero-size view)
+            digest.update(memoryview(arr).cast("B"))
     return digest.hexdigest()
 
 
@@ -246,9 +248,13 @@ def _atomic_torch_save(payload: dict, path: Path) -> None:
 def load_checkpoint(path: Path) -> dict:
     """Read a checkpoint weights-only (no pickled code is ever executed)."""
     try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's pickle-protocol warnings are noise here
+            warnings.simplefilter("ignore")
+            return torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise InputError(f"checkpoint {str(path)!r} cannot be read ({exc}). Delete it to start afresh.") from exc
+        # Not torch's advice to load with weights_only=False: that would run the file's code.
+        raise InputError(f"checkpoint {str(path)!r} is damaged or not a checkpoint of this tool ({type(exc).__name__}); "
+                         "it is never loaded unsafely. Delete it to start the training afresh.") from exc
 
 
 def load_generator(path: Path) -> InversionGenerator:

@@ -1,0 +1,491 @@
+"""The corpus cases: each builds its inputs in a folder and says what the tool must make of them.
+
+A case is one bad (or odd, or perfectly good) input: an image of some kind
+in an otherwise clean dataset, a malformed manifest, an import source with
+hostile files, a broken attributes CSV, policy, results file or cache.
+:func:`all_cases` lists them; ``tests/test_corpus.py`` runs every command
+that reads such an input over it (see :mod:`tests.corpus.exercise`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tests.corpus import images
+from tests.corpus.datasets import face_dataset, folders_source, write_manifest_rows
+from tests.corpus.images import IMAGE_CASES, rgb_png
+
+
+@dataclass
+class Inputs:
+    """What a case built, and what the tool must make of it."""
+
+    dataset: Path | None = None
+    #: Manifest records the dataset has (each must end up usable or excluded), where the case knows.
+    expected_rows: int | None = None
+    #: image id -> "ok" / "no_face" / "error" (a per-image record) or "excluded" (on load).
+    expected_status: dict[str, str] = field(default_factory=dict)
+    #: command -> the exit code it must end with (where the case decides it).
+    expected_exit: dict[str, int] = field(default_factory=dict)
+    #: command -> words its output must contain.
+    expected_words: dict[str, str] = field(default_factory=dict)
+    #: An import: (kind, source folder, extra options).
+    source: tuple[str, Path, list[str]] | None = None
+    policy: Path | None = None
+    results: str | bytes | None = None
+    cache: Path | None = None
+    #: Render the report of this case's run (slow: only a few cases do).
+    report: bool = False
+    #: Also run the inversion probe with a tiny generator (slow: only a few cases do).
+    train: bool = False
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    make: Callable[[Path], Inputs]
+
+
+# --------------------------------------------------------------------------- datasets: images
+
+def _image_case(kind) -> Case:
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=2, per_person=1)
+        image_id = f"img/odd{kind.suffix}"
+        (dataset / image_id).write_bytes(kind.make())
+        with open(dataset / "manifest.csv", "a", encoding="utf-8") as fh:
+            fh.write(f"{image_id},p9,B,M\n")
+        return Inputs(dataset=dataset, expected_rows=3, expected_status={image_id: kind.expected},
+                      report=kind.name == "png16_grey")
+    return Case(f"image-{kind.name}", make)
+
+
+def _names(root: Path) -> Inputs:
+    dataset = root / "ds"
+    (dataset / "img").mkdir(parents=True)
+    names = ["img/é ü 名前.png", "img/with space.png", "img/new\nline.png", 'img/quote"d.png', "img/com,ma.png",
+             "img/'single'.png", "img/<b>bold<b>.png"]
+    rows = []
+    for i, name in enumerate(names):
+        (dataset / name).write_bytes(rgb_png(i))
+        rows.append((name, f"p{i}", "AB"[i % 2], "FM"[i // 2 % 2]))
+    write_manifest_rows(dataset, rows)
+    return Inputs(dataset=dataset, expected_rows=len(names), expected_status={n: "ok" for n in names}, report=True)
+
+
+def _symlinks(root: Path) -> Inputs:
+    dataset = face_dataset(root / "ds", people=2, per_person=1)
+    (root / "elsewhere.png").write_bytes(rgb_png(5))
+    os.symlink(root / "elsewhere.png", dataset / "img" / "link_out.png")
+    os.symlink("p0_0.png", dataset / "img" / "link_in.png")
+    os.symlink(root / "nowhere.png", dataset / "img" / "dangling.png")
+    os.symlink("loop_b.png", dataset / "img" / "loop_a.png")
+    os.symlink("loop_a.png", dataset / "img" / "loop_b.png")
+    with open(dataset / "manifest.csv", "a", encoding="utf-8") as fh:
+        fh.write("img/link_out.png,p5,A,F\nimg/link_in.png,p6,B,F\nimg/dangling.png,p7,A,M\nimg/loop_a.png,p8,B,M\n"
+                 "../elsewhere.png,p9,A,F\n" + f"{root / 'elsewhere.png'},p10,B,M\n")
+    return Inputs(dataset=dataset, expected_rows=8, expected_status={
+        "img/link_out.png": "excluded", "img/dangling.png": "excluded", "img/loop_a.png": "excluded",
+        "../elsewhere.png": "excluded", "img/link_in.png": "excluded"})    # link_in: a duplicate of p0_0
+
+
+def _special_files(root: Path) -> Inputs:
+    dataset = face_dataset(root / "ds", people=2, per_person=1)
+    os.mkfifo(dataset / "img" / "pipe.jpg")
+    (dataset / "img" / "folder.jpg").mkdir()
+    with open(dataset / "manifest.csv", "a", encoding="utf-8") as fh:
+        fh.write("img/pipe.jpg,p5,A,F\nimg/folder.jpg,p6,B,M\n/dev/zero,p7,A,M\nimg/,p8,B,F\n")
+    return Inputs(dataset=dataset, expected_rows=6, expected_status={
+        "img/pipe.jpg": "excluded", "img/folder.jpg": "excluded", "/dev/zero": "excluded"})
+
+
+def _duplicates(root: Path) -> Inputs:
+    dataset = face_dataset(root / "ds", people=2, per_person=1)
+    (dataset / "img" / "copy.png").write_bytes((dataset / "img" / "p0_0.png").read_bytes())
+    with open(dataset / "manifest.csv", "a", encoding="utf-8") as fh:
+        fh.write("img/copy.png,p0,B,M\nimg/p1_1.png,p1,A,M\n")      # other labels; a repeated row
+    return Inputs(dataset=dataset, expected_rows=4, expected_status={"img/copy.png": "excluded"},
+                  expected_words={"describe": '"duplicates_with_other_labels"'})
+
+
+def _many_problems(root: Path) -> Inputs:
+    """Every per-row reason at once: nothing may go missing between them."""
+    dataset = face_dataset(root / "ds", people=4, per_person=1)
+    with open(dataset / "manifest.csv", "a", encoding="utf-8") as fh:
+        fh.write(",p9,A,F\n"                      # empty path
+                 "img/missing.png,p9,A,F\n"       # missing file
+                 "img/p0_0.png,,A,F\n"            # missing identity, and a repeated path
+                 "img/p1_1.png,p1\n"              # too few fields
+                 "img/p1_1.png,p1,A,F,extra\n"    # too many
+                 'img/x.png,"p"1,A,F\n'           # a stray quote
+                 "\n\n"                           # blank lines: not rows
+                 "img/p2_2.png,p2, A ,F\n")       # spaces: trimmed; a repeated path
+    return Inputs(dataset=dataset, expected_rows=11)
+
+
+# --------------------------------------------------------------------------- datasets: manifests
+
+def _raw_manifest(name: str, text: str | bytes, *, expected_rows: int | None, exit_code: int | None = None,
+                  words: str | None = None, images: int = 4) -> Case:
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=images, per_person=1)
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        (dataset / "manifest.csv").write_bytes(data)
+        expected_exit = {c: exit_code for c in ("describe", "embed", "run", "balance")} if exit_code else {}
+        # An error is the same line from every command; an exclusion shows in describe's JSON.
+        expected_words = {c: words for c in (("describe", "run") if exit_code else ("describe",))} if words else {}
+        return Inputs(dataset=dataset, expected_rows=expected_rows, expected_exit=expected_exit,
+                      expected_words=expected_words)
+    return Case(f"manifest-{name}", make)
+
+
+def _rows(n: int = 4) -> list[str]:
+    return [f"img/p{i}_{i}.png,p{i},{'AB'[i % 2]},{'FM'[i // 2 % 2]}" for i in range(n)]
+
+
+HEADER = "path,identity,race,gender"
+
+
+def _lines(*lines: str) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def _quote_left_open() -> str:
+    rows = _rows(4)
+    rows[1] = 'img/p1_1.png,"p1,B,F'
+    return _lines(HEADER, *rows)
+
+
+def _quote_runs_on() -> str:
+    rows = _rows(4)
+    rows[0] = 'img/p0_0.png,"p0,A,F'
+    rows[3] = 'img/p3_3.png,p3,"B",M'
+    return _lines(HEADER, *rows)
+
+
+MANIFEST_CASES = (
+    _raw_manifest("quote-left-open", _quote_left_open(), expected_rows=None, exit_code=2,
+                  words="the quote opened on line 3 is never closed"),
+    _raw_manifest("quote-runs-on", _quote_runs_on(), expected_rows=None, exit_code=2,
+                  words="the quote opened on line 2 is only closed on line 5"),
+    _raw_manifest("one-megabyte-field", _lines(HEADER, *_rows(3), "img/p3_3.png,p3,B," + "M" * (1 << 20)),
+                  expected_rows=4, words="malformed row: a value longer than"),
+    _raw_manifest("bom-crlf-blank-lines", b"\xef\xbb\xbf" + _lines(HEADER, "", *_rows(4), "").replace(
+        "\n", "\r\n").encode(), expected_rows=4),
+    _raw_manifest("no-path-column", _lines("file,identity,race,gender", *_rows(4)), expected_rows=None,
+                  exit_code=2, words="has no 'path' column"),
+    _raw_manifest("duplicate-column", _lines("path,race,race,gender", *_rows(4)), expected_rows=None,
+                  exit_code=2, words="appears twice"),
+    _raw_manifest("reserved-column", _lines("path,image_id,race,gender", *_rows(4)), expected_rows=None,
+                  exit_code=2, words="is reserved"),
+    _raw_manifest("empty-file", b"", expected_rows=None, exit_code=2, words="is empty"),
+    _raw_manifest("header-only", _lines(HEADER), expected_rows=None, exit_code=2, words="has a header but no rows"),
+    _raw_manifest("not-utf8", HEADER.encode() + b"\nimg/p0_0.png,p\xe90,A,F\n", expected_rows=None, exit_code=2,
+                  words="is not UTF-8 text"),
+    _raw_manifest("binary", bytes(range(256)) * 8, expected_rows=None, exit_code=2),
+    _raw_manifest("nul-bytes", _lines(HEADER, *_rows(3), "img/p3_3.png,p\x003,B,M"), expected_rows=4),
+    _raw_manifest("every-row-bad", _lines(HEADER, "img/none.png,p0,A,F", "../up.png,p1,B,F"), expected_rows=None,
+                  exit_code=2, words="No usable image"),
+    _raw_manifest("no-attributes", _lines("path,identity", *[r.rsplit(",", 2)[0] for r in _rows(4)]),
+                  expected_rows=4),
+    _raw_manifest("huge-line-count", _lines(HEADER, *_rows(4), *["img/none.png,p9,A,F"] * 5000), expected_rows=5004),
+)
+
+
+def _blank_group_column(root: Path) -> Inputs:
+    dataset = face_dataset(root / "ds", people=4, per_person=1)
+    write_manifest_rows(dataset, [r.split(",")[:2] + ["", r.split(",")[3]] for r in _rows(4)])
+    return Inputs(dataset=dataset, expected_rows=4, expected_exit={"describe-group-by": 2, "run": 2},
+                  expected_words={"describe-group-by": "blank in every row"})
+
+
+def _trainable(root: Path) -> Inputs:
+    """A clean dataset big enough to train a tiny generator on: the whole audit runs."""
+    dataset = face_dataset(root / "ds", people=12, per_person=1)
+    return Inputs(dataset=dataset, expected_rows=12, train=True, report=True)
+
+
+# --------------------------------------------------------------------------- import sources
+
+def _hostile_folders_source(root: Path) -> Inputs:
+    src, attributes = folders_source(root / "src", people=4)
+    for kind in IMAGE_CASES:
+        (src / "person0" / f"{kind.name}{kind.suffix}").write_bytes(kind.make())
+    os.mkfifo(src / "person1" / "pipe.jpg")
+    (root / "outside.png").write_bytes(rgb_png(30))
+    os.symlink(root / "outside.png", src / "person1" / "link_out.png")
+    os.symlink(root / "missing.png", src / "person1" / "dangling.png")
+    (src / "person2" / "notes.txt").write_text("not an image")
+    (src / "person2" / "é ü 名前 new\nline.png").write_bytes(rgb_png(31))
+    (src / "person2" / "deeper").mkdir()
+    (src / "person2" / "deeper" / "nested.png").write_bytes(rgb_png(32))
+    (src / "loose.png").write_bytes(rgb_png(33))
+    (src / ".hidden.png").write_bytes(rgb_png(34))
+    (src / "person3" / "copy.png").write_bytes((src / "person0" / "0.png").read_bytes())
+    return Inputs(source=("folders", src, ["--attributes", str(attributes)]))
+
+
+def _attributes_case(name: str, text: str | bytes, *, exit_code: int | None = None, words: str | None = None) -> Case:
+    def make(root: Path) -> Inputs:
+        src, attributes = folders_source(root / "src", people=4)
+        attributes.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+        return Inputs(source=("folders", src, ["--attributes", str(attributes)]),
+                      expected_exit={"import": exit_code} if exit_code else {},
+                      expected_words={"import": words} if words else {})
+    return Case(f"attributes-{name}", make)
+
+
+ATTRIBUTE_CASES = (
+    _attributes_case("quote-left-open", 'identity,race\nperson0,"A\nperson1,B\nperson2,A\n', exit_code=2,
+                     words="the quote opened on line 2 is never closed"),
+    _attributes_case("repeated-and-unknown", "identity,race\nperson0,A\nperson0,B\nnobody,A\n,B\nperson1,B,extra\n"),
+    _attributes_case("no-key-column", "name,race\nperson0,A\n", exit_code=2, words="has no 'identity' column"),
+    _attributes_case("empty", b"", exit_code=2, words="is empty"),
+    _attributes_case("bom", b"\xef\xbb\xbfidentity,race\nperson0,A\nperson1,B\n"),
+    _attributes_case("not-utf8", b"identity,race\nperson0,\xff\n", exit_code=2, words="is not UTF-8 text"),
+    _attributes_case("reserved-column", "identity,path\nperson0,x\n", exit_code=2, words="which the manifest uses"),
+)
+
+
+def _utkface_source(root: Path) -> Inputs:
+    src = root / "src"
+    src.mkdir()
+    for i, name in enumerate(["25_0_0_20170116174525125.jpg.chip.jpg", "31_1_1_20170116174525126.jpg.chip.jpg",
+                              "39_1_20170116174525125.jpg.chip.jpg", "24_0_1_2017011622022465 .jpg.chip.jpg",
+                              "30_2_0_20170116232725357.jpg.chip.jpg", "1000_0_0_20170116232725357.jpg.chip.jpg"]):
+        (src / name).write_bytes(rgb_png(40 + i))
+    os.mkfifo(src / "26_0_0_20170116174525999.jpg.chip.jpg")
+    (src / "27_0_0_20170116174525998.jpg.chip.jpg").write_bytes(b"")
+    return Inputs(source=("utkface", src, []))
+
+
+def _lfw_source(root: Path) -> Inputs:
+    src = root / "src"
+    images_dir = src / "images_deepfunneled"
+    for person, n in (("Ann_Lee", 2), ("Bo_Ray", 1)):
+        (images_dir / person).mkdir(parents=True)
+        for k in range(1, n + 1):
+            (images_dir / person / f"{person}_{k:04d}.jpg").write_bytes(images.jpeg())
+    (images_dir / "Bo_Ray" / "wrong_name.jpg").write_bytes(images.jpeg())
+    (images_dir / "loose.jpg").write_bytes(images.jpeg())
+    (src / "labels").mkdir()
+    (src / "labels" / "female_names.txt").write_text("Ann_Lee_0001.jpg\nAnn_Lee_0002\n\n")
+    (src / "labels" / "male_names.txt").write_text("Bo_Ray_0001.jpg\nNobody_0001.jpg\n")
+    (src / "labels" / "lfw_race_dict.json").write_text('{"Ann_Lee": "eastasian,caucasian", "Bo_Ray": ""}')
+    return Inputs(source=("lfw", src, []))
+
+
+def _lfw_bad_race_file(root: Path) -> Inputs:
+    inputs = _lfw_source(root)
+    (inputs.source[1] / "labels" / "lfw_race_dict.json").write_text('["not", "an", "object"]')
+    inputs.expected_exit = {"import": 2}
+    return inputs
+
+
+def _fairface_source(root: Path) -> Inputs:
+    src = root / "src"
+    (src / "train").mkdir(parents=True)
+    for i in range(3):
+        (src / "train" / f"{i}.jpg").write_bytes(rgb_png(50 + i))
+    (src / "fairface_label_train.csv").write_text(
+        "file,age,gender,race,service_test\n"
+        "train/0.jpg,20-29,Female,White,True\n"
+        "train/1.jpg,more than 70,Male,Black,False\n"
+        "train/1.jpg,30-39,Male,Black,False\n"          # repeated
+        "../escape.jpg,30-39,Male,Black,False\n"        # leaves the source
+        "train/9.jpg,30-39,Male,Black,False\n"          # missing
+        ",30-39,Male,Black,False\n"                     # empty file column
+        'train/2.jpg,"3-9,Female,Indian,True\n')         # a quote left open: refused with its line
+    return Inputs(source=("fairface", src, []), expected_exit={"import": 2},
+                  expected_words={"import": "the quote opened on line 8 is never closed"})
+
+
+def _fairface_clean_but_odd(root: Path) -> Inputs:
+    inputs = _fairface_source(root)
+    label = inputs.source[1] / "fairface_label_train.csv"
+    label.write_text(label.read_text().replace('"3-9', "3-9"))
+    inputs.expected_exit, inputs.expected_words = {}, {}
+    return inputs
+
+
+# --------------------------------------------------------------------------- policies
+
+def _policy_case(name: str, text: str | bytes | None, *, exit_code: int | None = 2, words: str | None = None,
+                 special: str | None = None) -> Case:
+    def make(root: Path) -> Inputs:
+        path = root / "policy.toml"
+        if special == "folder":
+            path.mkdir()
+        elif special == "fifo":
+            os.mkfifo(path)
+        else:
+            path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+        return Inputs(policy=path, expected_exit={"gate": exit_code} if exit_code is not None else {},
+                      expected_words={"gate": words} if words else {})
+    return Case(f"policy-{name}", make)
+
+
+RULE = '[[rule]]\nid = "r"\nmetric = "detection.failure_rate"\nmax = 1.0\n'
+
+POLICY_CASES = (
+    _policy_case("valid", RULE, exit_code=0),
+    _policy_case("byte-order-mark", b"\xef\xbb\xbf" + RULE.encode(), exit_code=0),
+    _policy_case("empty", "", words="no rules"),
+    _policy_case("not-toml", "[[rule]\nid = ", words="is not valid TOML"),
+    _policy_case("binary", bytes(range(256)), words="Policy"),
+    _policy_case("utf16", RULE.encode("utf-16"), words="Policy"),
+    _policy_case("unknown-key", RULE + "colour = 'red'\n", words="unknown key 'colour'"),
+    _policy_case("rule-not-array", '[rule]\nid = "r"\nmetric = "detection.failure_rate"\nmax = 1.0\n',
+                 words="must be an array of tables"),
+    _policy_case("string-bound", RULE.replace("max = 1.0", 'max = "0.5"'), words="must be a finite number"),
+    _policy_case("nan-bound", RULE.replace("max = 1.0", "max = nan"), words="must be a finite number"),
+    _policy_case("min-above-max", RULE + "min = 2.0\n", words="is above max"),
+    _policy_case("unknown-metric", RULE.replace("detection.failure_rate", "detection.nothing"),
+                 words="no figures for metric"),
+    _policy_case("unknown-group", RULE + 'grouping = "race"\ngroup = "Martian"\n', words="Martian"),
+    _policy_case("baseline-without-baseline", RULE.replace("max = 1.0", "baseline = { max_worsening = 0.1 }"),
+                 words="baseline"),
+    _policy_case("deeply-nested", "a = " + "[" * 5000 + "]" * 5000 + "\n", words="Policy"),
+    _policy_case("a-folder", None, special="folder", words="No policy file"),
+    _policy_case("a-fifo", None, special="fifo", words="No policy file"),
+)
+
+
+# --------------------------------------------------------------------------- results files
+
+def _results_case(name: str, make_text: Callable[[dict], str | bytes], *, exit_code: int | None = 2,
+                  words: str | None = None) -> Case:
+    def make(root: Path) -> Inputs:
+        # gate and report read the file alike: refused by both, or read by both
+        return Inputs(results=make_text,
+                      expected_exit={"gate": exit_code, "report": exit_code} if exit_code is not None else {},
+                      expected_words={"gate": words, "report": words} if words else {})
+    return Case(f"results-{name}", make)
+
+
+def _edit(change: Callable[[dict], None]) -> Callable[[dict], str]:
+    def text(results: dict) -> str:
+        data = json.loads(json.dumps(results))
+        change(data)
+        return json.dumps(data)
+    return text
+
+
+def _set(key, value):
+    return _edit(lambda d: d.__setitem__(key, value))
+
+
+def _first_figure(key, value):
+    return _edit(lambda d: d["figures"][0].__setitem__(key, value))
+
+
+RESULTS_CASES = (
+    _results_case("valid", lambda r: json.dumps(r), exit_code=0),
+    _results_case("byte-order-mark", lambda r: b"\xef\xbb\xbf" + json.dumps(r).encode(), exit_code=0),
+    _results_case("empty", lambda r: "", words="is not valid JSON"),
+    _results_case("truncated", lambda r: json.dumps(r)[:200], words="is not valid JSON"),
+    _results_case("not-an-object", lambda r: "[1, 2, 3]", words="no 'schema_version'"),
+    _results_case("future-schema", _set("schema_version", "9.0"), words="schema_version '9.0'"),
+    _results_case("figures-not-a-list", _set("figures", {"a": 1}), words="lacks the list 'figures'"),
+    _results_case("figure-not-an-object", _edit(lambda d: d["figures"].insert(0, "a string")),
+                  words="figures[0] is str 'a string', not an object"),
+    _results_case("figure-value-a-string", _first_figure("value", "high"), exit_code=None),
+    _results_case("figure-nan", _first_figure("value", float("nan")), exit_code=None),
+    _results_case("figure-missing-keys", _edit(lambda d: d["figures"][0].pop("group")), exit_code=None),
+    _results_case("flags-not-a-list", _first_figure("flags", "unstable"), words="not a list of names"),
+    _results_case("deeply-nested", lambda r: json.dumps(r)[:-1] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}",
+                  exit_code=None),
+    _results_case("binary", lambda r: bytes(range(256)), words="is not valid JSON"),
+)
+
+
+# --------------------------------------------------------------------------- caches
+
+def _cache_case(name: str, build: Callable[[Path], None], *, exit_code: int | None = 2,
+                words: str | None = None) -> Case:
+    def make(root: Path) -> Inputs:
+        path = root / "cache" / "cache.sqlite"
+        path.parent.mkdir()
+        build(path)
+        return Inputs(cache=path, expected_exit={"embed": exit_code} if exit_code is not None else {},
+                      expected_words={"embed": words} if words else {})
+    return Case(f"cache-{name}", make)
+
+
+def _valid_cache(path: Path) -> None:
+    from audit.cache import EmbeddingCache
+
+    EmbeddingCache(path).close()
+
+
+def _damaged_cache(path: Path) -> None:
+    from audit.cache import CachedEmbedding, EmbeddingCache
+    import numpy as np
+
+    with EmbeddingCache(path) as cache:
+        cache.put_embeddings([(f"h{i:05d}", CachedEmbedding("ok", 1, "", np.full(128, i, np.float32)))
+                              for i in range(2000)], target="t", preprocessing="p")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(path.read_bytes())
+    page = len(data) // 4096 - 3
+    data[page * 4096 + 100:page * 4096 + 400] = bytes(range(256)) + bytes(44)
+    path.write_bytes(bytes(data))
+
+
+def _foreign_sqlite(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE songs (title TEXT)")
+    conn.commit()
+    conn.close()
+
+
+def _old_version(path: Path) -> None:
+    _valid_cache(path)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'version'")
+    conn.commit()
+    conn.close()
+
+
+CACHE_CASES = (
+    _cache_case("valid", _valid_cache, exit_code=0),
+    _cache_case("zero-bytes", lambda p: p.write_bytes(b""), exit_code=0),
+    _cache_case("not-sqlite", lambda p: p.write_text("a text file"), words="is not a cache file"),
+    _cache_case("truncated-header", lambda p: p.write_bytes(b"SQLite format 3\x00" + bytes(50)), words="cache"),
+    _cache_case("foreign-sqlite", _foreign_sqlite, words="an SQLite file of another program"),
+    _cache_case("old-version", _old_version, words="is cache version '0'"),
+    _cache_case("damaged-pages", _damaged_cache, words="is damaged"),
+    _cache_case("a-folder", lambda p: p.mkdir(), words="is a directory"),
+    _cache_case("a-fifo", lambda p: os.mkfifo(p), words="is not a file"),
+)
+
+
+def all_cases() -> list[Case]:
+    return [
+        *(_image_case(kind) for kind in IMAGE_CASES),
+        Case("dataset-names", _names),
+        Case("dataset-symlinks", _symlinks),
+        Case("dataset-special-files", _special_files),
+        Case("dataset-duplicates-with-other-labels", _duplicates),
+        Case("dataset-every-row-reason", _many_problems),
+        Case("dataset-blank-group-column", _blank_group_column),
+        Case("dataset-trainable", _trainable),
+        *MANIFEST_CASES,
+        Case("source-folders-hostile", _hostile_folders_source),
+        *ATTRIBUTE_CASES,
+        Case("source-utkface", _utkface_source),
+        Case("source-lfw", _lfw_source),
+        Case("source-lfw-bad-race-file", _lfw_bad_race_file),
+        Case("source-fairface-quote-left-open", _fairface_source),
+        Case("source-fairface-odd-rows", _fairface_clean_but_odd),
+        *POLICY_CASES,
+        *RESULTS_CASES,
+        *CACHE_CASES,
+    ]

@@ -1,0 +1,64 @@
+"""Dataset folders and import sources for the corpus and the fault tests, made from one real face.
+
+Every image is the astronaut's face with a small, distinct change of
+brightness (or a mirror), so that files differ byte for byte and the face
+detector finds a face in each; groups and identities are assigned in turn.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tests.corpus.images import rgb_png
+
+RACES = ("A", "B")
+GENDERS = ("F", "M")
+HEADER = ("path", "identity", "race", "gender")
+
+
+def person_labels(person: int) -> tuple[str, str]:
+    return RACES[person % 2], GENDERS[(person // 2) % 2]
+
+
+def face_dataset(root: Path, *, people: int = 4, per_person: int = 2,
+                 make: Callable[[int], bytes] = rgb_png) -> Path:
+    """A clean dataset folder: ``people`` x ``per_person`` face images and their manifest."""
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    index = 0
+    for person in range(people):
+        race, gender = person_labels(person)
+        for _ in range(per_person):
+            name = f"img/p{person}_{index}.png"
+            (root / name).write_bytes(make(index))
+            rows.append((name, f"p{person}", race, gender))
+            index += 1
+    write_manifest_rows(root, rows)
+    return root
+
+
+def write_manifest_rows(root: Path, rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> Path:
+    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return root / "manifest.csv"
+
+
+def folders_source(root: Path, *, people: int = 4, per_person: int = 2) -> tuple[Path, Path]:
+    """An import source for the ``folders`` importer, and its attributes CSV (beside it)."""
+    index = 0
+    lines = ["identity,race,gender"]
+    for person in range(people):
+        folder = root / f"person{person}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(per_person):
+            (folder / f"{k}.png").write_bytes(rgb_png(index))
+            index += 1
+        race, gender = person_labels(person)
+        lines.append(f"person{person},{race},{gender}")
+    attributes = root.parent / f"{root.name}-attributes.csv"
+    attributes.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root, attributes

@@ -1,0 +1,211 @@
+"""Running the CLI over the corpus and checking its promises, command by command.
+
+For every command run, :class:`CorpusRunner` checks:
+
+* **no traceback**: nothing escapes the CLI, no ``Traceback`` in the output,
+  and no exit code 4 (an internal error is a bug this corpus must not find);
+* **a documented exit code**: 0, 1, 2, 3 or 130, and a failure ends with one
+  ``Error:`` line;
+* **every input accounted for** (a *silent drop* otherwise): each manifest
+  row is a usable image or an exclusion with a reason; each usable image
+  gets a vector or is named with its reason; each source file of an import
+  is in the manifest or in the exclusions;
+* **nothing written outside the output**, and **the old outputs intact
+  after a failure** (a *data-loss case* otherwise), from snapshots of the
+  case's whole folder taken before and after.
+
+Problems are collected, not raised at the first one, so that a run of the
+corpus says everything that is wrong; :data:`TALLY` adds them up for the
+summary line the test session prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from click.testing import CliRunner
+
+from audit.cli import cli
+
+DOCUMENTED_EXIT_CODES = (0, 1, 2, 3, 130)
+#: Files a command may write beside its output, by design: the dataset folder's hash cache.
+SIDE_FILES = (".sha256-cache.csv",)
+
+TRACEBACK = "traceback"
+SILENT_DROP = "silent drop"
+DATA_LOSS = "data loss"
+OUTSIDE_WRITE = "write outside the output"
+EXIT_CODE = "undocumented exit code"
+EXPECTATION = "expectation"
+
+
+@dataclass
+class Tally:
+    """What the corpus found, over the whole session."""
+
+    cases: set[str] = field(default_factory=set)
+    runs: int = 0
+    problems: list[tuple[str, str, str, str]] = field(default_factory=list)   # case, command, kind, detail
+
+    def count(self, kind: str) -> int:
+        return sum(1 for p in self.problems if p[2] == kind)
+
+    def count_cases(self, *kinds: str) -> int:
+        return len({p[0] for p in self.problems if p[2] in kinds})
+
+    def summary(self) -> str:
+        return (f"bad-input corpus: {len(self.cases)} cases tried ({self.runs} command runs); "
+                f"{self.count(TRACEBACK)} tracebacks, {self.count(SILENT_DROP)} silent drops, "
+                f"{self.count_cases(DATA_LOSS, OUTSIDE_WRITE)} data-loss cases; "
+                f"{self.count(EXIT_CODE)} undocumented exit codes, {self.count(EXPECTATION)} failed expectations")
+
+
+TALLY = Tally()
+
+
+# --------------------------------------------------------------------------- snapshots
+
+def _digest(path: str, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` (links not followed, special files never opened) and its content."""
+    entries: dict[str, tuple] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, root)
+            if os.path.basename(relative) in SIDE_FILES:
+                continue
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                entries[relative] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(info.st_mode):
+                entries[relative] = ("folder",)
+            elif stat.S_ISREG(info.st_mode):
+                entries[relative] = ("file", info.st_size, _digest(path, info.st_size))
+            else:
+                entries[relative] = ("special", stat.S_IFMT(info.st_mode))
+    return entries
+
+
+def _under(relative: str, outputs: Iterable[str]) -> bool:
+    return any(relative == out or relative.startswith(out.rstrip("/") + "/") for out in outputs)
+
+
+# --------------------------------------------------------------------------- running
+
+@dataclass
+class Run:
+    """One command run and what came of it."""
+
+    case: str
+    command: str
+    args: list[str]
+    exit_code: int
+    output: str
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def problem(self, kind: str, detail: str) -> None:
+        self.problems.append((kind, detail))
+
+
+class CorpusRunner:
+    """Runs commands of one case inside its folder ``root`` and checks every promise."""
+
+    def __init__(self, case: str, root: Path) -> None:
+        self.case = case
+        self.root = root
+        self.runs: list[Run] = []
+        TALLY.cases.add(case)
+
+    def invoke(self, command: str, args: Sequence[object], *, outputs: Sequence[Path] = (),
+               keep_on_failure: Sequence[Path] = ()) -> Run:
+        """Run ``audit ARGS``; ``outputs`` may change, ``keep_on_failure`` must not change unless it succeeds."""
+        before = snapshot(self.root)
+        result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+        after = snapshot(self.root)
+        run = Run(self.case, command, [str(a) for a in args], result.exit_code, result.output)
+        self._check_exit(run, result)
+        self._check_writes(run, before, after, outputs, keep_on_failure)
+        self.runs.append(run)
+        TALLY.runs += 1
+        return run
+
+    def _check_exit(self, run: Run, result) -> None:
+        escaped = result.exception is not None and not isinstance(result.exception, SystemExit)
+        if escaped or "Traceback (most recent call last)" in run.output or run.exit_code == 4:
+            run.problem(TRACEBACK, f"exit {run.exit_code}: {type(result.exception).__name__ if escaped else ''} "
+                                   f"{run.output.strip()[-400:]}")
+            return
+        if run.exit_code not in DOCUMENTED_EXIT_CODES:
+            run.problem(EXIT_CODE, f"exit {run.exit_code}: {run.output.strip()[-300:]}")
+        elif run.exit_code == 2 and not run.output.strip().splitlines()[-1:] [0].startswith("Error: "):
+            run.problem(EXIT_CODE, f"exit 2 without an 'Error:' line: {run.output.strip()[-300:]}")
+
+    def _check_writes(self, run: Run, before: dict, after: dict, outputs: Sequence[Path],
+                      keep_on_failure: Sequence[Path]) -> None:
+        allowed = [os.path.relpath(p, self.root) for p in outputs]
+        kept = [os.path.relpath(p, self.root) for p in keep_on_failure]
+        for relative in sorted(set(before) | set(after)):
+            if before.get(relative) == after.get(relative):
+                continue
+            if _under(relative, kept) and run.exit_code not in (0, 1):
+                run.problem(DATA_LOSS, f"{relative} changed although the command failed (exit {run.exit_code})")
+            elif not _under(relative, allowed + kept):
+                kind = DATA_LOSS if relative in before else OUTSIDE_WRITE
+                run.problem(kind, f"{relative} {'changed or removed' if relative in before else 'written'} "
+                                  "outside the command's output")
+
+    def expect(self, run: Run, condition: bool, detail: str, *, kind: str = EXPECTATION) -> None:
+        if not condition:
+            run.problem(kind, detail)
+
+    def report(self) -> list[str]:
+        """Every problem of this case, recorded in the session's tally; the lines to fail the test with."""
+        lines = []
+        for run in self.runs:
+            for kind, detail in run.problems:
+                TALLY.problems.append((self.case, run.command, kind, detail))
+                lines.append(f"{self.case} / {run.command}: {kind}: {detail}")
+        return lines
+
+
+# --------------------------------------------------------------------------- accounting
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def describe_counts(output: str) -> dict:
+    """The JSON of 'audit dataset describe --json' (the progress line, if any, before it)."""
+    start = output.index("{")
+    return json.loads(output[start:])
+
+
+def source_files(src: Path) -> set[str]:
+    """Non-hidden files under ``src`` (symlinked folders followed once), as the importers list them."""
+    from audit.data.importers import _walk
+
+    return set(_walk(src))
+
+
+def parse_csv_text(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+Check = Callable[[CorpusRunner, Run], None]

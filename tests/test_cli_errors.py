@@ -1,0 +1,105 @@
+"""The CLI's guarantee: one ``Error:`` line and a documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import audit.cli as cli_module
+from audit.cli import cli
+from audit.errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR
+
+
+@pytest.fixture(autouse=True)
+def crash_logs(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "logs"
+    monkeypatch.setenv("AUDIT_LOG_DIR", str(folder))
+    return folder
+
+
+def _boom(*args, **kwargs):
+    raise ZeroDivisionError("division by zero in the target list")
+
+
+def test_a_bug_is_one_line_naming_the_command_and_a_log_with_the_traceback(monkeypatch, crash_logs):
+    monkeypatch.setattr("audit.commands.targets.list_targets", _boom)
+    result = CliRunner().invoke(cli, ["targets"])
+    assert result.exit_code == EXIT_INTERNAL_ERROR
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: internal error in 'audit targets': ZeroDivisionError: division by "
+                               "zero in the target list. This is a bug in face-bias-audit, not a problem "
+                               "with your input. The traceback is in ")
+    assert "Traceback" not in result.output
+    (log,) = crash_logs.iterdir()
+    assert str(log) in lines[0]
+    text = log.read_text()
+    assert "command: audit targets" in text
+    assert "Traceback (most recent call last)" in text and "_boom" in text
+
+
+def test_a_bug_names_the_item_recorded_on_the_way_up(monkeypatch):
+    def fails_on_an_item(*args, **kwargs):
+        exc = ValueError("unexpected shape")
+        exc.add_note("while embedding image 'img/a.png'")
+        raise exc
+
+    monkeypatch.setattr("audit.commands.targets.list_targets", fails_on_an_item)
+    result = CliRunner().invoke(cli, ["targets"])
+    assert result.exit_code == EXIT_INTERNAL_ERROR
+    assert "ValueError: unexpected shape (while embedding image 'img/a.png')." in result.output
+
+
+def test_a_full_disk_is_the_environment_not_a_bug(monkeypatch, crash_logs):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/results.json")
+
+    monkeypatch.setattr("audit.commands.targets.list_targets", full)
+    result = CliRunner().invoke(cli, ["targets"])
+    assert result.exit_code == EXIT_INPUT_ERROR
+    assert result.output == ("Error: Cannot use '/data/out/results.json': no space left on the disk. Free "
+                             "some space on that disk, or write it elsewhere on another disk.\n")
+    assert not crash_logs.exists()
+
+
+def test_a_command_module_that_cannot_be_imported_fails_every_command_loudly(monkeypatch):
+    monkeypatch.setattr(cli_module, "_BROKEN_COMMANDS", {})
+    cli_module._register_commands((("audit.commands.no_such_module", "gone"),))
+    assert "audit.commands.no_such_module" in cli_module._BROKEN_COMMANDS
+    result = CliRunner().invoke(cli, ["targets"])
+    assert result.exit_code == EXIT_INTERNAL_ERROR
+    assert ("the command module 'audit.commands.no_such_module' cannot be imported (ModuleNotFoundError"
+            in result.output)
+    assert "reinstall the tool" in result.output
+    assert "Broken installation: audit.commands.no_such_module" in CliRunner().invoke(cli, ["--help"]).output
+
+
+def test_help_documents_every_exit_code():
+    text = CliRunner().invoke(cli, ["--help"]).output
+    for code, words in (("0", "success"), ("1", "a rule failed"), ("2", "usage or input error"),
+                        ("3", "a target stopped"), ("4", "internal error"), ("130", "interrupted")):
+        assert any(line.strip().startswith(f"{code} ") and words in line for line in text.splitlines()), code
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "4 internal error" in readme
+
+
+def test_no_traceback_reaches_the_terminal_of_a_real_process(tmp_path):
+    """The console entry point, in its own process: a bug in a command prints one line."""
+    script = ("import audit.commands.targets as t\n"
+              "def boom(*a, **k): raise KeyError('missing')\n"
+              "t.list_targets = boom\n"
+              "from audit.cli import main\n"
+              "main()\n")
+    env = dict(os.environ, AUDIT_LOG_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script, "targets"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == EXIT_INTERNAL_ERROR
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: internal error in 'audit targets'")
