@@ -22,13 +22,12 @@ import numpy as np
 import pandas as pd
 
 from audit import __version__
-from audit.distances import paired_distances
 from audit.errors import InputError
 from audit.faces import FaceConfig
 from audit.pipeline import (build_embedder, default_group_by, detection_table, load_dataset_for_run,
                             open_target)
-from audit.results import (GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure,
-                           disparities_to_dicts, figures_to_dicts, write_json_atomic)
+from audit.results import (CORRECTIONS, DISPARITY_KINDS, GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION, Disparity,
+                           Figure, disparities_to_dicts, figures_to_dicts, write_json_atomic)
 from audit.targets.base import STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -38,8 +37,10 @@ DEFAULT_PROBES = PROBES
 DEFAULT_SEED = 0
 DEFAULT_EPOCHS = 150
 DEFAULT_N_RESAMPLES = 1000
-#: Real different-person pairs drawn to find the threshold at FMR 1e-3.
+#: Real different-person pairs drawn (distinct, without replacement) to find the threshold at FMR 1e-3.
 DEFAULT_IMPOSTOR_PAIRS = 200_000
+#: How findings are chosen among the disparities (--correction).
+DEFAULT_CORRECTION = "holm"
 LIBRARIES = ("torch", "dlib-bin", "numpy", "pandas", "scipy", "scikit-learn", "jinja2", "weasyprint",
              "seaborn", "matplotlib", "httpx", "onnxruntime")
 
@@ -70,6 +71,7 @@ class RunConfig:
     generator_channels: int = 512
     identity_loss: float = 0.0
     n_resamples: int = DEFAULT_N_RESAMPLES
+    correction: str = DEFAULT_CORRECTION
     pairs_file: Path | None = None
     report: bool = True
     no_faces: bool = False
@@ -91,6 +93,9 @@ class RunConfig:
             raise InputError(f"--image-size {self.image_size!r}: must be 64 or 128.")
         if self.n_resamples < 100:
             raise InputError(f"--resamples {self.n_resamples!r}: use at least 100 for a 95% interval.")
+        if self.correction not in CORRECTIONS:
+            raise InputError(f"--correction {self.correction!r}: choose {' or '.join(CORRECTIONS)} (Holm: "
+                             "family-wise error, the default; bh: Benjamini-Hochberg false discovery rate).")
 
     def settings(self) -> dict:
         """The settings results.json records (paths as given, never secrets)."""
@@ -137,22 +142,6 @@ def environment(device: str) -> dict:
             "libraries": library_versions()}
 
 
-def sample_impostor_distances(vectors: np.ndarray, persons: np.ndarray, metric: str, *,
-                              n_pairs: int = DEFAULT_IMPOSTOR_PAIRS, seed: int = 0) -> np.ndarray:
-    """Distances of random pairs of real embeddings of different people."""
-    rng = np.random.default_rng(seed)
-    n = len(vectors)
-    if n < 2:
-        return np.empty(0)
-    a = rng.integers(0, n, size=n_pairs)
-    b = rng.integers(0, n, size=n_pairs)
-    keep = persons[a] != persons[b]
-    a, b = a[keep], b[keep]
-    # In chunks: 200k pairs of 1024-D vectors at once would take gigabytes.
-    return np.concatenate([paired_distances(vectors[a[i:i + 10_000]], vectors[b[i:i + 10_000]], metric)
-                           for i in range(0, len(a), 10_000)] or [np.empty(0)])
-
-
 def _pairs_folder(image_ids: pd.Series) -> str:
     """The folder LFW-style image ids sit in (``images`` for ``images/<Name>/<Name>_0001.jpg``).
 
@@ -172,6 +161,7 @@ class AuditRun:
         self.disparities: list[Disparity] = []
         self.probe_details: dict[str, dict] = {}
         self.tests: dict[str, dict] = {}
+        self.findings: dict = {}
 
     # -- stages ------------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -206,6 +196,7 @@ class AuditRun:
                 self._verification(ok)
             if "inversion" in config.probes:
                 self._inversion(ok, out)
+        self._findings()
         results = self._results(started)
         write_json_atomic(out / RESULTS_FILE, results)
         self._write_groups_csv(out)
@@ -225,7 +216,7 @@ class AuditRun:
         return frame.reset_index(drop=True)
 
     def _summarize(self, samples: pd.DataFrame, *, probe: str, metric: str, value: str, kind: str,
-                   better: str | None, disparity_kinds: Sequence[str] = ("max_min_ratio", "max_gap")) -> None:
+                   better: str | None, disparity_kinds: Sequence[str] = DISPARITY_KINDS) -> None:
         from probes.stats import group_figures
 
         figures, disparities = group_figures(
@@ -271,8 +262,8 @@ class AuditRun:
     def _verification(self, ok: np.ndarray) -> None:
         from probes.verification import read_lfw_pairs, verification_probe
 
-        samples = self._samples(ok)
-        if samples["identity"].duplicated().sum() == 0:
+        samples = self._samples()
+        if samples.loc[ok, "identity"].duplicated().sum() == 0:
             self.probe_details["verification"] = {
                 "skipped": "the dataset has no identity with two or more images: verification needs "
                            "genuine pairs (LFW has them; UTKFace does not)."}
@@ -283,10 +274,11 @@ class AuditRun:
             pairs_file = Path(self.dataset.root) / "pairs.txt"
         if pairs_file is not None:
             pairs = read_lfw_pairs(pairs_file, folder=_pairs_folder(samples["image_id"]))
-        result = verification_probe(self.embset.vectors[ok], samples, groupings=self.groupings,
+        # Every image, found face or not: the rates are generalised (ISO/IEC 19795-1).
+        result = verification_probe(self.embset.vectors, samples, groupings=self.groupings,
                                     person="identity", metric=self.target.metric,
                                     threshold=self.target.default_threshold, pairs=pairs,
-                                    seed=self.config.seed, n_resamples=self.config.n_resamples)
+                                    seed=self.config.seed, acquired=np.asarray(ok, dtype=bool))
         self.figures.extend(result.figures)
         self.disparities.extend(result.disparities)
         self.probe_details["verification"] = result.details
@@ -295,6 +287,7 @@ class AuditRun:
         from probes.inversion.probe import run_inversion_probe
         from probes.inversion.splits import split_identities
         from probes.inversion.training import TrainingConfig
+        from probes.pairs import sample_impostor_pairs
 
         config = self.config
         usable = ok & (self.embset.table["chip_status"].to_numpy() == STATUS_OK)
@@ -302,8 +295,9 @@ class AuditRun:
         table = self.embset.table.iloc[rows].reset_index(drop=True)
         split = split_identities(table, person="identity", stratify=list(self.group_by), seed=config.seed)
         vectors = self.embset.vectors[rows]
-        impostors = sample_impostor_distances(vectors, table["identity"].to_numpy(), self.target.metric,
-                                              seed=config.seed)
+        impostor_pairs = sample_impostor_pairs(table["identity"].to_numpy(), DEFAULT_IMPOSTOR_PAIRS,
+                                               seed=config.seed)
+        impostors = impostor_pairs.distances(vectors, self.target.metric)
         training = TrainingConfig(epochs=config.epochs, batch_size=config.batch_size,
                                   validate_every=config.validate_every, seed=config.seed,
                                   device=config.device, image_size=config.image_size,
@@ -340,7 +334,14 @@ class AuditRun:
         self._permutation(samples, key="inversion.mean_distance", value="distance")
         details = dict(result.details)
         details["split_sizes"] = {str(k): int(v) for k, v in split.value_counts().items()}
+        details["impostor_pairs"] = impostor_pairs.counts()
         self.probe_details["inversion"] = details
+
+    def _findings(self) -> None:
+        """Correct every disparity's p-value for all the run's comparisons, once, after every probe."""
+        from probes.findings import mark_findings
+
+        self.findings = mark_findings(self.disparities, self.config.correction)
 
     # -- outputs -----------------------------------------------------------------
     def _results(self, started: float) -> dict:
@@ -368,6 +369,7 @@ class AuditRun:
             "detection": self.probe_details.get("detection"),
             "figures": figures_to_dicts(self.figures),
             "disparities": disparities_to_dicts(self.disparities),
+            "findings": self.findings,
             "tests": self.tests,
             "probes": {k: v for k, v in self.probe_details.items() if k != "detection"},
             "policy_verdict": None,

@@ -10,7 +10,9 @@ import click
 
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
                                     parse_group_by, target_options)
-from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig, run_audit
+from audit.results import CORRECTIONS
+from audit.runner import (DEFAULT_CORRECTION, DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig,
+                          run_audit)
 
 
 @click.command()
@@ -41,7 +43,10 @@ from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PR
 @click.option("--device", default="auto", show_default=True, help="auto (the GPU if any), cpu or cuda.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, training and bootstrap.")
 @click.option("--resamples", "n_resamples", type=click.IntRange(min=100), default=DEFAULT_N_RESAMPLES,
-              show_default=True, help="Bootstrap resamples behind each 95% interval.")
+              show_default=True, help="Bootstrap resamples behind each 95% interval of a mean.")
+@click.option("--correction", type=click.Choice(CORRECTIONS), default=DEFAULT_CORRECTION, show_default=True,
+              help="How findings survive the run's many comparisons: holm (no false finding in the whole "
+                   "report, at 95%) or bh (Benjamini-Hochberg: at most 5% of findings false).")
 @click.option("--pairs", "pairs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Official verification pairs (LFW's pairs.txt); found in the dataset folder if there.")
 @click.option("--max-requests", type=click.IntRange(min=1), help="Budget of API requests (cloud targets).")
@@ -57,7 +62,8 @@ from audit.runner import DEFAULT_EPOCHS, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PR
 @face_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epochs, image_size, batch_size,
-        validate_every, average_identities, generator_channels, identity_loss, device, seed, n_resamples, pairs_file, max_requests, policy_path, baseline_path,
+        validate_every, average_identities, generator_channels, identity_loss, device, seed, n_resamples, correction,
+        pairs_file, max_requests, policy_path, baseline_path,
         junit_path, no_report, no_faces, cache_path, no_cache, detector, upsample, min_score, workers, quiet):
     """Audit a face model for demographic bias: embed, probe, report, gate.
 
@@ -80,7 +86,7 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
         face_config=make_face_config(detector, upsample, min_score), cache_path=cache_path,
         use_cache=not no_cache, workers=workers, seed=seed, epochs=epochs, image_size=int(image_size),
         batch_size=batch_size, validate_every=validate_every, average_identities=average_identities,
-        generator_channels=generator_channels, identity_loss=identity_loss, n_resamples=n_resamples, pairs_file=pairs_file,
+        generator_channels=generator_channels, identity_loss=identity_loss, n_resamples=n_resamples, correction=correction, pairs_file=pairs_file,
         report=not no_report, no_faces=no_faces, policy_path=policy_path, baseline_path=baseline_path,
         max_requests=max_requests, device=device, show_progress=not quiet,
         command_line=shlex.join(["audit", *sys.argv[1:]]))
