@@ -303,9 +303,10 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
         pair_counts[f"{g}: {lab}"] = {"genuine_pairs": int(gk.sum()),
                                       "genuine_pairs_without_face": int(np.isnan(g_d).sum()),
                                       "impostor_pairs": {**sample.counts(), "with_both_faces": n_acquired_pairs}}
-        own_thresholds[f"{g}: {lab}"] = {"threshold": own.value, "estimable": own_ok, "impostor_pairs": n_acquired_pairs,
-                                         **({} if own_ok else {"reason": not_estimable_reason(n_acquired_pairs,
-                                                                                              target_fmr)})}
+        own_thresholds[f"{g}: {lab}"] = {
+            "threshold": own.value, "interval": list(own.interval(confidence)) if n_imp_people >= 2 else None,
+            "estimable": own_ok, "impostor_pairs": n_acquired_pairs,
+            **({} if own_ok else {"reason": not_estimable_reason(n_acquired_pairs, target_fmr)})}
         det["by_group"].setdefault(g, {})[lab] = _det_curve(g_d, i_d, det_thresholds)
         summary.append(_summary_row(g, lab, mask, acquired, persons, values, confidence))
     figures, disparities_out = [], []

@@ -52,7 +52,7 @@ IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "imag
 #: How many failed policy checks the first page lists (the full table follows in its section).
 FIRST_PAGE_FAILED_CHECKS = 8
 #: How many findings the first page lists (every finding is in its metric's section).
-FIRST_PAGE_FINDINGS = 10
+FIRST_PAGE_FINDINGS = 5
 OPERATORS = {"<=": "\u2264", ">=": "\u2265", "<": "<", ">": ">", "==": "="}
 
 MSG_BAD_FORMAT = ("unknown report format {value!r}: choose from {choices} (the CLI's --format both "
@@ -210,7 +210,7 @@ def _metric_block(probe: str, metric: str, rows: list[Mapping], disparities: lis
     better = next((r.get("better") for r in rows if r.get("better")), text.better)
     block = {"key": key, "id": f"metric-{probe}-{metric}".replace(".", "-").replace("_", "-"),
              "title": text.title, "meaning": text.meaning, "better": better_text(better), "known": key in METRICS,
-             "unit": text.unit}
+             "unit": text.unit, "n_label": "Pairs" if probe == "verification" else "Images"}
     if rows and not any(_finite(r.get("value")) for r in rows):
         flags = sorted({FLAG_SHORT.get(f, f) for r in rows for f in r.get("flags") or [] if f != "undefined"})
         return {**block, "undefined": True, "rows": [], "sentences": [],
@@ -389,8 +389,15 @@ def _findings(results: Mapping, figures: list[Mapping], disparities: list[Mappin
     """The first page's findings: the comparisons that survived the correction, in sentences."""
     summary = results.get("findings") if isinstance(results.get("findings"), Mapping) else None
     pairs = findings_by_pair(disparities)
+    # Breadth first: the strongest finding of each metric, then the next of each, ...
+    ranked, seen = [], {}
+    for p in pairs:
+        key = (p[0].get("probe"), p[0].get("metric"))
+        seen[key] = seen.get(key, 0) + 1
+        ranked.append((seen[key], len(ranked), p))
+    shown = [p for _, _, p in sorted(ranked, key=lambda t: (t[0], t[1]))[:FIRST_PAGE_FINDINGS]]
     entries = [{"where": f"{_metric_title(p[0])}, by {p[0].get('grouping')}", "sentence": finding_sentence(p, figures)}
-               for p in pairs[:FIRST_PAGE_FINDINGS]]
+               for p in shown]
     if summary is None:
         return {"recorded": False, "entries": entries, "more": max(0, len(pairs) - len(entries))}
     method = str(summary.get("method"))
@@ -435,6 +442,7 @@ def _verification(detail: Mapping, palette: charts.GroupPalette, order: Mapping[
         pairs = (counts.get(key) or {}).get("impostor_pairs") or {}
         thresholds.append({"grouping": grouping, "group": group, "colour": palette.colour(grouping, group),
                            "threshold": format_value(row.get("threshold")),
+                           "ci": format_interval(*(row.get("interval") or [None, None])) or "-",
                            "pairs": f"{format_count(row.get('impostor_pairs'))} of {format_count(pairs.get('possible'))}",
                            "note": "" if row.get("estimable") else f"not estimable: {_plain(row.get('reason'))}"})
     thresholds = _sort_rows(thresholds, order)

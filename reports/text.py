@@ -287,7 +287,8 @@ def disparity_sentence(disparity: Mapping, figures: Iterable[Mapping] = ()) -> s
         sentence += " (no confidence interval was computed)."
     if _finite(disparity.get("p_adjusted")):
         verdict = "a finding" if disparity.get("finding") else "not a finding"
-        sentence += f" After the correction for every comparison, p = {format_p(disparity['p_adjusted'])}: {verdict}."
+        p = format_p(disparity["p_adjusted"])
+        sentence += f" After the correction for every comparison, p {p if p.startswith('<') else '= ' + p}: {verdict}."
     flags = [FLAG_SHORT.get(flag, flag) for flag in disparity.get("flags") or []]
     if flags:
         sentence += f" Caution: {', '.join(flags)}."
@@ -337,8 +338,8 @@ def finding_sentence(pair: list[Mapping], figures: Iterable[Mapping] = ()) -> st
         g = by_kind["gap"]
         gap, interval = _gap_words(metric, g.get("value"), g.get("ci_low"), g.get("ci_high"))
         sentence += f", a difference of {gap}" + (f" (95% CI {interval})" if interval else "")
-    p = min(float(d.get("p_adjusted") or 1.0) for d in pair)
-    sentence += f". Adjusted p = {format_p(p)}."
+    p = format_p(min(float(d.get("p_adjusted") or 1.0) for d in pair))
+    sentence += f". Adjusted p {p}." if p.startswith("<") else f". Adjusted p = {p}."
     flags = sorted({FLAG_SHORT.get(flag, flag) for d in pair for flag in d.get("flags") or []})
     if flags:
         sentence += f" Caution: {', '.join(flags)}."
