@@ -55,8 +55,8 @@ _BISECTION_STEPS = 32
 class Comparison:
     """One pair: ``value`` = high - low (or high / low), its interval and p-value.
 
-    ``high`` and ``low`` name which of the two inputs had the higher
-    estimate (``"first"`` / ``"second"``).
+    ``high`` says which of the two inputs had the higher estimate
+    (``"first"`` or ``"second"``).
     """
 
     value: float
@@ -93,6 +93,8 @@ def _p_value(bounds, null: float) -> float:
     """The largest alpha whose ``1 - alpha`` interval still contains ``null`` (bisection on log alpha)."""
     def contains(alpha: float) -> bool:
         lo, hi = bounds(1.0 - alpha)
+        if math.isnan(lo) or math.isnan(hi):  # no interval at that level: nothing can be rejected
+            return True
         return lo <= null <= hi
 
     widest, narrowest = MIN_P_VALUE, 1.0 - 1e-9  # alpha ~ 1: an interval of zero width at the estimate

@@ -32,7 +32,7 @@ from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, load_results
 from reports import figures as charts
 from reports.text import (CORRECTION_TEXT, FLAG_SHORT, FLAG_TEXT, METRICS, better_text, describe_metric,
                           disparity_sentence, finding_sentence, findings_by_pair, format_count, format_interval,
-                          format_p, format_value)
+                          format_value)
 
 __all__ = ["render_report", "build_context", "render_html", "write_pdf", "is_allowed_url", "make_url_fetcher",
            "TEMPLATES_DIR", "FORMATS", "HTML_FILE", "PDF_FILE"]
@@ -53,6 +53,8 @@ IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "imag
 FIRST_PAGE_FAILED_CHECKS = 8
 #: How many findings the first page lists (every finding is in its metric's section).
 FIRST_PAGE_FINDINGS = 5
+#: Findings beyond the largest difference that a metric's section spells out per grouping.
+SECTION_FINDINGS = 3
 OPERATORS = {"<=": "\u2264", ">=": "\u2265", "<": "<", ">": ">", "==": "="}
 
 MSG_BAD_FORMAT = ("unknown report format {value!r}: choose from {choices} (the CLI's --format both "
@@ -239,8 +241,11 @@ def _metric_block(probe: str, metric: str, rows: list[Mapping], disparities: lis
                 "difference: " if n_pairs > 1 else "")
         sentence = disparity_sentence(worst, figures)
         sentences.append(lead + (sentence[0].lower() + sentence[1:] if lead else sentence))
-        for pair in findings_by_pair(d for d in of_grouping if _pair_key(d) != _pair_key(worst)):
-            sentences.append(finding_sentence(pair, figures))
+        others = findings_by_pair(d for d in of_grouping if _pair_key(d) != _pair_key(worst))
+        sentences += [finding_sentence(pair, figures) for pair in others[:SECTION_FINDINGS]]
+        if len(others) > SECTION_FINDINGS:
+            sentences.append(f"{len(others) - SECTION_FINDINGS} more findings by {grouping}: see "
+                             f"the disparities of {key} in results.json.")
     return {
         **block, "undefined": False,
         "chart": charts.interval_chart(rows, palette, unit=text.unit, xlabel=text.title),
@@ -414,8 +419,8 @@ def _metric_title(row: Mapping) -> str:
 def _verification(detail: Mapping, palette: charts.GroupPalette, order: Mapping[str, list[str]]) -> dict:
     """Thresholds per group, DET curves, the cross-group FMR matrix, the FDR and the summary table."""
     if not detail or detail.get("skipped"):
-        return {"skipped": _plain(detail.get("skipped")) if detail else None, "settings": [], "thresholds": [],
-                "det": [], "matrices": [], "fdr": [], "summary": []}
+        return {"skipped": _plain(detail.get("skipped")) if detail else None, "settings": [], "det": [],
+                "matrices": [], "fdr": [], "summary": []}
     target = detail.get("target_fmr")
     settings = [("match rule", _plain(detail.get("match_rule") or "distance <= threshold")),
                 ("default (operational) threshold", format_value(detail.get("default_threshold"))),
@@ -435,26 +440,21 @@ def _verification(detail: Mapping, palette: charts.GroupPalette, order: Mapping[
                   f"{format_count(detail.get('max_impostor_pairs'))} per group)"),
                  ("images without a face", f"{format_count(detail.get('images_without_face'))} (their pairs count "
                                             "as non-matches: generalised rates)")]
-    thresholds = []
-    counts = detail.get("pair_counts") or {}
-    for key, row in (detail.get("thresholds_by_group") or {}).items():
-        grouping, _, group = str(key).partition(": ")
-        pairs = (counts.get(key) or {}).get("impostor_pairs") or {}
-        thresholds.append({"grouping": grouping, "group": group, "colour": palette.colour(grouping, group),
-                           "threshold": format_value(row.get("threshold")),
-                           "ci": format_interval(*(row.get("interval") or [None, None])) or "-",
-                           "pairs": f"{format_count(row.get('impostor_pairs'))} of {format_count(pairs.get('possible'))}",
-                           "note": "" if row.get("estimable") else f"not estimable: {_plain(row.get('reason'))}"})
-    thresholds = _sort_rows(thresholds, order)
     det = detail.get("det") or {}
+    # Intersections' curves are in results.json: a dozen crossing lines read as noise.
     det_charts = [{"grouping": str(g), "chart": charts.det_chart(str(g), {k: curves[k] for k in
                                                                          _order_groups(g, curves, order)},
                                                                  palette, target_fmr=target)}
-                  for g, curves in (det.get("by_group") or {}).items() if g != ALL and len(curves) > 1]
+                  for g, curves in (det.get("by_group") or {}).items()
+                  if g != ALL and GROUPING_JOIN not in str(g) and len(curves) > 1]
     matrices = []
     for grouping, m in (detail.get("cross_group_fmr") or {}).items():
         groups = [str(g) for g in m.get("groups") or []]
-        for name, cells in (m.get("fmr") or {}).items():
+        by_threshold = m.get("fmr") or {}
+        # One matrix: at the global FMR threshold (NIST's framing) where it is estimable, else the default.
+        preferred = [n for n in by_threshold if n != "default"] if detail.get("global_threshold_estimable", True) \
+            else ["default"]
+        for name, cells in [(n, c) for n, c in by_threshold.items() if n in preferred][:1]:
             values = cells.get("value") or []
             top = max([v for row in values for v in row if _finite(v)] or [0.0])
             rows = []
@@ -495,7 +495,7 @@ def _verification(detail: Mapping, palette: charts.GroupPalette, order: Mapping[
                         "fmr": format_value(row.get("fmr_at_default"), "rate"),
                         "fmr_ci": format_interval(*fmr, "rate") or "-",
                         "impostor_pairs": format_count(row.get("fmr_at_default_pairs"))})
-    return {"skipped": None, "settings": settings, "thresholds": thresholds, "det": det_charts,
+    return {"skipped": None, "settings": settings, "det": det_charts,
             "matrices": matrices, "fdr": fdr, "summary": _sort_rows(summary, order),
             "generalised": _plain(detail.get("generalised_note")) if detail.get("generalised_note") else None,
             "target_fmr": format_value(target, "rate") if _finite(target) else "-"}

@@ -124,8 +124,10 @@ METRICS: dict[str, MetricText] = {m.key: m for m in (
                "Pairs of different {high} people are wrongly matched {ratio}x as often as pairs of {low} people "
                "at the global FMR = 0.1% threshold"),
     MetricText("verification.threshold_at_fmr_1e-3", "Threshold for FMR = 0.1% within the group",
-               "The decision threshold the group alone would need for 1 in 1,000 false matches; thresholds far "
-               "from the global one mean that one threshold does not fit every group.",
+               "The decision threshold the group alone would need for 1 in 1,000 false matches (as in Balanced "
+               "Faces in the Wild); thresholds far from the global one mean that one threshold does not fit every "
+               "group. It rests on about 30 false matches only from 30,000 impostor pairs on: with fewer pairs "
+               "(the count is in the Pairs column) it is flagged not estimable.",
                None, "number"),
     MetricText("verification.fnmr_at_own_fmr_1e-3", "False non-match rate (group's own FMR = 0.1% threshold)",
                "Share of same-person pairs rejected at the threshold that gives 1 in 1,000 false matches within "
@@ -286,9 +288,9 @@ def disparity_sentence(disparity: Mapping, figures: Iterable[Mapping] = ()) -> s
     else:
         sentence += " (no confidence interval was computed)."
     if _finite(disparity.get("p_adjusted")):
-        verdict = "a finding" if disparity.get("finding") else "not a finding"
+        verdict = "A finding" if disparity.get("finding") else "Not a finding"
         p = format_p(disparity["p_adjusted"])
-        sentence += f" After the correction for every comparison, p {p if p.startswith('<') else '= ' + p}: {verdict}."
+        sentence += f" {verdict} (adjusted p {p if p.startswith('<') else '= ' + p})."
     flags = [FLAG_SHORT.get(flag, flag) for flag in disparity.get("flags") or []]
     if flags:
         sentence += f" Caution: {', '.join(flags)}."

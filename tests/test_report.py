@@ -127,8 +127,8 @@ def test_disparity_sentence_reads_as_plain_words_with_its_interval():
         "at the default threshold (95% CI 1.1\u20131.5).")
     unsure = dict(disparity, ci_low=0.9, flags=["small_group"], p_value=0.09, p_adjusted=0.6, finding=False)
     assert disparity_sentence(unsure, figures).endswith(
-        "(95% CI 0.9\u20131.5). The interval includes no difference: this may be chance. After the correction "
-        "for every comparison, p = 0.6: not a finding. Caution: small group.")
+        "(95% CI 0.9\u20131.5). The interval includes no difference: this may be chance. Not a finding (adjusted "
+        "p = 0.6). Caution: small group.")
 
 
 def test_higher_is_better_metric_puts_the_higher_group_first():
@@ -348,7 +348,7 @@ def test_sections_method_and_reproducibility(full):
     for section in ("policy", "dataset", "detection", "inversion", "volume", "verification", "method",
                     "privacy"):
         assert f'id="{section}"' in html and f'href="#{section}"' in html
-    for heading in ("Summary per group (ISO/IEC 19795-10 style)", "own threshold at FMR",
+    for heading in ("Summary per group (ISO/IEC 19795-10 style)", "Threshold for FMR = 0.1% within the group",
                     "Cross-group false match rates by race", "Fairness Discrepancy Rate"):
         assert heading in html
     assert "Detection error trade-off by race" in html
