@@ -54,8 +54,18 @@ NOTE_NO_INTERVAL = "no confidence interval: judged on the estimate"
 
 
 def _subject_label(grouping: str, group: str | None, kind: str | None) -> str:
-    """``race / Black`` for a figure, ``race max_min_ratio`` for a disparity."""
-    return f"{grouping} {kind}" if kind is not None else f"{grouping} / {group}"
+    """``race / Black`` for a figure, ``race gap Black vs White`` for a disparity between two groups."""
+    if kind is None:
+        return f"{grouping} / {group}"
+    return f"{grouping} {kind} {group}" if group else f"{grouping} {kind}"
+
+
+def _pair_label(entry: dict) -> str | None:
+    """``Black vs White`` (the worse group first) for a pairwise disparity; None for an older record."""
+    worst, best = entry.get("worst_group"), entry.get("best_group")
+    if worst is None or best is None:
+        return None
+    return f"{worst} vs {best}"
 
 
 def _json_safe(value: Any) -> Any:
@@ -101,7 +111,9 @@ class _Subject:
 
     @property
     def key(self) -> tuple:
-        return (self.metric, self.grouping, self.group, self.kind)
+        """What a baseline run's figure is matched on: for a disparity, the pair in either order."""
+        group = self.group if self.kind is None else " vs ".join(sorted((self.group or "").split(" vs ")))
+        return (self.metric, self.grouping, group, self.kind)
 
     @property
     def subject(self) -> str:
@@ -118,7 +130,7 @@ def _subjects(results: Any, key: str, *, which: str) -> list[_Subject]:
             out.append(_Subject(
                 metric=f"{entry['probe']}.{entry['metric']}",
                 grouping=str(entry["grouping"]),
-                group=str(entry["group"]) if is_figure else None,
+                group=str(entry["group"]) if is_figure else _pair_label(entry),
                 kind=None if is_figure else str(entry["kind"]),
                 value=_nan(entry.get("value")),
                 ci_low=None if entry.get("ci_low") is None else float(entry["ci_low"]),
@@ -163,7 +175,7 @@ class Check:
 
     @property
     def subject(self) -> str:
-        """``race / Black`` for a figure, ``race max_min_ratio`` for a disparity."""
+        """``race / Black`` for a figure, ``race gap Black vs White`` for a disparity."""
         return _subject_label(self.grouping, self.group, self.kind)
 
     def to_dict(self) -> dict:

@@ -16,10 +16,10 @@ Example::
     grouping = "race"
     max = 0.90
 
-A rule bounds either every matching group figure (``max`` / ``min``), or a
-disparity between groups (``disparity = "max_min_ratio"`` plus ``max`` /
-``min``), or the change since a baseline run (``baseline = { max_worsening =
-0.05 }``).
+A rule bounds either every matching group figure (``max`` / ``min``), or the
+disparity between every two groups of a grouping (``disparity = "ratio"``
+or ``"gap"`` plus ``max`` / ``min``: one check per pair), or the change
+since a baseline run (``baseline = { max_worsening = 0.05 }``).
 
 Why ``judge_on = "bound"`` is the default: a bootstrap interval says how far
 the figure could be from the truth given how few people were measured.
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import PolicyError
-from audit.results import DISPARITY_KINDS
+from audit.results import DISPARITY_KINDS, RETIRED_DISPARITY_KINDS
 
 JUDGE_ON_CHOICES = ("bound", "estimate")
 DEFAULT_JUDGE_ON = "bound"
@@ -79,6 +79,9 @@ MSG_BOUND_AND_BASELINE = ("rule {rule!r} sets both a bound ('max'/'min') and 'ba
                           "Split it into two rules: one with the bound, one with the baseline.")
 MSG_MIN_ABOVE_MAX = "rule {rule!r}: min {min!r} is above max {max!r}; no figure can pass. Swap them."
 MSG_BAD_DISPARITY = "rule {rule!r}: disparity {value!r} is unknown. Allowed: {allowed}."
+MSG_RETIRED_DISPARITY = ("rule {rule!r}: disparity {value!r} (the largest over all groups, whose interval did not "
+                         "hold when groups are equal) was replaced by {new!r}, which compares every pair of groups: "
+                         "the rule then checks each pair, the worst included. Write disparity = {new!r}.")
 MSG_GROUP_WITH_DISPARITY = ("rule {rule!r}: 'group' cannot be used with 'disparity' (a disparity compares "
                             "all groups of a grouping). Remove 'group' or 'disparity'.")
 MSG_BAD_JUDGE_ON = "{where}: judge_on {value!r} is unknown. Allowed: 'bound', 'estimate'."
@@ -165,6 +168,9 @@ class Rule:
             _check_optional_string(getattr(self, name), rule=rid, name=name)
         if not isinstance(self.description, str):
             raise PolicyError(MSG_NOT_STRING.format(rule=rid, name="description", value=self.description))
+        if self.disparity in RETIRED_DISPARITY_KINDS:
+            raise PolicyError(MSG_RETIRED_DISPARITY.format(rule=rid, value=self.disparity,
+                                                           new=RETIRED_DISPARITY_KINDS[self.disparity]))
         if self.disparity is not None and self.disparity not in DISPARITY_KINDS:
             raise PolicyError(MSG_BAD_DISPARITY.format(rule=rid, value=self.disparity,
                                                        allowed=_allowed(DISPARITY_KINDS)))

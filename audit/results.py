@@ -24,7 +24,7 @@ from typing import Any, Iterable, Literal
 
 from audit.errors import ResultsError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 RESULTS_FILE = "results.json"
 GROUPS_FILE = "groups.csv"
 
@@ -36,7 +36,13 @@ GROUPING_JOIN = "*"
 GROUP_JOIN = " / "
 
 Better = Literal["lower", "higher"]
-DISPARITY_KINDS = ("max_min_ratio", "max_geomean_ratio", "max_gap")
+#: Every pair of groups gets its difference ("gap") and, on a positive scale, its ratio.
+DISPARITY_KINDS = ("gap", "ratio")
+#: Kinds of schema 1.0 (a max over groups, whose intervals did not hold near equality) and the
+#: kind a policy names instead.
+RETIRED_DISPARITY_KINDS = {"max_gap": "gap", "max_min_ratio": "ratio", "max_geomean_ratio": "ratio"}
+#: How findings are chosen among the disparities' p-values (``--correction``).
+CORRECTIONS = ("holm", "bh")
 
 #: Flags a figure may carry.  They mark numbers a reader must not lean on.
 FLAG_SMALL_GROUP = "small_group"      # fewer people than the documented minimum
@@ -105,7 +111,16 @@ class Figure:
 
 @dataclass
 class Disparity:
-    """How far apart the groups of one grouping are on one metric."""
+    """How far apart two groups of one grouping are on one metric.
+
+    ``value`` is the higher group's figure minus (``gap``) or over
+    (``ratio``) the lower one's, so never below 0 (1); ``worst_group`` and
+    ``best_group`` are the pair, named by the figure's ``better``
+    direction.  ``p_value`` tests "no difference"; ``p_adjusted`` is it
+    after the correction for every comparison of the run, and ``finding``
+    whether the difference survived it (never under a blocking flag).
+    ``worst_pair`` marks the pair with the largest value of its grouping.
+    """
 
     probe: str
     metric: str
@@ -117,6 +132,15 @@ class Disparity:
     worst_group: str | None = None
     best_group: str | None = None
     flags: list[str] = field(default_factory=list)
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    finding: bool = False
+    worst_pair: bool = False
+
+    @property
+    def pair(self) -> tuple[str, ...]:
+        """The two groups, in a fixed order (the same whichever fares worse)."""
+        return tuple(sorted(g for g in (self.worst_group, self.best_group) if g is not None))
 
     @property
     def key(self) -> str:

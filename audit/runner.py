@@ -22,15 +22,14 @@ import numpy as np
 import pandas as pd
 
 from audit import __version__
-from audit.distances import paired_distances
 from audit.errors import InputError, OutputError
 from audit.faces import FaceConfig
 from audit.outputs import check_writable_folder, write_atomic, writing
 from audit.pipeline import (build_embedder, default_group_by, detection_table, load_dataset_for_run,
                             open_target, opened_cache)
-from audit.results import (ALL, FLAG_NO_SIGNAL, FLAG_UNSTABLE, GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION,
-                           Disparity, Figure, disparities_to_dicts, figures_to_dicts, grouping_name,
-                           write_json_atomic)
+from audit.results import (ALL, CORRECTIONS, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, FLAG_UNSTABLE,
+                           GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, disparities_to_dicts,
+                           figures_to_dicts, grouping_name, write_json_atomic)
 from audit.targets.base import STATUS_OK
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE,
                                        DEFAULT_LR, DEFAULT_VALIDATE_EVERY)
@@ -41,8 +40,10 @@ PROBES = ("detection", "inversion", "volume", "verification")
 DEFAULT_PROBES = PROBES
 DEFAULT_SEED = 0
 DEFAULT_N_RESAMPLES = 1000
-#: Real different-person pairs drawn to find the threshold at FMR 1e-3.
+#: Real different-person pairs drawn (distinct, without replacement) to find the threshold at FMR 1e-3.
 DEFAULT_IMPOSTOR_PAIRS = 200_000
+#: How findings are chosen among the disparities (--correction).
+DEFAULT_CORRECTION = "holm"
 LIBRARIES = ("torch", "dlib-bin", "numpy", "pandas", "scipy", "scikit-learn", "jinja2", "weasyprint",
              "seaborn", "matplotlib", "httpx", "onnxruntime")
 
@@ -89,6 +90,7 @@ class RunConfig:
     generator_seeds: int = 1
     near_duplicate_distance: float | None = None
     n_resamples: int = DEFAULT_N_RESAMPLES
+    correction: str = DEFAULT_CORRECTION
     pairs_file: Path | None = None
     report: bool = True
     no_faces: bool = False
@@ -120,6 +122,9 @@ class RunConfig:
                              "folder per seed instead.")
         if self.train_per_group is not None and self.train_per_group < 1:
             raise InputError(f"--train-per-group {self.train_per_group!r}: must be at least 1.")
+        if self.correction not in CORRECTIONS:
+            raise InputError(f"--correction {self.correction!r}: choose {' or '.join(CORRECTIONS)} (Holm: "
+                             "family-wise error, the default; bh: Benjamini-Hochberg false discovery rate).")
         if "inversion" in self.probes:
             self.training_config()   # every training setting is checked before any image is embedded
 
@@ -179,32 +184,16 @@ def environment(device: str) -> dict:
             "libraries": library_versions()}
 
 
-def sample_impostor_distances(vectors: np.ndarray, persons: np.ndarray, metric: str, *,
-                              n_pairs: int = DEFAULT_IMPOSTOR_PAIRS, seed: int = 0) -> np.ndarray:
-    """Distances of random pairs of real embeddings of different people."""
-    rng = np.random.default_rng(seed)
-    n = len(vectors)
-    if n < 2:
-        return np.empty(0)
-    a = rng.integers(0, n, size=n_pairs)
-    b = rng.integers(0, n, size=n_pairs)
-    keep = persons[a] != persons[b]
-    a, b = a[keep], b[keep]
-    # In chunks: 200k pairs of 1024-D vectors at once would take gigabytes.
-    return np.concatenate([paired_distances(vectors[a[i:i + 10_000]], vectors[b[i:i + 10_000]], metric)
-                           for i in range(0, len(a), 10_000)] or [np.empty(0)])
-
-
 #: (metric, samples column, kind, better, disparity kinds).  Baselines (random pairs) are context
 #: for the reader, not comparisons between groups: they get figures but no disparities.
 INVERSION_METRICS = (
-    ("mean_distance", "distance", "mean", "higher", ("max_min_ratio", "max_gap")),
-    ("success_rate_at_default", "success_at_default", "rate", "lower", ("max_min_ratio", "max_gap")),
-    ("success_rate_at_crossing", "success_at_crossing", "rate", "lower", ("max_min_ratio", "max_gap")),
-    ("success_rate_at_fmr_1e-3", "success_at_fmr_1e-3", "rate", "lower", ("max_min_ratio", "max_gap")),
-    ("no_face_rate", "no_face", "rate", "lower", ("max_min_ratio", "max_gap")),
+    ("mean_distance", "distance", "mean", "higher", DISPARITY_KINDS),
+    ("success_rate_at_default", "success_at_default", "rate", "lower", DISPARITY_KINDS),
+    ("success_rate_at_crossing", "success_at_crossing", "rate", "lower", DISPARITY_KINDS),
+    ("success_rate_at_fmr_1e-3", "success_at_fmr_1e-3", "rate", "lower", DISPARITY_KINDS),
+    ("no_face_rate", "no_face", "rate", "lower", DISPARITY_KINDS),
     ("random_pair_distance_within", "random_pair_distance_within", "mean", None, ()),
-    ("type2_distance", "type2_distance", "mean", "higher", ("max_min_ratio", "max_gap")),
+    ("type2_distance", "type2_distance", "mean", "higher", DISPARITY_KINDS),
 )
 
 
@@ -213,19 +202,19 @@ def mark_no_signal(figures: Sequence[Figure], disparities: Sequence[Disparity], 
 
     Without signal overall, every inversion figure and disparity is flagged;
     otherwise a group without signal flags its own figures and every
-    disparity of its grouping.  Returns the summary results.json records.
+    comparison it is part of.  Returns the summary results.json records.
     """
     tests = {(t.grouping, t.group): t for t in signal}
     overall = tests.get((ALL, ALL))
     if overall is None:
         return {"tested": False}
     missing = {key for key, t in tests.items() if not t.signal}
-    groupings_missing = {g for g, _ in missing}
     for f in figures:
         if (not overall.signal or (f.grouping, f.group) in missing) and FLAG_NO_SIGNAL not in f.flags:
             f.flags.append(FLAG_NO_SIGNAL)
     for d in disparities:
-        if (not overall.signal or d.grouping in groupings_missing) and FLAG_NO_SIGNAL not in d.flags:
+        involved = {(d.grouping, d.worst_group), (d.grouping, d.best_group)}
+        if (not overall.signal or involved & missing) and FLAG_NO_SIGNAL not in d.flags:
             d.flags.append(FLAG_NO_SIGNAL)
     return {"tested": True, "overall": bool(overall.signal), "p_value": overall.p_value,
             "alpha": overall.alpha, "groups_without_signal": [f"{g}: {lab}" for g, lab in sorted(missing)]}
@@ -306,6 +295,7 @@ class AuditRun:
         self.probe_details: dict[str, dict] = {}
         self.tests: dict[str, dict] = {}
         self.inversion_samples: pd.DataFrame | None = None
+        self.findings: dict = {}
 
     # -- stages ------------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -353,6 +343,7 @@ class AuditRun:
                         raise
                     raise OutputError(MSG_CHECKPOINT_WRITE.format(folder=str(out / "checkpoints"),
                                                                   error=str(exc).splitlines()[0])) from exc
+        self._findings()
         results = self._results(started)
         # The run's tables are replaced together, at the end: a run that fails
         # halfway leaves the previous run's files as they were.
@@ -414,7 +405,7 @@ class AuditRun:
         return frame.reset_index(drop=True)
 
     def _summarize(self, samples: pd.DataFrame, *, probe: str, metric: str, value: str, kind: str,
-                   better: str | None, disparity_kinds: Sequence[str] = ("max_min_ratio", "max_gap")) -> None:
+                   better: str | None, disparity_kinds: Sequence[str] = DISPARITY_KINDS) -> None:
         from probes.stats import group_figures
 
         figures, disparities = group_figures(
@@ -460,8 +451,8 @@ class AuditRun:
     def _verification(self, ok: np.ndarray) -> None:
         from probes.verification import read_lfw_pairs, verification_probe
 
-        samples = self._samples(ok)
-        if samples["identity"].duplicated().sum() == 0:
+        samples = self._samples()
+        if samples.loc[ok, "identity"].duplicated().sum() == 0:
             self.probe_details["verification"] = {
                 "skipped": "the dataset has no identity with two or more images: verification needs "
                            "genuine pairs (LFW has them; UTKFace does not)."}
@@ -472,10 +463,11 @@ class AuditRun:
             pairs_file = Path(self.dataset.root) / "pairs.txt"
         if pairs_file is not None:
             pairs = read_lfw_pairs(pairs_file, folder=_pairs_folder(samples["image_id"]))
-        result = verification_probe(self.embset.vectors[ok], samples, groupings=self.groupings,
+        # Every image, found face or not: the rates are generalised (ISO/IEC 19795-1).
+        result = verification_probe(self.embset.vectors, samples, groupings=self.groupings,
                                     person="identity", metric=self.target.metric,
                                     threshold=self.target.default_threshold, pairs=pairs,
-                                    seed=self.config.seed, n_resamples=self.config.n_resamples)
+                                    seed=self.config.seed, acquired=np.asarray(ok, dtype=bool))
         self.figures.extend(result.figures)
         self.disparities.extend(result.disparities)
         self.probe_details["verification"] = result.details
@@ -484,14 +476,17 @@ class AuditRun:
         from audit.generator_stage import training_size_warning
         from probes.inversion.probe import run_inversion_probe
         from probes.inversion.splits import split_identities
+        from probes.inversion.metrics import DEFAULT_FMR
+        from probes.pairs import fmr_threshold_estimable, not_estimable_reason, sample_impostor_pairs
 
         config = self.config
         usable = ok & (self.embset.table["chip_status"].to_numpy() == STATUS_OK)
         rows = np.flatnonzero(usable)
         table = self.embset.table.iloc[rows].reset_index(drop=True)
         vectors = self.embset.vectors[rows]
-        impostors = sample_impostor_distances(vectors, table["identity"].to_numpy(), self.target.metric,
-                                              seed=config.seed)
+        impostor_pairs = sample_impostor_pairs(table["identity"].to_numpy(), DEFAULT_IMPOSTOR_PAIRS,
+                                               seed=config.seed)
+        impostors = impostor_pairs.distances(vectors, self.target.metric)
         training = config.training_config()
         identity_model = self._identity_model()
         embed_fn = self.embedder.embed_arrays if self.embedder.reembedding_target is not None else None
@@ -526,11 +521,23 @@ class AuditRun:
                             disparity_kinds=kinds)
         figures, disparities = self.figures[start[0]:], self.disparities[start[1]:]
         details["signal_summary"] = mark_no_signal(figures, disparities, signal)
+        details["impostor_pairs"] = impostor_pairs.counts()
+        if not fmr_threshold_estimable(impostor_pairs.n_used, DEFAULT_FMR):
+            details["fmr_threshold_not_estimable"] = not_estimable_reason(impostor_pairs.n_used, DEFAULT_FMR)
+            for item in [*figures, *disparities]:
+                if item.metric == "success_rate_at_fmr_1e-3" and FLAG_NOT_ESTIMABLE not in item.flags:
+                    item.flags.append(FLAG_NOT_ESTIMABLE)
         if samples["generator"].nunique() > 1:
             details["generator_spread"] = generator_spread(samples, self.groupings)
             mark_unstable(disparities, samples, self.groupings)
         self._permutation(samples, key="inversion.mean_distance", value="distance")
         self.probe_details["inversion"] = details
+
+    def _findings(self) -> None:
+        """Correct every disparity's p-value for all the run's comparisons, once, after every probe."""
+        from probes.findings import mark_findings
+
+        self.findings = mark_findings(self.disparities, self.config.correction)
 
     def _identity_model(self):
         if self.config.identity_loss <= 0:
@@ -644,6 +651,7 @@ class AuditRun:
             "detection": self.probe_details.get("detection"),
             "figures": figures_to_dicts(self.figures),
             "disparities": disparities_to_dicts(self.disparities),
+            "findings": self.findings,
             "tests": self.tests,
             "probes": {k: v for k, v in self.probe_details.items() if k != "detection"},
             "policy_verdict": None,

@@ -1,70 +1,73 @@
-"""Per-group figures with intervals that resample people, disparities, permutation test.
+"""Per-group figures with intervals that hold for people-clustered data, pairwise disparities.
 
 Why people, not images
 ----------------------
 Images of one person are not independent: two photos of the same face err
 together.  Treating 5,000 images of 300 people as 5,000 independent draws
-gives intervals that are far too narrow.  Every interval here is a *cluster
-bootstrap*: values are first added up per person (``sum`` and number of
-images), then people are drawn with replacement, and the figure of a draw is
-the ratio of the drawn sums (the mean over the drawn people's images).  The
-unit of sampling, and the ``n_people`` beside every figure, is the person.
+gives intervals that are far too narrow.  Every interval here counts the
+person as the unit: values are first added up per person (``sum`` and
+number of images), and the ``n_people`` beside every figure is the number
+of people.
 
-Groups are resampled independently of one another (a stratified bootstrap:
-each group keeps its own number of people in every draw).  Replicate ``b``
-of every group of a grouping is therefore a joint draw, and a disparity
-(max/min ratio, max gap, ...) computed on replicate ``b`` of each group is a
-replicate of the disparity: that is where disparity intervals come from.
+Intervals (see :mod:`probes.estimates` for the methods)
+-------------------------------------------------------
+* **Rates** (``kind='rate'``): the exact Clopper-Pearson interval on the
+  effective sample size ``n_images / design_effect``, the design effect
+  estimated from the per-person counts (Korn & Graubard).  It holds at
+  small counts and never has zero width: 0 errors in 60 images of 60
+  people give [0, 5.96%].
+* **Means** (``kind='mean'``): a people bootstrap (``n_resamples`` draws of
+  people with replacement, the figure of a draw being the ratio of the
+  drawn sums) with a BCa interval (bias-corrected and accelerated, Efron
+  1987), whose acceleration uses the exact leave-one-person-out jackknife
+  of the ratio estimator, read at Hesterberg's expanded quantile (a plain
+  bootstrap interval of 20 people covers about 90%, not 95%).  Where BCa is degenerate a normal interval with
+  the bootstrap (or jackknife) standard error is used; its width is zero
+  only when every person's values are identical.  A test checks that the
+  BCa interval agrees with ``scipy.stats.bootstrap(..., method="BCa")`` on
+  per-person sums.
 
-Intervals
----------
-Group figures get BCa intervals (bias-corrected and accelerated, Efron 1987)
-by default: their acceleration uses the leave-one-person-out jackknife of the
-ratio estimator, which is exact and O(people), so a group of 20,000 people
-costs no more than its draws.  We use our own vectorised draws rather than
-``scipy.stats.bootstrap`` because the disparities need the very same joint
-draws for every group, which scipy cannot share between calls; a test checks
-that the intervals agree with ``scipy.stats.bootstrap(..., paired=True,
-method="BCa")`` on per-person sums.  Where BCa is degenerate (every draw
-equal, e.g. a rate of 0 or a constant value; or every draw on one side of
-the estimate) the percentile interval is used, and where it too is
-degenerate the interval is the point ``[value, value]``.  Disparities get
-percentile intervals.  An interval needs at least two people: a group of one
-person gets ``NaN`` bounds.
+An interval needs at least two people: a group of one person gets ``NaN``
+bounds.  Widths shrink roughly like ``1/sqrt(n_people)``;
+``benchmarks/coverage.py`` measures how often they cover the truth at 20,
+100 and 500 people per group.
 
-How they depend on sample size: the width of an interval shrinks roughly
-like ``1/sqrt(n_people)`` (not ``1/sqrt(n_images)``); a figure on a few
-people, or a rate resting on a few errors, has an interval that is wide and
-whose coverage is below the nominal 95%.  Such figures carry flags
-(:data:`audit.results.FLAG_SMALL_GROUP`, :data:`audit.results.FLAG_FEW_ERRORS`).
+Disparities are pairwise: every two groups of a grouping get their
+difference and ratio with an interval and a p-value
+(:mod:`probes.compare`); which of them are findings is decided once for the
+whole run (:mod:`probes.findings`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import special
-
 from audit.errors import InputError
 from audit.results import (
     ALL,
+    BLOCKING_FLAGS,
     DISPARITY_KINDS,
     FLAG_FEW_ERRORS,
     FLAG_SMALL_GROUP,
     FLAG_UNDEFINED,
+    RETIRED_DISPARITY_KINDS,
     Disparity,
     Figure,
     group_label,
     grouping_name,
 )
+from probes.compare import compare, pairs_of
+from probes.estimates import (BootstrapEstimate, Estimate, NormalEstimate,
+                              clustered_proportion, percentile_interval)
 
 #: Fewer people than this in a group flags its figures ``small_group``.
 #: 30 is the usual rule of thumb for a bootstrap or normal interval to be
-#: near its nominal coverage; the simulation in tests/test_stats.py shows
-#: coverage is about right from a few dozen people on.
+#: near its nominal coverage; benchmarks/coverage.py measures it at 20, 100
+#: and 500 people.
 DEFAULT_MIN_PEOPLE = 30
 #: A rate resting on fewer errors than this is flagged ``few_errors``
 #: (NIST FRVT's "rule of 30": with 30 errors the 90% interval of a rate is
@@ -72,7 +75,7 @@ DEFAULT_MIN_PEOPLE = 30
 DEFAULT_MIN_ERRORS = 30
 DEFAULT_N_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
-DEFAULT_DISPARITY_KINDS = ("max_min_ratio", "max_gap")
+DEFAULT_DISPARITY_KINDS = DISPARITY_KINDS
 INTERVAL_METHODS = ("bca", "percentile")
 KINDS = ("mean", "rate")
 BETTER = ("lower", "higher", None)
@@ -130,8 +133,11 @@ def check_disparity_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     unknown = [k for k in kinds if k not in DISPARITY_KINDS]
     if unknown:
+        retired = {k: RETIRED_DISPARITY_KINDS[k] for k in unknown if k in RETIRED_DISPARITY_KINDS}
+        hint = (f" ({', '.join(f'{k!r} is now {v!r}' for k, v in retired.items())}: every pair of groups "
+                "is compared)") if retired else ""
         raise InputError(f"disparity_kinds={kinds!r} holds unknown {unknown!r}; choose among "
-                         f"{DISPARITY_KINDS}.")
+                         f"{DISPARITY_KINDS}{hint}.")
     return kinds
 
 
@@ -142,8 +148,7 @@ def resample_weights(n_people: int, n_resamples: int, rng: np.random.Generator) 
 
     Each row is one bootstrap draw of ``n_people`` people with replacement
     (a multinomial count vector summing to ``n_people``).  Weighted sums
-    ``W @ x`` then give every draw's total at once; a pair of people gets
-    weight ``w_a * w_b`` (see probes.verification).
+    ``W @ x`` then give every draw's total at once.
     """
     if n_people == 0:
         return np.zeros((n_resamples, 0))
@@ -174,59 +179,6 @@ def ratio_replicates(sums: np.ndarray, counts: np.ndarray, *, n_resamples: int,
             w = resample_weights(n, stop - start, rng)
             out[start:stop] = (w @ sums) / (w @ counts)
     return out
-
-
-def _quantile(replicates: np.ndarray, levels) -> np.ndarray:
-    reps = np.asarray(replicates, dtype=np.float64)
-    reps = reps[~np.isnan(reps)]
-    if reps.size == 0:
-        return np.full(np.shape(levels), np.nan)
-    # Linear interpolation misbehaves next to +inf (inf * 0 = nan): use the
-    # empirical quantile when a draw is infinite (a ratio over a zero).
-    method = "linear" if np.all(np.isfinite(reps)) else "inverted_cdf"
-    return np.quantile(reps, levels, method=method)
-
-
-def percentile_interval(replicates: np.ndarray, confidence: float = DEFAULT_CONFIDENCE
-                        ) -> tuple[float, float]:
-    """The central ``confidence`` interval of the replicates (NaN draws ignored)."""
-    alpha = (1 - confidence) / 2
-    lo, hi = _quantile(replicates, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
-def bca_interval(replicates: np.ndarray, estimate: float, jackknife: np.ndarray,
-                 confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
-    """BCa interval from bootstrap replicates and leave-one-out jackknife values.
-
-    Falls back to the percentile interval where BCa is undefined: all
-    draws on one side of the estimate (bias correction infinite) or fewer
-    than three jackknife values.
-    """
-    reps = np.asarray(replicates, dtype=np.float64)
-    reps = reps[np.isfinite(reps)]
-    jack = np.asarray(jackknife, dtype=np.float64)
-    jack = jack[np.isfinite(jack)]
-    if reps.size == 0 or not np.isfinite(estimate):
-        return math.nan, math.nan
-    if np.ptp(reps) == 0:
-        return float(reps[0]), float(reps[0])
-    # Mid-rank bias correction: ties with the estimate (common for rates)
-    # count half, so a discrete statistic is not pushed to one side.
-    p0 = (np.sum(reps < estimate) + 0.5 * np.sum(reps == estimate)) / reps.size
-    if not 0 < p0 < 1 or jack.size < 3:
-        return percentile_interval(reps, confidence)
-    z0 = special.ndtri(p0)
-    d = jack.mean() - jack
-    denom = 6.0 * np.sum(d ** 2) ** 1.5
-    a = np.sum(d ** 3) / denom if denom > 0 else 0.0
-    alpha = (1 - confidence) / 2
-    z = special.ndtri(np.array([alpha, 1 - alpha]))
-    levels = special.ndtr(z0 + (z0 + z) / (1 - a * (z0 + z)))
-    if not np.all(np.isfinite(levels)):
-        return percentile_interval(reps, confidence)
-    lo, hi = _quantile(reps, levels)
-    return float(lo), float(hi)
 
 
 # --------------------------------------------------------------------------- grouping
@@ -295,7 +247,7 @@ def group_figures(samples: pd.DataFrame, *, probe: str, metric: str, value: str,
                   disparity_kinds: Sequence[str] = DEFAULT_DISPARITY_KINDS,
                   interval: Literal["bca", "percentile"] = "bca",
                   min_errors: int = DEFAULT_MIN_ERRORS) -> tuple[list[Figure], list[Disparity]]:
-    """Per-group mean (or rate) of ``samples[value]`` with people-resampling intervals.
+    """Per-group mean (or rate) of ``samples[value]`` with people-clustered intervals.
 
     ``samples`` has one row per image (or per pair): the attribute columns
     named in ``groupings``, the ``person`` column and the ``value`` column.
@@ -305,18 +257,18 @@ def group_figures(samples: pd.DataFrame, *, probe: str, metric: str, value: str,
     Each :class:`Figure` holds: ``value`` = the mean over the group's
     images (= sum of per-person sums / number of images, so people with
     more images weigh more, as in an image-level error rate); ``ci_low``,
-    ``ci_high`` = the ``confidence`` interval from ``n_resamples`` draws of
-    people (see the module docstring); ``n_images``, ``n_people``;
-    ``count`` = the number of 1s for ``kind='rate'`` (None for means).
-    Flags: ``small_group`` below ``min_people`` people, ``few_errors`` for a
-    rate with fewer than ``min_errors`` errors (what counts as an error
-    depends on ``better``: the 1s when lower is better, the 0s when higher
-    is better, the rarer outcome when neither), ``undefined`` for a group
-    without data (value NaN).
+    ``ci_high`` = the ``confidence`` interval (see the module docstring;
+    ``interval`` chooses BCa or percentile for means, rates are always
+    exact); ``n_images``, ``n_people``; ``count`` = the number of 1s for
+    ``kind='rate'`` (None for means).  Flags: ``small_group`` below
+    ``min_people`` people, ``few_errors`` for a rate with fewer than
+    ``min_errors`` errors (what counts as an error depends on ``better``:
+    the 1s when lower is better, the 0s when higher is better, the rarer
+    outcome when neither), ``undefined`` for a group without data.
 
     The overall figure (grouping ``all``, group ``all``) comes first, then
-    each grouping's groups.  Disparities are computed per grouping with at
-    least two defined groups; see :func:`disparities`.
+    each grouping's groups.  Disparities compare every two defined groups
+    of a grouping; see :func:`disparities`.
     """
     groupings = check_groupings(groupings)
     check_columns(samples, {person: "the person column", value: "the value column",
@@ -344,64 +296,68 @@ def group_figures(samples: pd.DataFrame, *, probe: str, metric: str, value: str,
     disparities_out: list[Disparity] = []
     for attrs in [[]] + groupings:
         name = grouping_name(attrs)
-        reps_by_group: dict[str, np.ndarray] = {}
+        estimates: dict[str, Estimate] = {}
         figs: list[Figure] = []
         for label, mask in iter_groups(samples, attrs):
             sums, counts = per_person(values[mask], persons[mask])
-            fig, reps = _figure(sums, counts, probe=probe, metric=metric, grouping=name, group=label,
-                                better=better, kind=kind, n_resamples=n_resamples,
-                                confidence=confidence, rng=rng, min_people=min_people,
-                                interval=interval, min_errors=min_errors)
+            estimate = _estimate(sums, counts, kind=kind, interval=interval, n_resamples=n_resamples,
+                                 rng=rng)
+            n_images = int(counts.sum())
+            count = int(round(float(sums.sum()))) if kind == "rate" else None
+            flags = rate_flags(count, n_images, better, min_errors) if kind == "rate" and n_images else []
+            fig = figure_from_estimate(estimate, probe=probe, metric=metric, grouping=name, group=label,
+                                       confidence=confidence, n_images=n_images, n_people=len(sums),
+                                       count=count, better=better, min_people=min_people, flags=flags)
             figs.append(fig)
-            reps_by_group[label] = reps
+            estimates[label] = estimate
         figures.extend(figs)
         if attrs:
-            disparities_out.extend(disparities(figs, reps_by_group, kinds=disparity_kinds,
-                                               confidence=confidence))
+            disparities_out.extend(disparities(figs, estimates, kinds=disparity_kinds, confidence=confidence))
     return figures, disparities_out
 
 
-def _figure(sums, counts, *, probe, metric, grouping, group, better, kind, n_resamples, confidence,
-            rng, min_people, interval, min_errors) -> tuple[Figure, np.ndarray]:
-    n_people = int(len(sums))
-    n_images = int(counts.sum())
-    total = float(sums.sum())
-    count = int(round(total)) if kind == "rate" else None
-    flags: list[str] = []
+@dataclass(frozen=True)
+class _PercentileEstimate:
+    """A bootstrap mean judged by the plain percentile interval (``interval='percentile'``)."""
+
+    value: float
+    replicates: np.ndarray
+
+    def interval(self, confidence: float) -> tuple[float, float]:
+        return percentile_interval(self.replicates, confidence)
+
+    def for_ratio(self, other: Estimate) -> Estimate:
+        return self
+
+
+def _estimate(sums: np.ndarray, counts: np.ndarray, *, kind: str, interval: str, n_resamples: int,
+              rng: np.random.Generator) -> Estimate:
+    n_images = float(counts.sum())
     if n_images == 0:
-        return (Figure(probe, metric, grouping, group, math.nan, math.nan, math.nan, 0, 0, count,
-                       better, [FLAG_UNDEFINED, FLAG_SMALL_GROUP]), np.full(n_resamples, np.nan))
+        return NormalEstimate(math.nan, math.nan)
+    if kind == "rate":
+        return clustered_proportion(sums, counts)
+    total = float(sums.sum())
     estimate = total / n_images
     reps = ratio_replicates(sums, counts, n_resamples=n_resamples, rng=rng)
-    if n_people < 2:
-        lo = hi = math.nan
-    elif interval == "bca":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            jack = (total - sums) / (n_images - counts)
-        lo, hi = bca_interval(reps, estimate, jack, confidence)
-    else:
-        lo, hi = percentile_interval(reps, confidence)
-    if n_people < min_people:
-        flags.append(FLAG_SMALL_GROUP)
-    if kind == "rate":
-        flags.extend(rate_flags(count, n_images, better, min_errors))
-    return (Figure(probe, metric, grouping, group, estimate, lo, hi, n_images, n_people, count, better,
-                   flags), reps)
+    if interval == "percentile":
+        return _PercentileEstimate(estimate, reps)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jack = (total - sums) / (n_images - counts)
+    return BootstrapEstimate(estimate, reps, jack)
 
 
-def make_figure(*, probe: str, metric: str, grouping: str, group: str, value: float,
-                replicates: np.ndarray | None, confidence: float = DEFAULT_CONFIDENCE,
-                n_images: int | None = None, n_people: int | None = None, count: int | None = None,
-                better: str | None = None, min_people: int = DEFAULT_MIN_PEOPLE,
-                flags: Sequence[str] = ()) -> Figure:
-    """A :class:`Figure` with a percentile interval from ``replicates``.
+def figure_from_estimate(estimate: Estimate, *, probe: str, metric: str, grouping: str, group: str,
+                         confidence: float = DEFAULT_CONFIDENCE, n_images: int | None = None,
+                         n_people: int | None = None, count: int | None = None, better: str | None = None,
+                         min_people: int = DEFAULT_MIN_PEOPLE, flags: Sequence[str] = ()) -> Figure:
+    """A :class:`Figure` from any group estimate, with the flags every probe gives.
 
-    For probes whose figure is not a mean of per-image values (a volume, a
-    threshold): they make their own replicates (people resampled) and get
-    the same flags as :func:`group_figures`.
+    ``undefined`` where the value is not finite, ``small_group`` below
+    ``min_people`` people; no interval for a group of fewer than two people.
     """
     flags = list(flags)
-    value = float(value) if value is not None else math.nan
+    value = float(estimate.value) if estimate.value is not None else math.nan
     if not np.isfinite(value):
         value = math.nan
         if FLAG_UNDEFINED not in flags:
@@ -409,84 +365,67 @@ def make_figure(*, probe: str, metric: str, grouping: str, group: str, value: fl
     if n_people is not None and n_people < min_people and FLAG_SMALL_GROUP not in flags:
         flags.append(FLAG_SMALL_GROUP)
     lo = hi = math.nan
-    if replicates is not None and not math.isnan(value) and (n_people is None or n_people >= 2):
-        lo, hi = percentile_interval(replicates, confidence)
-    return Figure(probe, metric, grouping, group, value, lo, hi, n_images, n_people, count, better, flags)
+    if not math.isnan(value) and (n_people is None or n_people >= 2):
+        lo, hi = estimate.interval(confidence)
+    return Figure(probe, metric, grouping, group, value, float(lo), float(hi), n_images, n_people, count,
+                  better, flags)
 
 
 # --------------------------------------------------------------------------- disparities
 
-def _disparity_value(kind: str, values: np.ndarray) -> np.ndarray:
-    """Disparity of each row of ``values`` (draws x groups); NaN where undefined.
-
-    Ratios are defined only for positive group values: a zero or negative
-    minimum (or geometric mean) gives NaN, never a division error.
-    """
-    values = np.atleast_2d(values)
-    vmax = values.max(axis=1)
-    vmin = values.min(axis=1)
-    if kind == "max_gap":
-        return vmax - vmin
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if kind == "max_min_ratio":
-            out = vmax / vmin
-        else:  # max_geomean_ratio
-            out = vmax / np.exp(np.mean(np.log(values), axis=1))
-    out = np.where(vmin > 0, out, np.inf if kind == "max_min_ratio" else np.nan)
-    # 0/0 (every group zero) or a negative value: undefined
-    return np.where((vmin < 0) | (vmax <= 0), np.nan, out)
+#: Flags a disparity takes over from either of its two groups.
+INHERITED_FLAGS = (FLAG_SMALL_GROUP, FLAG_FEW_ERRORS, *BLOCKING_FLAGS)
 
 
-def disparities(figures: Sequence[Figure], replicates: Mapping[str, np.ndarray], *,
+def disparities(figures: Sequence[Figure], estimates: Mapping[str, Estimate], *,
                 kinds: Sequence[str] = DEFAULT_DISPARITY_KINDS,
                 confidence: float = DEFAULT_CONFIDENCE) -> list[Disparity]:
-    """Compare the groups of one grouping, each kind with a percentile interval.
+    """Every two defined groups of one grouping, compared (see :mod:`probes.compare`).
 
-    ``figures`` are one grouping's groups; ``replicates[group]`` the
-    group's bootstrap draws, drawn independently per group so that draw
-    ``b`` of all groups is a joint draw.  Groups whose value is NaN are left
-    out.  Kinds: ``max_min_ratio`` (largest group value / smallest),
-    ``max_geomean_ratio`` (largest / geometric mean of all groups, NIST's
-    summary that one outlier group cannot dominate as much), ``max_gap``
-    (largest - smallest, in the figure's unit).  Ratios are NaN and flagged
-    ``undefined`` when the smallest value is 0 or any is negative.  A
-    disparity carries ``small_group`` / ``few_errors`` if any of its groups
-    does: it is only as solid as its weakest group.  ``worst_group`` is the
-    group that fares worst by the figures' ``better`` (the largest value
-    where ``better`` is None), ``best_group`` the other end.
+    ``figures`` are one grouping's groups and ``estimates[group]`` their
+    estimates.  Per pair and kind, one :class:`Disparity`: ``value`` =
+    higher minus (over) lower estimate, the MOVER interval and the p-value
+    for "no difference"; ``worst_group`` / ``best_group`` by the figures'
+    ``better`` (the higher value is the worse where ``better`` is None).
+    A disparity takes ``small_group``, ``few_errors`` and blocking flags
+    from either of its groups, and ``undefined`` where the comparison has
+    no value (a ratio of figures that are not positive).  The pair with the
+    largest value of each kind is ``worst_pair``.  With fewer than two
+    defined groups, one undefined disparity per kind says so.
     """
     kinds = check_disparity_kinds(kinds)
-    defined = [f for f in figures if f.value is not None and not math.isnan(f.value)]
     if len(figures) < 2:
         return []
     first = figures[0]
-    inherited = [fl for fl in (FLAG_SMALL_GROUP, FLAG_FEW_ERRORS) if any(fl in f.flags for f in defined)]
-    worst = best = None
-    if defined:
-        hi = max(defined, key=lambda f: f.value).group
-        lo = min(defined, key=lambda f: f.value).group
-        worst, best = (lo, hi) if first.better == "higher" else (hi, lo)
-    out = []
+    defined = [f for f in figures if f.value is not None and not math.isnan(f.value)]
+    out: list[Disparity] = []
     for kind in kinds:
-        flags = list(inherited)
         if len(defined) < 2:
-            out.append(Disparity(first.probe, first.metric, first.grouping, kind, math.nan, math.nan,
-                                 math.nan, worst, best, flags + [FLAG_UNDEFINED]))
+            flags = sorted({fl for f in figures for fl in f.flags if fl in INHERITED_FLAGS}) + [FLAG_UNDEFINED]
+            out.append(Disparity(first.probe, first.metric, first.grouping, kind, math.nan, math.nan, math.nan,
+                                 None, None, flags))
             continue
-        point = float(_disparity_value(kind, np.array([[f.value for f in defined]]))[0])
-        lo_ci = hi_ci = math.nan
-        if math.isfinite(point):
-            reps = np.column_stack([replicates[f.group] for f in defined]) if replicates else None
-            if reps is not None and reps.size:
-                reps = reps[~np.isnan(reps).any(axis=1)]
-                if len(reps):
-                    lo_ci, hi_ci = percentile_interval(_disparity_value(kind, reps), confidence)
-        else:
-            point = math.nan
-            flags.append(FLAG_UNDEFINED)
-        out.append(Disparity(first.probe, first.metric, first.grouping, kind, point, lo_ci, hi_ci,
-                             worst, best, flags))
+        mine: list[Disparity] = []
+        for fa, fb in pairs_of(defined):
+            mine.append(_pair_disparity(fa, fb, estimates[fa.group], estimates[fb.group], kind, confidence))
+        finite = [d for d in mine if math.isfinite(d.value)]
+        if finite:
+            max(finite, key=lambda d: d.value).worst_pair = True
+        out.extend(mine)
     return out
+
+
+def _pair_disparity(fa: Figure, fb: Figure, ea: Estimate, eb: Estimate, kind: str,
+                    confidence: float) -> Disparity:
+    result = compare(ea, eb, kind, confidence)
+    high, low = (fa, fb) if result.high == "first" else (fb, fa)
+    worst, best = (low, high) if fa.better == "higher" else (high, low)
+    flags = sorted({fl for f in (fa, fb) for fl in f.flags if fl in INHERITED_FLAGS})
+    if not math.isfinite(result.value):
+        flags.append(FLAG_UNDEFINED)
+    return Disparity(fa.probe, fa.metric, fa.grouping, kind, float(result.value), float(result.ci_low),
+                     float(result.ci_high), worst.group, best.group, flags,
+                     p_value=None if math.isnan(result.p_value) else float(result.p_value))
 
 
 # --------------------------------------------------------------------------- permutation test

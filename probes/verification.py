@@ -1,39 +1,60 @@
 """False match and false non-match rates per group (NIST FRVT's demographic-effects figures).
 
-Two images *match* when their distance is under the threshold
-(``distance < threshold``, as dlib's "< 0.6 is the same person").  Per group:
+Two images *match* when their distance is at most the threshold
+(``distance <= threshold``; the one rule of the whole tool, see
+:mod:`probes.pairs`).  Per group:
 
 ``fnmr_at_default`` / ``fmr_at_default``
     False non-match rate on the group's genuine pairs (two images of one
-    person, ``distance >= threshold``) and false match rate on its impostor
-    pairs (two people of the group, ``distance < threshold``), at the
-    target's default threshold.
+    person that do not match) and false match rate on its impostor pairs
+    (two people of the group that match), at the target's default
+    threshold: the *operational* threshold of ISO/IEC 19795-10.
 ``fnmr_at_fmr_1e-3`` / ``fmr_at_fmr_1e-3``
-    The same at the *global* threshold: the largest threshold whose FMR over
-    all impostor pairs of the whole population is at most ``target_fmr``.
-    One threshold for everyone, as a deployed system has; the groups' FMR
-    then spread around ``target_fmr`` (NIST's main demographic finding).
+    The same at the *global* threshold: the largest threshold whose FMR
+    over the impostor pairs of the whole population is at most
+    ``target_fmr``.  One threshold for everyone, as a deployed system has;
+    the groups' FMR then spread around ``target_fmr`` (NIST's main
+    demographic finding).
 ``threshold_at_fmr_1e-3``
-    The threshold that would give ``target_fmr`` within the group alone
-    (better = higher: a group whose impostors lie closer needs a stricter,
-    lower threshold).
+    The threshold that gives ``target_fmr`` within the group alone (better
+    = higher: a group whose impostors lie closer needs a stricter, lower
+    threshold), with Woodruff's interval (:class:`probes.estimates.QuantileEstimate`).
+``fnmr_at_own_fmr_1e-3``
+    FNMR at that group's own threshold, as Balanced Faces in the Wild
+    reports it: what the group's genuine users would suffer if the
+    threshold were set for their group.
 
-(The ``1e-3`` in the names follows ``target_fmr``.)  Disparities per grouping:
-max/min and max/geometric-mean ratios (NIST's summary) and max gap.
+(The ``1e-3`` in the names follows ``target_fmr``.)
 
-Pairs: with ``pairs`` (e.g. LFW's pairs.txt, :func:`read_lfw_pairs`) those
-pairs are used; a pair is in a group when both its images are.  Otherwise
-every genuine pair of every person is used, and per group a seeded sample of
-at most ``max_impostor_pairs`` impostor pairs (every pair when the group has
-fewer).  For rates ``count`` is the number of errors and ``n_images`` the
-number of pairs (the rate's denominator).
+Generalised rates (ISO/IEC 19795-1): an image in which no face was found
+(``acquired`` False) still belongs to its pairs.  Its genuine pairs count as
+non-matches (a person the system cannot see is refused) and its impostor
+pairs as non-matches (it cannot be falsely matched), so every FNMR and FMR
+here is the *generalised* rate; thresholds are fitted on the pairs of two
+acquired images only, since only they have a distance.
 
-Intervals resample people: a genuine pair belongs to its person, an impostor
-pair to both its people and is counted ``w_a * w_b`` times in a draw where
-they were drawn ``w_a`` and ``w_b`` times.  Rates at the global threshold
-are conditional on that threshold (it is not re-estimated per draw).  A rate
-needs at least 30 errors to be leant on (``few_errors``): an FMR of 1e-3
-needs 30,000 impostor pairs in the group.
+Pairs: genuine pairs are those of ``pairs`` (e.g. LFW's pairs.txt, see
+:func:`read_lfw_pairs`) where given, else every genuine pair of every
+person.  Impostor pairs are, by default, drawn per group without
+replacement among all its distinct pairs of different people (at most
+``max_impostor_pairs``; :func:`probes.pairs.sample_impostor_pairs`), also
+when a pairs file is given: LFW's 3,000 impostor pairs could not estimate an
+FMR of 1e-3, which needs 30,000.  ``impostor_pairs="given"`` uses the
+file's impostor pairs instead.  A threshold at FMR ``f`` from fewer than
+``30 / f`` impostor pairs, and every rate at it, is flagged
+``not_estimable``.
+
+Intervals are people-clustered: a genuine pair belongs to its person (a
+clustered Clopper-Pearson interval, :func:`probes.estimates.clustered_proportion`),
+an impostor pair to both its people (the dyadic variance of
+:func:`probes.estimates.pair_proportion`).  Rates at a threshold are
+conditional on that threshold (it is not re-estimated).  For rates
+``count`` is the number of errors and ``n_images`` the number of pairs.
+
+Beside the figures, ``details`` holds what auditors expect: per-group DET
+curves, the cross-group impostor FMR matrix (NIST's demographic-effects
+report), the Fairness Discrepancy Rate (de Freitas Pereira & Marcel) with
+an interval, and an ISO/IEC 19795-10-style summary table per group.
 """
 
 from __future__ import annotations
@@ -46,32 +67,33 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from audit.distances import check_metric, paired_distances
+from audit.distances import check_metric
 from audit.errors import InputError
-from audit.results import ALL, Disparity, Figure, grouping_name
-from probes.stats import (
-    DEFAULT_CONFIDENCE,
-    DEFAULT_MIN_PEOPLE,
-    check_columns,
-    check_groupings,
-    check_n_resamples,
-    disparities,
-    iter_groups,
-    make_figure,
-    rate_flags,
-    resample_weights,
-)
+from audit.results import ALL, FLAG_NOT_ESTIMABLE, Disparity, Figure, grouping_name
+from probes.compare import difference, pairs_of
+from probes.estimates import (Estimate, ProportionEstimate, QuantileEstimate, clustered_proportion,
+                              pair_proportion)
+from probes.pairs import (ImpostorPairs, fmr_threshold_estimable, min_impostor_pairs, not_estimable_reason,
+                          pair_distances, sample_cross_pairs, sample_impostor_pairs, threshold_at_fmr)
+from probes.stats import (DEFAULT_CONFIDENCE, DEFAULT_MIN_PEOPLE, check_columns, check_confidence,
+                          check_groupings, disparities, figure_from_estimate, iter_groups, rate_flags)
 from probes.volume import check_embeddings
 
 PROBE = "verification"
 DEFAULT_TARGET_FMR = 1e-3
-#: Impostor pairs sampled per group when no pairs file is given.
+#: Impostor pairs drawn per group (without replacement).
 DEFAULT_MAX_IMPOSTOR_PAIRS = 200_000
-#: Fewer draws than probes.stats' default: each draw weighs every pair.
-DEFAULT_N_RESAMPLES = 200
-_CHUNK_ELEMENTS = 4_000_000
-RATE_KINDS = ("max_min_ratio", "max_geomean_ratio", "max_gap")
-THRESHOLD_KINDS = ("max_min_ratio", "max_gap")
+#: Impostor pairs drawn per cell of the cross-group FMR matrix.
+DEFAULT_MAX_CROSS_PAIRS = 50_000
+#: Groupings with more groups than this get no cross-group matrix (it would not fit a page).
+MAX_MATRIX_GROUPS = 12
+#: Points of each DET curve (FMR from the smallest the pairs resolve to 50%).
+DET_POINTS = 40
+#: The Fairness Discrepancy Rate's weight of FMR differences (its authors' default, 0.5).
+FDR_ALPHA = 0.5
+RATE_KINDS = ("gap", "ratio")
+THRESHOLD_KINDS = ("gap",)
+IMPOSTOR_SOURCES = ("generated", "given")
 
 
 @dataclass
@@ -141,25 +163,45 @@ def _all_genuine_pairs(persons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(a), np.concatenate(b)
 
 
-def _impostor_pairs(rows: np.ndarray, persons: np.ndarray, max_pairs: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Every impostor pair among ``rows``, or a seeded sample of about ``max_pairs`` of them."""
-    n = len(rows)
-    if n * (n - 1) // 2 <= max_pairs:
-        i, j = np.triu_indices(n, k=1)
-    else:
-        i = rng.integers(0, n, size=max_pairs)
-        j = rng.integers(0, n, size=max_pairs)
-    a, b = rows[i], rows[j]
-    keep = persons[a] != persons[b]
-    return a[keep], b[keep]
+# --------------------------------------------------------------------------- rates
+
+def _distances(x: np.ndarray, acquired: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Pair distances; NaN where either image has no face (such a pair never matches)."""
+    out = np.full(len(a), np.nan)
+    both = acquired[a] & acquired[b]
+    out[both] = pair_distances(x, a[both], b[both], metric)
+    return out
 
 
-def threshold_at_fmr(impostor_distances: np.ndarray, target_fmr: float) -> float:
-    """The largest threshold ``t`` with ``mean(d < t) <= target_fmr`` (NaN without pairs)."""
-    d = np.sort(np.asarray(impostor_distances, dtype=np.float64))
-    if d.size == 0:
-        return math.nan
-    return float(d[min(int(math.floor(target_fmr * d.size)), d.size - 1)])
+def _matches(d: np.ndarray, threshold: float) -> np.ndarray:
+    """The match rule ``d <= t``; a NaN distance (no face) never matches."""
+    with np.errstate(invalid="ignore"):
+        return d <= threshold
+
+
+def rate_by_person(persons: np.ndarray, errors: np.ndarray) -> ProportionEstimate:
+    """A rate of items (genuine pairs, images) that each belong to one person, clustered by person."""
+    codes, _ = pd.factorize(persons)
+    n = codes.max() + 1 if len(codes) else 0
+    sums = np.bincount(codes, weights=errors.astype(np.float64), minlength=n)
+    counts = np.bincount(codes, minlength=n).astype(np.float64)
+    return clustered_proportion(sums, counts)
+
+
+def threshold_estimate(distances: np.ndarray, person_a: np.ndarray, person_b: np.ndarray,
+                       target_fmr: float) -> QuantileEstimate:
+    """The threshold at ``target_fmr`` of impostor ``distances`` (finite ones), with Woodruff's interval."""
+    keep = np.isfinite(distances)
+    d, pa, pb = distances[keep], person_a[keep], person_b[keep]
+    t = threshold_at_fmr(d, target_fmr)
+    at = pair_proportion(_matches(d, t).astype(np.float64), pa, pb) if len(d) else ProportionEstimate(0, 0)
+    ordered = np.sort(d)
+
+    def quantile(rate: float) -> float:
+        # a rate of 1 is reached only past every distance: no upper bound on the threshold
+        return math.inf if rate >= 1 else threshold_at_fmr(ordered, rate)
+
+    return QuantileEstimate(t, target_fmr, at, quantile)
 
 
 # --------------------------------------------------------------------------- probe
@@ -167,24 +209,35 @@ def threshold_at_fmr(impostor_distances: np.ndarray, target_fmr: float) -> float
 def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
                        groupings: Sequence[Sequence[str]], person: str = "identity", metric: str,
                        threshold: float, target_fmr: float = DEFAULT_TARGET_FMR,
-                       pairs: pd.DataFrame | None = None, seed: int = 0,
-                       n_resamples: int = DEFAULT_N_RESAMPLES, image_id: str = "image_id",
-                       max_impostor_pairs: int = DEFAULT_MAX_IMPOSTOR_PAIRS,
-                       confidence: float = DEFAULT_CONFIDENCE,
-                       min_people: int = DEFAULT_MIN_PEOPLE) -> VerificationResult:
-    """FMR, FNMR and the FMR-``target_fmr`` threshold per group; see the module docstring."""
+                       pairs: pd.DataFrame | None = None, impostor_pairs: str = "generated", seed: int = 0,
+                       image_id: str = "image_id", max_impostor_pairs: int = DEFAULT_MAX_IMPOSTOR_PAIRS,
+                       max_cross_pairs: int = DEFAULT_MAX_CROSS_PAIRS, confidence: float = DEFAULT_CONFIDENCE,
+                       min_people: int = DEFAULT_MIN_PEOPLE,
+                       acquired: np.ndarray | None = None) -> VerificationResult:
+    """FMR, FNMR and the FMR-``target_fmr`` thresholds per group; see the module docstring.
+
+    ``embeddings[i]`` is the vector of ``samples.iloc[i]``; rows where
+    ``acquired`` is False (no face found) are not read and may hold NaN.
+    """
     groupings = check_groupings(groupings)
     check_columns(samples, {person: "the person column",
                             **{a: "a grouping attribute" for g in groupings for a in g}})
-    x = check_embeddings(embeddings, samples)
+    acquired = _check_acquired(acquired, len(samples))
+    x = np.asarray(embeddings, dtype=np.float64)
+    check_embeddings(np.where(acquired[:, None], x, 0.0) if x.ndim == 2 else x, samples)
     check_metric(metric)
-    n_resamples = check_n_resamples(n_resamples)
+    confidence = check_confidence(confidence)
     if not 0 < target_fmr < 1:
         raise InputError(f"target_fmr={target_fmr!r}, must be between 0 and 1 (e.g. 1e-3).")
-    persons = samples[person].to_numpy()
-    person_codes, _ = pd.factorize(persons)
+    if impostor_pairs not in IMPOSTOR_SOURCES:
+        raise InputError(f"impostor_pairs={impostor_pairs!r}, must be one of {IMPOSTOR_SOURCES}.")
+    if impostor_pairs == "given" and pairs is None:
+        raise InputError("impostor_pairs='given' needs a pairs table (pairs=read_lfw_pairs(...)); "
+                         "or use impostor_pairs='generated'.")
+    persons = pd.factorize(samples[person].to_numpy())[0]
     rng = np.random.default_rng(seed)
     label = fmr_label(target_fmr)
+    needed = min_impostor_pairs(target_fmr)
 
     groups = [(grouping_name(attrs), lab, mask) for attrs in [[]] + groupings
               for lab, mask in iter_groups(samples, attrs)]
@@ -192,97 +245,239 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
     if pairs is not None:
         ga, gb, ia, ib, dropped = _given_pairs(pairs, samples, image_id)
     else:
-        ga, gb = _all_genuine_pairs(person_codes)
-    genuine_d = paired_distances(x[ga], x[gb], metric)
-    impostors: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        ga, gb = _all_genuine_pairs(persons)
+    genuine_d = _distances(x, acquired, ga, gb, metric)
+    impostors: dict[tuple[str, str], tuple[ImpostorPairs, np.ndarray]] = {}
     for g, lab, mask in groups:
-        if pairs is not None:
+        if impostor_pairs == "given":
             keep = mask[ia] & mask[ib]
-            a, b = ia[keep], ib[keep]
+            sample = ImpostorPairs(ia[keep], ib[keep], int(keep.sum()))
         else:
-            a, b = _impostor_pairs(np.flatnonzero(mask), person_codes, max_impostor_pairs, rng)
-        impostors[g, lab] = (a, b, paired_distances(x[a], x[b], metric))
-    global_threshold = threshold_at_fmr(impostors[ALL, ALL][2], target_fmr)
+            sample = sample_impostor_pairs(persons, max_impostor_pairs, seed=rng, rows=np.flatnonzero(mask))
+        impostors[g, lab] = (sample, _distances(x, acquired, sample.a, sample.b, metric))
+    everyone, everyone_d = impostors[ALL, ALL]
+    global_t = threshold_estimate(everyone_d, persons[everyone.a], persons[everyone.b], target_fmr)
+    global_pairs = int(np.isfinite(everyone_d).sum())
+    global_ok = fmr_threshold_estimable(global_pairs, target_fmr)
 
-    names = {"fnmr_at_default": ("lower", RATE_KINDS), "fmr_at_default": ("lower", RATE_KINDS),
-             f"fnmr_at_fmr_{label}": ("lower", RATE_KINDS), f"fmr_at_fmr_{label}": ("lower", RATE_KINDS),
-             f"threshold_at_fmr_{label}": ("higher", THRESHOLD_KINDS)}
+    names = {"fnmr_at_default": "lower", "fmr_at_default": "lower", f"fnmr_at_fmr_{label}": "lower",
+             f"fmr_at_fmr_{label}": "lower", f"threshold_at_fmr_{label}": "higher",
+             f"fnmr_at_own_fmr_{label}": "lower"}
     per_metric: dict[str, dict[str, list[Figure]]] = {m: {} for m in names}
-    reps_of: dict[str, dict[str, dict[str, np.ndarray]]] = {m: {} for m in names}
-    counts_detail = {}
+    estimates_of: dict[str, dict[str, dict[str, Estimate]]] = {m: {} for m in names}
+    pair_counts, own_thresholds, summary = {}, {}, []
+    det = {"fmr_levels": [], "thresholds": [], "by_group": {}}
+    det_thresholds = _det_thresholds(everyone_d, target_fmr)
+    det["thresholds"] = det_thresholds.tolist()
     for g, lab, mask in groups:
         gk = mask[ga] & mask[gb]
-        a, b, d = impostors[g, lab]
-        out = _group_figures(person_codes, ga[gk], genuine_d[gk], a, b, d, threshold=threshold,
-                             global_threshold=global_threshold, target_fmr=target_fmr,
-                             n_resamples=n_resamples, rng=rng, label=label)
-        counts_detail[f"{g}: {lab}"] = {"genuine_pairs": int(gk.sum()), "impostor_pairs": int(len(d))}
-        for m, (value, reps, count, n, n_people) in out.items():
-            better = names[m][0]
-            flags = rate_flags(count, n, better) if count is not None and n else []
-            fig = make_figure(probe=PROBE, metric=m, grouping=g, group=lab, value=value, replicates=reps,
-                              confidence=confidence, n_images=n, n_people=n_people, count=count,
-                              better=better, min_people=min_people, flags=flags)
+        g_persons, g_d = persons[ga[gk]], genuine_d[gk]
+        sample, i_d = impostors[g, lab]
+        pa, pb = persons[sample.a], persons[sample.b]
+        n_acquired_pairs = int(np.isfinite(i_d).sum())
+        own = threshold_estimate(i_d, pa, pb, target_fmr)
+        own_ok = fmr_threshold_estimable(n_acquired_pairs, target_fmr)
+        n_gen_people = len(np.unique(g_persons))
+        n_imp_people = len(np.unique(np.concatenate([pa, pb])))
+        values = {
+            "fnmr_at_default": (rate_by_person(g_persons, ~_matches(g_d, threshold)), len(g_d), n_gen_people, True),
+            "fmr_at_default": (pair_proportion(_matches(i_d, threshold), pa, pb), len(i_d), n_imp_people, True),
+            f"fnmr_at_fmr_{label}": (rate_by_person(g_persons, ~_matches(g_d, global_t.value)), len(g_d),
+                                     n_gen_people, global_ok),
+            f"fmr_at_fmr_{label}": (pair_proportion(_matches(i_d, global_t.value), pa, pb), len(i_d),
+                                    n_imp_people, global_ok),
+            f"threshold_at_fmr_{label}": (own, n_acquired_pairs, n_imp_people, own_ok),
+            f"fnmr_at_own_fmr_{label}": (rate_by_person(g_persons, ~_matches(g_d, own.value)), len(g_d),
+                                         n_gen_people, own_ok),
+        }
+        for m, (estimate, n, n_people, estimable) in values.items():
+            count = int(round(estimate.count)) if isinstance(estimate, ProportionEstimate) else None
+            flags = rate_flags(count, n, "lower") if count is not None and n else []
+            if not estimable:
+                flags.append(FLAG_NOT_ESTIMABLE)
+            fig = figure_from_estimate(estimate, probe=PROBE, metric=m, grouping=g, group=lab,
+                                       confidence=confidence, n_images=n, n_people=n_people, count=count,
+                                       better=names[m], min_people=min_people, flags=flags)
             per_metric[m].setdefault(g, []).append(fig)
-            reps_of[m].setdefault(g, {})[lab] = reps
+            estimates_of[m].setdefault(g, {})[lab] = estimate
+        pair_counts[f"{g}: {lab}"] = {"genuine_pairs": int(gk.sum()),
+                                      "genuine_pairs_without_face": int(np.isnan(g_d).sum()),
+                                      "impostor_pairs": {**sample.counts(), "with_both_faces": n_acquired_pairs}}
+        own_thresholds[f"{g}: {lab}"] = {
+            "threshold": own.value, "interval": list(own.interval(confidence)) if n_imp_people >= 2 else None,
+            "estimable": own_ok, "impostor_pairs": n_acquired_pairs,
+            **({} if own_ok else {"reason": not_estimable_reason(n_acquired_pairs, target_fmr)})}
+        det["by_group"].setdefault(g, {})[lab] = _det_curve(g_d, i_d, det_thresholds)
+        summary.append(_summary_row(g, lab, mask, acquired, persons, values, confidence))
     figures, disparities_out = [], []
     for m, by_grouping in per_metric.items():
+        kinds = THRESHOLD_KINDS if m.startswith("threshold_") else RATE_KINDS
         for g, figs in by_grouping.items():
             figures.extend(figs)
             if g != ALL:
-                disparities_out.extend(disparities(figs, reps_of[m][g], kinds=names[m][1],
-                                                   confidence=confidence))
-    details = {"default_threshold": float(threshold), "global_threshold_at_target_fmr": global_threshold,
-               "target_fmr": target_fmr, "pairs": "given" if pairs is not None else "generated",
-               "pairs_dropped_unknown_images": dropped, "max_impostor_pairs": max_impostor_pairs,
-               "n_resamples": n_resamples, "seed": seed, "metric": metric, "pair_counts": counts_detail}
+                disparities_out.extend(disparities(figs, estimates_of[m][g], kinds=kinds, confidence=confidence))
+
+    matrix = _cross_group_fmr(x, acquired, persons, groups, thresholds={
+        "default": threshold, f"global_fmr_{label}": global_t.value}, max_pairs=max_cross_pairs, rng=rng,
+        metric=metric, confidence=confidence)
+    fdr = {g: _fairness_discrepancy(estimates_of, g, label, confidence)
+           for g in dict.fromkeys(g for g, _, _ in groups) if g != ALL}
+    details = {
+        "match_rule": "distance <= threshold",
+        "generalised_rates": sorted(m for m in names if not m.startswith("threshold_")),
+        "generalised_note": ("rates count images without a face (failure to acquire) as non-matches: their "
+                             "genuine pairs as false non-matches, their impostor pairs as correct rejections "
+                             "(ISO/IEC 19795-1 generalised FNMR/FMR)"),
+        "default_threshold": float(threshold), "target_fmr": target_fmr,
+        "global_threshold_at_target_fmr": global_t.value,
+        "global_threshold_interval": list(global_t.interval(confidence)) if global_ok else None,
+        "global_threshold_estimable": global_ok,
+        "impostor_pairs_needed": needed,
+        **({} if global_ok else {"global_threshold_reason": not_estimable_reason(global_pairs, target_fmr)}),
+        "pairs": "given" if pairs is not None else "generated",
+        "impostor_pairs": impostor_pairs, "pairs_dropped_unknown_images": dropped,
+        "max_impostor_pairs": max_impostor_pairs, "seed": seed, "metric": metric,
+        "images_without_face": int((~acquired).sum()),
+        "pair_counts": pair_counts, "thresholds_by_group": own_thresholds, "det": det,
+        "cross_group_fmr": matrix, "fairness_discrepancy_rate": fdr, "summary": summary,
+    }
     return VerificationResult(figures, disparities_out, details)
 
 
-def _group_figures(person_codes, g_rows, g_dist, ia, ib, i_dist, *, threshold, global_threshold,
-                   target_fmr, n_resamples, rng, label) -> dict[str, tuple]:
-    """Values, replicates and counts of one group's five figures."""
-    people = np.unique(np.concatenate([person_codes[g_rows], person_codes[ia], person_codes[ib]]))
-    local = {p: i for i, p in enumerate(people)}
-    to_local = np.vectorize(local.__getitem__, otypes=[int]) if len(people) else None
-    gp = to_local(person_codes[g_rows]) if len(g_rows) else np.zeros(0, int)
-    order = np.argsort(i_dist, kind="stable")
-    i_dist = i_dist[order]
-    pa = to_local(person_codes[ia[order]]) if len(ia) else np.zeros(0, int)
-    pb = to_local(person_codes[ib[order]]) if len(ib) else np.zeros(0, int)
-    n_gen_people = len(np.unique(gp))
-    n_imp_people = len(np.unique(np.concatenate([pa, pb])))
+def _check_acquired(acquired: np.ndarray | None, n: int) -> np.ndarray:
+    if acquired is None:
+        return np.ones(n, dtype=bool)
+    acquired = np.asarray(acquired)
+    if acquired.shape != (n,) or acquired.dtype != bool:
+        raise InputError(f"acquired must be a boolean array with one entry per row of samples ({n}), got "
+                         f"shape {acquired.shape} and dtype {acquired.dtype}. Pass status == 'ok'.")
+    return acquired
 
-    g_err = {"fnmr_at_default": g_dist >= threshold, f"fnmr_at_fmr_{label}": g_dist >= global_threshold}
-    i_err = {"fmr_at_default": i_dist < threshold, f"fmr_at_fmr_{label}": i_dist < global_threshold}
-    reps = {m: np.full(n_resamples, np.nan) for m in [*g_err, *i_err, f"threshold_at_fmr_{label}"]}
-    n = len(people)
-    step = max(1, _CHUNK_ELEMENTS // max(1, len(i_dist), len(g_dist), n))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for start in range(0, n_resamples, step):
-            sl = slice(start, min(n_resamples, start + step))
-            w = resample_weights(n, sl.stop - sl.start, rng)
-            if len(gp):
-                wg = w[:, gp]
-                total = wg.sum(axis=1)
-                for m, err in g_err.items():
-                    reps[m][sl] = wg[:, err].sum(axis=1) / total
-            if len(pa):
-                wi = w[:, pa] * w[:, pb]
-                cum = np.cumsum(wi, axis=1)
-                total = cum[:, -1]
-                for m, err in i_err.items():
-                    reps[m][sl] = wi[:, err].sum(axis=1) / total
-                # weighted version of threshold_at_fmr: first pair whose cumulative weight passes it
-                k = np.array([np.searchsorted(c, target_fmr * t, side="right") for c, t in zip(cum, total)])
-                reps[f"threshold_at_fmr_{label}"][sl] = np.where(
-                    total > 0, i_dist[np.minimum(k, len(i_dist) - 1)], np.nan)
+
+# --------------------------------------------------------------------------- auditors' views
+
+def _det_thresholds(impostor_d: np.ndarray, target_fmr: float) -> np.ndarray:
+    """Thresholds at FMRs from the smallest the pairs resolve (10 false matches) to 50%."""
+    d = np.sort(impostor_d[np.isfinite(impostor_d)])
+    if len(d) < 20:
+        return np.zeros(0)
+    low = min(target_fmr, 10.0 / len(d))
+    levels = np.geomspace(max(low, 1.0 / len(d)), 0.5, DET_POINTS)
+    return np.unique([threshold_at_fmr(d, f) for f in levels])
+
+
+def _det_curve(genuine_d: np.ndarray, impostor_d: np.ndarray, thresholds: np.ndarray) -> dict:
+    """Generalised FMR and FNMR of one group at each threshold (NaN distances never match)."""
+    g = np.sort(genuine_d[np.isfinite(genuine_d)])
+    i = np.sort(impostor_d[np.isfinite(impostor_d)])
+    fnmr = (1.0 - np.searchsorted(g, thresholds, side="right") / len(genuine_d)) if len(genuine_d) else \
+        np.full(len(thresholds), np.nan)
+    fmr = (np.searchsorted(i, thresholds, side="right") / len(impostor_d)) if len(impostor_d) else \
+        np.full(len(thresholds), np.nan)
+    return {"fmr": fmr.tolist(), "fnmr": fnmr.tolist(), "genuine_pairs": int(len(genuine_d)),
+            "impostor_pairs": int(len(impostor_d))}
+
+
+def _cross_group_fmr(x, acquired, persons, groups, *, thresholds: dict, max_pairs: int, rng, metric: str,
+                     confidence: float) -> dict:
+    """FMR of impostor pairs with one person in group ``g`` and one in ``h``, for every ``g``, ``h``.
+
+    One matrix per single-attribute grouping and threshold (NIST's
+    cross-demographic false match rates): off the diagonal, how often two
+    people of different groups are confused; a model that confuses people
+    within a group more than across shows a heavy diagonal.
+    """
     out = {}
-    for m, err in g_err.items():
-        out[m] = (err.mean() if len(err) else math.nan, reps[m], int(err.sum()), int(len(err)), n_gen_people)
-    for m, err in i_err.items():
-        out[m] = (err.mean() if len(err) else math.nan, reps[m], int(err.sum()), int(len(err)), n_imp_people)
-    out[f"threshold_at_fmr_{label}"] = (threshold_at_fmr(i_dist, target_fmr), reps[f"threshold_at_fmr_{label}"],
-                                        None, int(len(i_dist)), n_imp_people)
+    by_grouping: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for g, lab, mask in groups:
+        if g != ALL and "*" not in g and mask.any():
+            by_grouping.setdefault(g, []).append((lab, mask))
+    for g, members in by_grouping.items():
+        if len(members) < 2 or len(members) > MAX_MATRIX_GROUPS:
+            continue
+        labels = [lab for lab, _ in members]
+        cells = {name: [[None] * len(members) for _ in members] for name in thresholds}
+        lows = {name: [[None] * len(members) for _ in members] for name in thresholds}
+        highs = {name: [[None] * len(members) for _ in members] for name in thresholds}
+        counts = [[0] * len(members) for _ in members]
+        for r, (_, ma) in enumerate(members):
+            for c, (_, mb) in enumerate(members):
+                if c < r:
+                    continue
+                if r == c:
+                    sample = sample_impostor_pairs(persons, max_pairs, seed=rng, rows=np.flatnonzero(ma))
+                else:
+                    sample = sample_cross_pairs(persons, np.flatnonzero(ma), np.flatnonzero(mb), max_pairs, seed=rng)
+                d = _distances(x, acquired, sample.a, sample.b, metric)
+                counts[r][c] = counts[c][r] = sample.n_used
+                for name, t in thresholds.items():
+                    if not np.isfinite(t) or sample.n_used == 0:
+                        continue
+                    est = pair_proportion(_matches(d, t), persons[sample.a], persons[sample.b])
+                    lo, hi = est.interval(confidence)
+                    cells[name][r][c] = cells[name][c][r] = est.value
+                    lows[name][r][c] = lows[name][c][r] = lo
+                    highs[name][r][c] = highs[name][c][r] = hi
+        out[g] = {"groups": labels, "pairs": counts,
+                  "fmr": {name: {"value": cells[name], "ci_low": lows[name], "ci_high": highs[name],
+                                 "threshold": float(thresholds[name])} for name in thresholds}}
     return out
 
+
+def _fairness_discrepancy(estimates_of: dict, grouping: str, label: str, confidence: float) -> dict:
+    """FDR(t) = 1 - (a * A(t) + (1 - a) * B(t)) at the default and the global threshold.
+
+    ``A`` and ``B`` are the largest differences of FMR and of FNMR between
+    two groups (de Freitas Pereira & Marcel, "Fairness in Biometrics: a
+    figure of merit to assess biometric verification systems", 2021), ``a``
+    = :data:`FDR_ALPHA`.  1 means equal error rates.  Its interval comes
+    from simultaneous intervals of every pairwise difference (Bonferroni
+    over the pairs of both rates): with that confidence every difference
+    lies in its interval at once, so the largest of them lies between the
+    largest lower and the largest upper end.  It is therefore conservative
+    (wider than it need be), never too narrow.
+    """
+    out = {}
+    for name, fmr_metric, fnmr_metric in (("default", "fmr_at_default", "fnmr_at_default"),
+                                          (f"global_fmr_{label}", f"fmr_at_fmr_{label}", f"fnmr_at_fmr_{label}")):
+        fmr = {k: e for k, e in (estimates_of[fmr_metric].get(grouping) or {}).items() if math.isfinite(e.value)}
+        fnmr = {k: e for k, e in (estimates_of[fnmr_metric].get(grouping) or {}).items() if math.isfinite(e.value)}
+        if len(fmr) < 2 or len(fnmr) < 2:
+            out[name] = {"value": None, "ci_low": None, "ci_high": None, "alpha": FDR_ALPHA,
+                         "reason": "fewer than two groups with both rates"}
+            continue
+        n_tests = len(pairs_of(list(fmr))) + len(pairs_of(list(fnmr)))
+        level = 1 - (1 - confidence) / n_tests
+        spans = {}
+        for rate_name, ests in (("fmr", fmr), ("fnmr", fnmr)):
+            point, low, high = 0.0, 0.0, 0.0
+            for a, b in pairs_of(list(ests)):
+                c = difference(ests[a], ests[b], level, with_p_value=False)
+                point = max(point, c.value)
+                low = max(low, max(c.ci_low, 0.0) if math.isfinite(c.ci_low) else 0.0)
+                high = max(high, max(abs(c.ci_low), abs(c.ci_high)) if math.isfinite(c.ci_high) else math.inf)
+            spans[rate_name] = (point, low, high)
+        fdr = 1 - (FDR_ALPHA * spans["fmr"][0] + (1 - FDR_ALPHA) * spans["fnmr"][0])
+        lowest = 1 - (FDR_ALPHA * spans["fmr"][2] + (1 - FDR_ALPHA) * spans["fnmr"][2])
+        highest = 1 - (FDR_ALPHA * spans["fmr"][1] + (1 - FDR_ALPHA) * spans["fnmr"][1])
+        out[name] = {"value": fdr, "ci_low": lowest, "ci_high": highest, "alpha": FDR_ALPHA,
+                     "largest_fmr_difference": spans["fmr"][0], "largest_fnmr_difference": spans["fnmr"][0],
+                     "interval": "simultaneous (Bonferroni over every pair of groups and both rates): conservative"}
+    return out
+
+
+def _summary_row(grouping, group, mask, acquired, persons, values, confidence) -> dict:
+    """One row of the ISO/IEC 19795-10-style table: counts, failure to acquire, operational rates."""
+    n_images = int(mask.sum())
+    failed = ~acquired[mask]
+    fta = rate_by_person(persons[mask], failed) if n_images else ProportionEstimate(0, 0)
+    row = {"grouping": grouping, "group": group, "n_images": n_images,
+           "n_people": int(len(np.unique(persons[mask]))), "failed_to_acquire": int(failed.sum()),
+           "fta": fta.value if n_images else None,
+           "fta_ci": list(fta.interval(confidence)) if n_images else None}
+    for key in ("fnmr_at_default", "fmr_at_default"):
+        estimate, n, n_people, _ = values[key]
+        row[key] = estimate.value if n else None
+        row[f"{key}_ci"] = list(estimate.interval(confidence)) if n and n_people >= 2 else None
+        row[f"{key}_pairs"] = int(n)
+    return row

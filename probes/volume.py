@@ -46,15 +46,28 @@ random image per person (all their images for ``spread_ratio``).  A group
 with fewer people than the subsample size gets NaN and ``undefined`` (and
 ``small_group``).  The figure is the mean over draws.
 
-What the interval means: the central 95% of the draws' values.  Each draw
-takes ``m`` people without replacement from the group's ``n`` (an
-m-out-of-n subsampling of people, not of images), so the interval says
-how much the figure at size ``m`` moves with *which* people are drawn.
-Taking ``m <= n / 2`` for every group keeps the draws different even for
-the smallest group (with ``m = n`` every draw would hold the same people
-and the interval would collapse).  It is the spread of one subsample's
-figure, wider than the uncertainty of the mean over draws: a conservative
-interval.  Disparities use the draws jointly (draw ``b`` of every group).
+What the interval means
+-----------------------
+The figure is the mean over ``n_draws`` subsamples of ``m`` people taken
+without replacement from the group's ``n``: an (incomplete) U-statistic of
+order ``m``, whose target is the figure of ``m`` people drawn from the
+population the group's people come from.  The spread of single-subsample
+values, ``s``, is not its uncertainty: subsamples of a group overlap, the
+more so the closer ``m`` is to ``n``, so ``s`` shrinks to 0 as ``n``
+approaches ``m`` and overstates the uncertainty for ``n`` much larger than
+``m``.  To first order (Hoeffding), one subsample's figure is the mean of
+``m`` per-person terms, so ``s^2 = sigma^2 (1/m - 1/n)`` (sampling without
+replacement) while the mean over all subsamples has variance
+``sigma^2 / n``; drawing only ``B`` subsamples adds ``s^2 / B``.  Hence the
+standard error ``s * sqrt(m / (n - m) + 1 / B)`` and a normal interval
+around the mean over draws; ``benchmarks/coverage.py`` shows its coverage
+for groups of ``2m`` people and of many more.  A group of exactly ``m``
+people has no interval (every subsample is the group).
+``relative_log_volume_per_dim`` is the group's figure minus the whole
+population's, its standard error theirs combined (the population holds the
+group, so this errs on the wide side).  Disparities compare every two
+groups (:mod:`probes.compare`); the relative volume has none of its own
+(its differences are those of ``log_volume_per_dim``).
 """
 
 from __future__ import annotations
@@ -70,6 +83,7 @@ from sklearn.covariance import ledoit_wolf_shrinkage
 from audit.distances import check_metric, cross_distances
 from audit.errors import InputError
 from audit.results import ALL, FLAG_SMALL_GROUP, Disparity, Figure, grouping_name
+from probes.estimates import NormalEstimate
 from probes.stats import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MIN_PEOPLE,
@@ -77,8 +91,8 @@ from probes.stats import (
     check_groupings,
     check_n_resamples,
     disparities,
+    figure_from_estimate,
     iter_groups,
-    make_figure,
 )
 
 PROBE = "volume"
@@ -92,12 +106,12 @@ MIN_SUBSAMPLE_SIZE = 3
 N_EIGENVALUES_REPORTED = 10
 
 METRICS = {  # name -> (better, disparity kinds)
-    "log_volume_per_dim": ("higher", ("max_gap",)),   # a log: only differences mean something
-    "relative_log_volume_per_dim": ("higher", ("max_gap",)),
-    "effective_dimensionality": ("higher", ("max_min_ratio", "max_gap")),
-    "nn_distance_impostor": ("higher", ("max_min_ratio", "max_gap")),
-    "impostor_match_rate": ("lower", ("max_min_ratio", "max_gap")),
-    "spread_ratio": ("higher", ("max_min_ratio", "max_gap")),
+    "log_volume_per_dim": ("higher", ("gap",)),   # a log: only differences mean something
+    "relative_log_volume_per_dim": ("higher", ()),  # its differences are log_volume_per_dim's
+    "effective_dimensionality": ("higher", ("gap", "ratio")),
+    "nn_distance_impostor": ("higher", ("gap", "ratio")),
+    "impostor_match_rate": ("lower", ("gap", "ratio")),
+    "spread_ratio": ("higher", ("gap", "ratio")),
 }
 
 
@@ -192,7 +206,7 @@ def _draw_figures(x_one: np.ndarray, x_all: np.ndarray, persons_all: np.ndarray,
         "log_volume_per_dim": log_volume_per_dim(x_one, eig),
         "effective_dimensionality": participation_ratio(eig),
         "nn_distance_impostor": float(d.min(axis=1).mean()),
-        "impostor_match_rate": float(np.mean(d[iu] < threshold)),
+        "impostor_match_rate": float(np.mean(d[iu] <= threshold)),  # the match rule d <= t
         "spread_ratio": spread_ratio(x_all, persons_all),
     }, eig
 
@@ -247,35 +261,55 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
         mean_eig = np.mean(eigs, axis=0)
         spectra[f"{g}: {lab}"] = {"top_eigenvalues": mean_eig[:N_EIGENVALUES_REPORTED].tolist(),
                                   "total_variance": float(mean_eig.sum())}
-    population = values[ALL, ALL].get("log_volume_per_dim", np.full(n_draws, np.nan))
-    for v in values.values():
-        v["relative_log_volume_per_dim"] = v.get("log_volume_per_dim", np.full(n_draws, np.nan)) - population
-
     figures: list[Figure] = []
     disparities_out: list[Disparity] = []
+    estimates = {key: {m: subsample_estimate(draws, len(people_of[key]), size) for m, draws in v.items()}
+                 for key, v in values.items()}
+    population = estimates[ALL, ALL].get("log_volume_per_dim", NormalEstimate(math.nan, math.nan))
+    for key, by_metric in estimates.items():
+        own = by_metric.get("log_volume_per_dim", NormalEstimate(math.nan, math.nan))
+        se = math.nan if key == (ALL, ALL) else math.hypot(own.standard_error, population.standard_error)
+        by_metric["relative_log_volume_per_dim"] = NormalEstimate(own.value - population.value, se)
     for name in METRICS:
         better, kinds = METRICS[name]
         by_grouping: dict[str, list[Figure]] = {}
-        reps: dict[str, dict[str, np.ndarray]] = {}
+        chosen: dict[str, dict[str, NormalEstimate]] = {}
         for g, lab, mask in groups:
-            draws = values[g, lab][name]
+            estimate = estimates[g, lab][name]
             n_people = len(people_of[g, lab])
             flags = [FLAG_SMALL_GROUP] if (size is not None and n_people < size) else []
-            value = float(np.nanmean(draws)) if np.any(np.isfinite(draws)) else math.nan
-            fig = make_figure(probe=PROBE, metric=name, grouping=g, group=lab, value=value,
-                              replicates=draws, confidence=confidence, n_images=int(mask.sum()),
-                              n_people=n_people, better=better, min_people=min_people, flags=flags)
+            fig = figure_from_estimate(estimate, probe=PROBE, metric=name, grouping=g, group=lab,
+                                       confidence=confidence, n_images=int(mask.sum()), n_people=n_people,
+                                       better=better, min_people=min_people, flags=flags)
             by_grouping.setdefault(g, []).append(fig)
-            reps.setdefault(g, {})[lab] = draws
+            chosen.setdefault(g, {})[lab] = estimate
             figures.append(fig)
         for g, figs in by_grouping.items():
-            if g != ALL:
-                disparities_out.extend(disparities(figs, reps[g], kinds=kinds, confidence=confidence))
+            if g != ALL and kinds:
+                disparities_out.extend(disparities(figs, chosen[g], kinds=kinds, confidence=confidence))
     details = {"subsample_size": size, "n_draws": n_draws, "seed": seed, "metric": metric,
                "threshold": float(threshold), "dimension": int(x.shape[1]),
                "unit": "people (one image each; all their images for spread_ratio)",
                "spectra": spectra}
     return VolumeResult(figures, disparities_out, details)
+
+
+def subsample_estimate(draws: np.ndarray, n_people: int, size: int | None) -> NormalEstimate:
+    """The mean over subsample draws, with the standard error ``s * sqrt(m / (n - m) + 1 / B)``.
+
+    ``s`` is the standard deviation of the ``B`` finite draws, ``m`` the
+    subsample size and ``n`` the group's people (see the module docstring).
+    NaN where there are fewer than two draws or ``n <= m``.
+    """
+    draws = np.asarray(draws, dtype=np.float64)
+    finite = draws[np.isfinite(draws)]
+    if finite.size == 0:
+        return NormalEstimate(math.nan, math.nan)
+    value = float(finite.mean())
+    if finite.size < 2 or size is None or n_people <= size:
+        return NormalEstimate(value, math.nan)
+    spread = float(np.std(finite, ddof=1))
+    return NormalEstimate(value, spread * math.sqrt(size / (n_people - size) + 1.0 / finite.size))
 
 
 def _subsample_size(requested, people_of, min_people, cap) -> int | None:

@@ -31,7 +31,7 @@ import seaborn as sns
 from reports.text import format_value
 
 __all__ = ["GroupStyle", "GroupPalette", "DPI", "PAGE_WIDTH_IN", "to_data_uri", "composition_chart",
-           "interval_chart", "distribution_panels", "sweep_chart", "training_curve", "THRESHOLD_STYLES"]
+           "interval_chart", "distribution_panels", "sweep_chart", "training_curve", "det_chart", "THRESHOLD_STYLES"]
 
 #: Charts are drawn at the width of an A4 page's text block (210 mm - 2 x 18 mm margins)...
 PAGE_WIDTH_IN = 6.8
@@ -325,6 +325,39 @@ def training_curve(history: Sequence[Mapping], best_epoch: int | None) -> str:
                               label=f"kept epoch ({best_epoch})")
             handles, labels = handles + [line], labels + [line.get_label()]
         ax.legend(handles, labels, loc="upper right", frameon=False)
+        return to_data_uri(fig)
+
+
+def det_chart(grouping: str, curves: Mapping[str, Mapping[str, Sequence[float]]], palette: GroupPalette, *,
+              target_fmr: float | None = None) -> str:
+    """Detection error trade-off per group: FNMR against FMR, both on log scales.
+
+    Each group's curve runs over the same thresholds; a curve lying higher
+    means more false non-matches at every false match rate.  Points where
+    either rate is 0 cannot be drawn on a log scale and are left out.
+    """
+    with matplotlib.rc_context(_RC):
+        fig = _new_figure(3.2)
+        ax = fig.subplots()
+        for group, curve in curves.items():
+            fmr = np.asarray([np.nan if v is None else v for v in curve.get("fmr") or []], dtype=float)
+            fnmr = np.asarray([np.nan if v is None else v for v in curve.get("fnmr") or []], dtype=float)
+            keep = (fmr > 0) & (fnmr > 0)
+            if not keep.any():
+                continue
+            style = palette.style(grouping, group)
+            ax.plot(fmr[keep], fnmr[keep], color=style.colour, linestyle=style.linestyle, marker=style.marker,
+                    markevery=max(1, int(keep.sum()) // 6), markersize=4, linewidth=1.4, label=group)
+        if target_fmr is not None:
+            ax.axvline(target_fmr, color="#555555", linestyle=":", linewidth=0.9,
+                       label=f"FMR = {format_value(target_fmr, 'rate')}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("false match rate (pairs of different people matched)")
+        ax.set_ylabel("false non-match rate")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_value(v, "rate")))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_value(v, "rate")))
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         return to_data_uri(fig)
 
 

@@ -29,8 +29,9 @@ from audit.errors import InputError
 from audit.outputs import check_writable_folder, write_atomic
 from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, load_results
 from reports import figures as charts
-from reports.text import (FLAG_SHORT, FLAG_TEXT, METRICS, better_text, describe_metric, disparity_sentence,
-                          format_count, format_interval, format_value, headline_disparities)
+from reports.text import (CORRECTION_TEXT, FLAG_SHORT, FLAG_TEXT, METRICS, better_text, describe_metric,
+                          disparity_sentence, finding_sentence, findings_by_pair, format_count, format_interval,
+                          format_value)
 
 __all__ = ["render_report", "build_context", "render_html", "write_pdf", "is_allowed_url", "make_url_fetcher",
            "TEMPLATES_DIR", "FORMATS", "HTML_FILE", "PDF_FILE"]
@@ -59,6 +60,10 @@ MAX_IMAGE_BYTES = 5 * 1024 * 1024
 IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 #: How many failed policy checks the first page lists (the full table follows in its section).
 FIRST_PAGE_FAILED_CHECKS = 8
+#: How many findings the first page lists (every finding is in its metric's section).
+FIRST_PAGE_FINDINGS = 5
+#: Findings beyond the largest difference that a metric's section spells out per grouping.
+SECTION_FINDINGS = 3
 OPERATORS = {"<=": "\u2264", ">=": "\u2265", "<": "<", ">": ">", "==": "="}
 
 #: The way round a run folder that cannot be written.
@@ -208,10 +213,23 @@ def _flags_text(flags: Sequence[str] | None) -> str:
 
 def _metric_block(probe: str, metric: str, rows: list[Mapping], disparities: list[Mapping],
                   figures: list[Mapping], palette: charts.GroupPalette) -> dict:
-    """One metric: its words, its chart, its table (formatted) and its disparities in sentences."""
+    """One metric: its words, its chart, its table (formatted) and its comparisons in sentences.
+
+    A metric that is undefined for every group (e.g. a spread ratio on a
+    dataset without identities) is one sentence, not a table of "n/a".
+    """
     key = f"{probe}.{metric}"
     text = describe_metric(key)
     better = next((r.get("better") for r in rows if r.get("better")), text.better)
+    block = {"key": key, "id": f"metric-{probe}-{metric}".replace(".", "-").replace("_", "-"),
+             "title": text.title, "meaning": text.meaning, "better": better_text(better), "known": key in METRICS,
+             "unit": text.unit, "n_label": "Pairs" if probe == "verification" else "Images"}
+    if rows and not any(_finite(r.get("value")) for r in rows):
+        flags = sorted({FLAG_SHORT.get(f, f) for r in rows for f in r.get("flags") or [] if f != "undefined"})
+        return {**block, "undefined": True, "rows": [], "sentences": [],
+                "undefined_sentence": f"{text.title} is undefined for every group of this dataset"
+                                      + (f" ({', '.join(flags)})" if flags else "")
+                                      + (f": {UNDEFINED_REASONS[key]}." if key in UNDEFINED_REASONS else ".")}
     table = [{
         "grouping": str(r.get("grouping")), "group": str(r.get("group")),
         "colour": palette.colour(str(r.get("grouping")), str(r.get("group"))),
@@ -223,16 +241,40 @@ def _metric_block(probe: str, metric: str, rows: list[Mapping], disparities: lis
     } for r in rows]
     mine = [d for d in disparities if d.get("probe") == probe and d.get("metric") == metric
             and d.get("grouping") != ALL]
-    chosen = [d for d in mine if d.get("kind") == "max_min_ratio"]
-    chosen_groupings = {d.get("grouping") for d in chosen}
-    chosen += [d for d in mine if d.get("kind") == "max_gap" and d.get("grouping") not in chosen_groupings]
+    sentences = []
+    for grouping in dict.fromkeys(str(d.get("grouping")) for d in mine):
+        of_grouping = [d for d in mine if d.get("grouping") == grouping]
+        worst = (next((d for d in of_grouping if d.get("kind") == "ratio" and d.get("worst_pair")), None)
+                 or next((d for d in of_grouping if d.get("worst_pair")), None) or of_grouping[0])
+        n_pairs = len({_pair_key(d) for d in of_grouping})
+        n_found = len({_pair_key(d) for d in of_grouping if d.get("finding")})
+        lead = (f"By {grouping}, {n_found} of {n_pairs} pairs of groups differ after the correction; the largest "
+                "difference: " if n_pairs > 1 else "")
+        sentence = disparity_sentence(worst, figures)
+        sentences.append(lead + (sentence[0].lower() + sentence[1:] if lead else sentence))
+        others = findings_by_pair(d for d in of_grouping if _pair_key(d) != _pair_key(worst))
+        sentences += [finding_sentence(pair, figures) for pair in others[:SECTION_FINDINGS]]
+        if len(others) > SECTION_FINDINGS:
+            sentences.append(f"{len(others) - SECTION_FINDINGS} more findings by {grouping}: see "
+                             f"the disparities of {key} in results.json.")
     return {
-        "key": key, "id": f"metric-{probe}-{metric}".replace(".", "-").replace("_", "-"),
-        "title": text.title, "meaning": text.meaning, "better": better_text(better), "known": key in METRICS,
-        "unit": text.unit, "chart": charts.interval_chart(rows, palette, unit=text.unit, xlabel=text.title),
+        **block, "undefined": False,
+        "chart": charts.interval_chart(rows, palette, unit=text.unit, xlabel=text.title),
         "rows": table, "has_counts": any(r.get("count") is not None for r in rows),
-        "sentences": [disparity_sentence(d, figures) for d in chosen],
+        "sentences": sentences,
     }
+
+
+def _pair_key(d: Mapping) -> tuple[str, ...]:
+    return tuple(sorted(str(g) for g in (d.get("worst_group"), d.get("best_group"))))
+
+
+#: Why a metric can be undefined for a whole dataset, in one clause.
+UNDEFINED_REASONS = {
+    "volume.spread_ratio": "it compares the spread of each person's own images with the group's, so it needs "
+                           "people with several images (identities)",
+    "inversion.type2_distance": "it needs people with several images (identities)",
+}
 
 
 def _metric_blocks(probe: str, figures: list[Mapping], disparities: list[Mapping],
@@ -272,9 +314,10 @@ def _verdict(results: Mapping) -> dict | None:
     for check in verdict.get("checks") or []:
         unit = describe_metric(str(check.get("metric"))).unit
         kind = check.get("kind")
-        ratio_like = kind in ("max_min_ratio", "max_geomean_ratio")
+        ratio_like = kind in ("ratio", "max_min_ratio", "max_geomean_ratio")
         fmt = (lambda v: format_value(v)) if ratio_like else (lambda v: format_value(v, unit))
-        subject = f"{check.get('grouping')} {kind}" if kind else f"{check.get('grouping')} / {check.get('group')}"
+        subject = (f"{check.get('grouping')} {kind}" + (f" {check.get('group')}" if check.get("group") else "")
+                   if kind else f"{check.get('grouping')} / {check.get('group')}")
         rows.append({
             "rule_id": _plain(check.get("rule_id")), "description": _plain(check.get("description")),
             "metric": describe_metric(str(check.get("metric"))).title, "subject": subject,
@@ -411,6 +454,117 @@ def _order_groups(grouping: str, groups: Iterable[str], order: Mapping[str, list
     return [g for g in known if g in groups] + [g for g in groups if g not in known]
 
 
+def _findings(results: Mapping, figures: list[Mapping], disparities: list[Mapping]) -> dict:
+    """The first page's findings: the comparisons that survived the correction, in sentences."""
+    summary = results.get("findings") if isinstance(results.get("findings"), Mapping) else None
+    pairs = findings_by_pair(disparities)
+    # Breadth first: the strongest finding of each metric, then the next of each, ...
+    ranked, seen = [], {}
+    for p in pairs:
+        key = (p[0].get("probe"), p[0].get("metric"))
+        seen[key] = seen.get(key, 0) + 1
+        ranked.append((seen[key], len(ranked), p))
+    shown = [p for _, _, p in sorted(ranked, key=lambda t: (t[0], t[1]))[:FIRST_PAGE_FINDINGS]]
+    entries = [{"where": f"{_metric_title(p[0])}, by {p[0].get('grouping')}", "sentence": finding_sentence(p, figures)}
+               for p in shown]
+    if summary is None:
+        return {"recorded": False, "entries": entries, "more": max(0, len(pairs) - len(entries))}
+    method = str(summary.get("method"))
+    return {"recorded": True, "entries": entries, "more": max(0, len(pairs) - len(entries)), "n_pairs": len(pairs),
+            "method": CORRECTION_TEXT.get(method, method), "alpha": format_value(summary.get("alpha"), "rate"),
+            "n_comparisons": format_count(summary.get("n_comparisons")),
+            "n_blocked": int(summary.get("n_blocked") or 0)}
+
+
+def _metric_title(row: Mapping) -> str:
+    return describe_metric(f"{row.get('probe')}.{row.get('metric')}").title
+
+
+def _verification(detail: Mapping, palette: charts.GroupPalette, order: Mapping[str, list[str]]) -> dict:
+    """Thresholds per group, DET curves, the cross-group FMR matrix, the FDR and the summary table."""
+    if not detail or detail.get("skipped"):
+        return {"skipped": _plain(detail.get("skipped")) if detail else None, "settings": [], "det": [],
+                "matrices": [], "fdr": [], "summary": []}
+    target = detail.get("target_fmr")
+    settings = [("match rule", _plain(detail.get("match_rule") or "distance <= threshold")),
+                ("default (operational) threshold", format_value(detail.get("default_threshold"))),
+                ("target FMR", format_value(target, "rate") if _finite(target) else "-")]
+    global_t = detail.get("global_threshold_at_target_fmr")
+    if detail.get("global_threshold_estimable", True):
+        interval = detail.get("global_threshold_interval") or [None, None]
+        settings.append(("global threshold at the target FMR",
+                         f"{format_value(global_t)} (95% CI {format_interval(*interval) or '-'})"))
+    else:
+        settings.append(("global threshold at the target FMR",
+                         f"{format_value(global_t)}: not estimable, {_plain(detail.get('global_threshold_reason'))}"))
+    settings += [("genuine pairs", "from the pairs file" if detail.get("pairs") == "given" else
+                  "every pair of images of one person"),
+                 ("impostor pairs", "the pairs file's" if detail.get("impostor_pairs") == "given" else
+                  f"distinct pairs of different people, drawn without replacement (at most "
+                  f"{format_count(detail.get('max_impostor_pairs'))} per group)"),
+                 ("images without a face", f"{format_count(detail.get('images_without_face'))} (their pairs count "
+                                            "as non-matches: generalised rates)")]
+    det = detail.get("det") or {}
+    # Intersections' curves are in results.json: a dozen crossing lines read as noise.
+    det_charts = [{"grouping": str(g), "chart": charts.det_chart(str(g), {k: curves[k] for k in
+                                                                         _order_groups(g, curves, order)},
+                                                                 palette, target_fmr=target)}
+                  for g, curves in (det.get("by_group") or {}).items()
+                  if g != ALL and GROUPING_JOIN not in str(g) and len(curves) > 1]
+    matrices = []
+    for grouping, m in (detail.get("cross_group_fmr") or {}).items():
+        groups = [str(g) for g in m.get("groups") or []]
+        by_threshold = m.get("fmr") or {}
+        # One matrix: at the global FMR threshold (NIST's framing) where it is estimable, else the default.
+        preferred = [n for n in by_threshold if n != "default"] if detail.get("global_threshold_estimable", True) \
+            else ["default"]
+        for name, cells in [(n, c) for n, c in by_threshold.items() if n in preferred][:1]:
+            values = cells.get("value") or []
+            top = max([v for row in values for v in row if _finite(v)] or [0.0])
+            rows = []
+            for r, group in enumerate(groups):
+                row = []
+                for c in range(len(groups)):
+                    v = values[r][c] if r < len(values) and c < len(values[r]) else None
+                    shade = 0.0 if not _finite(v) or top <= 0 else float(v) / top
+                    row.append({"value": format_value(v, "rate"),
+                                "ci": format_interval((cells.get("ci_low") or [[None]])[r][c],
+                                                      (cells.get("ci_high") or [[None]])[r][c], "rate") or "-",
+                                "pairs": format_count((m.get("pairs") or [[None]])[r][c]),
+                                "style": f"background-color: rgba(204, 51, 17, {0.08 + 0.6 * shade:.2f})"})
+                rows.append({"group": group, "colour": palette.colour(str(grouping), group), "cells": row})
+            matrices.append({"grouping": str(grouping), "threshold_name": "default threshold" if name == "default"
+                             else "global FMR threshold", "threshold": format_value(cells.get("threshold")),
+                             "groups": groups, "rows": rows})
+    fdr = []
+    for grouping, by_threshold in (detail.get("fairness_discrepancy_rate") or {}).items():
+        for name, row in by_threshold.items():
+            fdr.append({"grouping": str(grouping), "threshold": "default" if name == "default" else "global FMR",
+                        "value": format_value(row.get("value")),
+                        "ci": format_interval(row.get("ci_low"), row.get("ci_high")) or "-",
+                        "fmr_gap": format_value(row.get("largest_fmr_difference"), "rate"),
+                        "fnmr_gap": format_value(row.get("largest_fnmr_difference"), "rate")})
+    summary = []
+    for row in detail.get("summary") or []:
+        fta = row.get("fta_ci") or [None, None]
+        fnmr = row.get("fnmr_at_default_ci") or [None, None]
+        fmr = row.get("fmr_at_default_ci") or [None, None]
+        summary.append({"grouping": str(row.get("grouping")), "group": str(row.get("group")),
+                        "colour": palette.colour(str(row.get("grouping")), str(row.get("group"))),
+                        "n_images": format_count(row.get("n_images")), "n_people": format_count(row.get("n_people")),
+                        "fta": format_value(row.get("fta"), "rate"), "fta_ci": format_interval(*fta, "rate") or "-",
+                        "fnmr": format_value(row.get("fnmr_at_default"), "rate"),
+                        "fnmr_ci": format_interval(*fnmr, "rate") or "-",
+                        "genuine_pairs": format_count(row.get("fnmr_at_default_pairs")),
+                        "fmr": format_value(row.get("fmr_at_default"), "rate"),
+                        "fmr_ci": format_interval(*fmr, "rate") or "-",
+                        "impostor_pairs": format_count(row.get("fmr_at_default_pairs"))})
+    return {"skipped": None, "settings": settings, "det": det_charts,
+            "matrices": matrices, "fdr": fdr, "summary": _sort_rows(summary, order),
+            "generalised": _plain(detail.get("generalised_note")) if detail.get("generalised_note") else None,
+            "target_fmr": format_value(target, "rate") if _finite(target) else "-"}
+
+
 #: A probe detail longer than this (eigenvalue spectra, pair counts) stays in results.json.
 MAX_DETAIL_CHARS = 200
 
@@ -452,13 +606,11 @@ def build_context(results: Mapping, *, run_dir: Path, no_faces: bool = False) ->
               "details": _details(probes_detail.get("volume"), "volume")}
     verification = {"ran": ran["verification"],
                     "metrics": _metric_blocks("verification", figures, disparities, order, palette),
-                    "details": _details(probes_detail.get("verification"), "verification")}
+                    **_verification(probes_detail.get("verification") or {}, palette, order)}
     other_probes = [p for p in dict.fromkeys(str(f.get("probe")) for f in figures) if p not in PROBES]
     others = [{"name": p, "metrics": _metric_blocks(p, figures, disparities, order, palette)} for p in other_probes]
 
-    headlines = [{"sentence": disparity_sentence(d, figures), "grouping": str(d.get("grouping")),
-                  "metric": describe_metric(f"{d.get('probe')}.{d.get('metric')}").title}
-                 for d in headline_disparities(disparities)]
+    findings = _findings(results, figures, disparities)
     metrics_used = list(dict.fromkeys(f"{f.get('probe')}.{f.get('metric')}" for f in figures))
     verdict = _verdict(results)
     tool = results.get("tool") or {}
@@ -485,7 +637,7 @@ def build_context(results: Mapping, *, run_dir: Path, no_faces: bool = False) ->
         "settings": [(str(k).replace("_", " "), _plain(v)) for k, v in settings.items()],
         "environment": [(k, _plain(v)) for k, v in environment.items() if k != "libraries"],
         "libraries": [(str(k), _plain(v)) for k, v in (environment.get("libraries") or {}).items()],
-        "verdict": verdict, "headlines": headlines, "no_faces": no_faces, "ran": ran,
+        "verdict": verdict, "findings": findings, "no_faces": no_faces, "ran": ran,
         "probes_not_run": [PROBE_TITLES[p] for p in PROBES if not ran[p]],
         "detection": detection, "inversion": inversion, "volume": volume, "verification": verification,
         "others": others, "sections": sections,

@@ -16,10 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from audit.results import blocking_flags
 
 __all__ = ["MetricText", "METRICS", "FLAG_TEXT", "describe_metric", "format_value", "format_interval",
-           "format_ratio", "format_count", "disparity_sentence", "headline_disparities", "better_text"]
+           "format_ratio", "format_count", "format_p", "disparity_sentence", "finding_sentence", "findings_by_pair",
+           "better_text", "CORRECTION_TEXT"]
 
 
 @dataclass(frozen=True)
@@ -125,29 +125,39 @@ METRICS: dict[str, MetricText] = {m.key: m for m in (
                "Pairs of different {high} people are wrongly matched {ratio}x as often as pairs of {low} people "
                "at the global FMR = 0.1% threshold"),
     MetricText("verification.threshold_at_fmr_1e-3", "Threshold for FMR = 0.1% within the group",
-               "The decision threshold the group alone would need for 1 in 1,000 false matches; thresholds far "
-               "from the global one mean that one threshold does not fit every group.",
+               "The decision threshold the group alone would need for 1 in 1,000 false matches (as in Balanced "
+               "Faces in the Wild); thresholds far from the global one mean that one threshold does not fit every "
+               "group. It rests on about 30 false matches only from 30,000 impostor pairs on: with fewer pairs "
+               "(the count is in the Pairs column) it is flagged not estimable.",
                None, "number"),
+    MetricText("verification.fnmr_at_own_fmr_1e-3", "False non-match rate (group's own FMR = 0.1% threshold)",
+               "Share of same-person pairs rejected at the threshold that gives 1 in 1,000 false matches within "
+               "the group itself (as Balanced Faces in the Wild reports it): the group's errors if the threshold "
+               "were set for it.",
+               "lower", "rate",
+               "Genuine pairs of {high} people are rejected {ratio}x as often as those of {low} people, each at "
+               "its group's own FMR = 0.1% threshold"),
 )}
 
 #: What a figure's flags tell the reader, in words (audit.results.FLAG_*).
 FLAG_TEXT: dict[str, str] = {
     "small_group": "too few people in the group for a reliable figure",
-    "few_errors": "the rate rests on fewer than 30 errors, so its interval is rough",
+    "few_errors": "the rate rests on fewer than 30 errors, so its interval is wide",
     "undefined": "no data, or a division by zero: the value is missing",
-    "no_signal": "the reconstructions carry no identity signal here, so the figure measures noise",
-    "not_estimable": "too little data to estimate this kind of figure",
-    "unstable": "its direction changes between generators trained with different seeds",
+    "not_estimable": ("too little data for this kind of figure (a threshold at FMR f needs 30 / f impostor "
+                      "pairs): shown, never a finding, and a policy rule on it fails"),
+    "no_signal": "the inversion probe found no identity in its reconstructions: the figure measures noise",
+    "unstable": "the disparity changes direction between generators: it describes the generator, not the model",
 }
 FLAG_SHORT: dict[str, str] = {"small_group": "small group", "few_errors": "few errors", "undefined": "undefined",
-                              "no_signal": "no signal", "not_estimable": "not estimable", "unstable": "unstable"}
+                              "not_estimable": "not estimable", "no_signal": "no signal", "unstable": "unstable"}
 
 NOT_AVAILABLE = "n/a"
 DISPARITY_KIND_TEXT = {
-    "max_min_ratio": "ratio of the highest to the lowest group",
-    "max_geomean_ratio": "ratio of the worst group to the geometric mean of all groups",
-    "max_gap": "gap between the highest and the lowest group",
+    "gap": "difference between two groups",
+    "ratio": "ratio between two groups",
 }
+CORRECTION_TEXT = {"holm": "Holm's correction", "bh": "the Benjamini-Hochberg correction"}
 
 
 def describe_metric(key: str) -> MetricText:
@@ -187,6 +197,15 @@ def format_count(value) -> str:
     return f"{int(value):,}"
 
 
+def format_p(value) -> str:
+    """A p-value: two significant digits, or ``< 0.0001``."""
+    if not _finite(value):
+        return NOT_AVAILABLE
+    if value < 1e-4:
+        return "< 0.0001"
+    return f"{value:.2g}"
+
+
 def format_ratio(value) -> str:
     """``1.3`` for a ratio (two decimals, trailing zeros dropped)."""
     if not _finite(value):
@@ -219,47 +238,48 @@ def _high_low(disparity: Mapping, figure_index: Mapping, better: str | None) -> 
     return (best, worst) if better == "higher" else (worst, best)
 
 
+def _better_of(key: str, figures: Iterable[Mapping]) -> str | None:
+    for f in figures:
+        if f"{f.get('probe')}.{f.get('metric')}" == key and f.get("better"):
+            return f["better"]
+    return describe_metric(key).better
+
+
+def _gap_words(metric: MetricText, value, low, high) -> tuple[str, str]:
+    """``2.3 percentage points`` and its interval ``1–4 points`` for a rate; plain numbers otherwise."""
+    if metric.unit == "rate":
+        interval = format_interval(100 * low, 100 * high, ratio=True) if _finite(low) and _finite(high) else ""
+        return f"{100 * value:.3g} percentage points", f"{interval} points" if interval else ""
+    return format_value(value), format_interval(low, high)
+
+
 def disparity_sentence(disparity: Mapping, figures: Iterable[Mapping] = ()) -> str:
-    """One disparity in plain words, with its 95% interval and a caution where it may be chance.
+    """One comparison of two groups in plain words, with its 95% interval and what the correction said.
 
     E.g. "Reconstructions of Black faces are matched to their originals 1.3x
-    as often as those of Asian faces at the default threshold (95% CI 1.1–1.5)."
+    as often as those of Asian faces at the default threshold (95% CI
+    1.1–1.5)."  A caution follows where the interval includes no difference,
+    and the adjusted p-value where the run corrected for its comparisons.
     """
+    figures = list(figures)
     key = f"{disparity.get('probe')}.{disparity.get('metric')}"
     metric = describe_metric(key)
     index = _figure_index(figures)
-    better = metric.better
-    for f in index.values():
-        if f"{f.get('probe')}.{f.get('metric')}" == key and f.get("better"):
-            better = f["better"]
-            break
+    better = _better_of(key, figures)
     kind = disparity.get("kind")
     value, low, high = disparity.get("value"), disparity.get("ci_low"), disparity.get("ci_high")
     grouping = disparity.get("grouping")
     if not _finite(value):
         return (f"{metric.title} by {grouping}: the {DISPARITY_KIND_TEXT.get(kind, kind)} is undefined "
-                "(a group has no data).")
+                "(a group has no data, or a ratio of values that are not positive).")
     hi_group, lo_group = _high_low(disparity, index, better)
-    if kind == "max_gap":
-        if metric.unit == "rate":
-            gap = f"{100 * value:.3g} percentage points"
-            interval = format_interval(100 * low, 100 * high, ratio=True) if _finite(low) and _finite(high) else ""
-            interval = f"{interval} points" if interval else ""
-        else:
-            gap = format_value(value)
-            interval = format_interval(low, high)
+    if kind in ("gap", "max_gap"):
+        gap, interval = _gap_words(metric, value, low, high)
         sentence = f"{metric.title} is {gap} higher for {hi_group} faces than for {lo_group} faces"
         no_difference = 0.0
-    elif kind == "max_geomean_ratio":
-        worst = disparity.get("worst_group")
-        sentence = (f"{metric.title} for {worst} faces is {format_ratio(value)}x the geometric mean of the "
-                    f"{grouping} groups")
-        interval = format_interval(low, high, ratio=True)
-        no_difference = 1.0
     else:
-        ratio = format_ratio(value)
         template = metric.ratio_sentence or "{title} is {ratio}x as high for {high} faces as for {low} faces"
-        sentence = template.format(title=metric.title, ratio=ratio, high=hi_group, low=lo_group)
+        sentence = template.format(title=metric.title, ratio=format_ratio(value), high=hi_group, low=lo_group)
         interval = format_interval(low, high, ratio=True)
         no_difference = 1.0
     if interval:
@@ -268,39 +288,62 @@ def disparity_sentence(disparity: Mapping, figures: Iterable[Mapping] = ()) -> s
             sentence += " The interval includes no difference: this may be chance."
     else:
         sentence += " (no confidence interval was computed)."
+    if _finite(disparity.get("p_adjusted")):
+        verdict = "A finding" if disparity.get("finding") else "Not a finding"
+        p = format_p(disparity["p_adjusted"])
+        sentence += f" {verdict} (adjusted p {p if p.startswith('<') else '= ' + p})."
     flags = [FLAG_SHORT.get(flag, flag) for flag in disparity.get("flags") or []]
     if flags:
         sentence += f" Caution: {', '.join(flags)}."
     return sentence[0].upper() + sentence[1:]
 
 
-def headline_disparities(disparities: Iterable[Mapping], *, limit: int = 5) -> list[Mapping]:
-    """The disparities a first page should lead with: the largest ratios, clearest first.
+def findings_by_pair(disparities: Iterable[Mapping]) -> list[list[Mapping]]:
+    """The findings, one list per compared pair (its ratio and its gap), strongest evidence first."""
+    pairs: dict[tuple, list[Mapping]] = {}
+    for d in disparities:
+        if d.get("finding") and d.get("grouping") != "all":
+            key = (d.get("probe"), d.get("metric"), d.get("grouping"),
+                   tuple(sorted(str(g) for g in (d.get("worst_group"), d.get("best_group")))))
+            pairs.setdefault(key, []).append(d)
+    groups = list(pairs.values())
+    return sorted(groups, key=lambda ds: min(float(d.get("p_adjusted") or 1.0) for d in ds))
 
-    A disparity flagged as not measuring what its name says (no identity
-    signal, not estimable, unstable across generators) is never a headline.
-    Ratios between groups are comparable across metrics, gaps are not, so
-    the headline uses ``max_min_ratio`` where the run has it, one per metric.  Metrics with
-    no better direction (a threshold, a quality check) and undefined values
-    are left to their sections; the grouping ``all`` has nothing to compare.
+
+def finding_sentence(pair: list[Mapping], figures: Iterable[Mapping] = ()) -> str:
+    """One finding in plain words: the ratio (or gap), both groups' values, the difference, the adjusted p.
+
+    E.g. "The detector fails on Black images 2.1x as often as on White
+    images (95% CI 1.4–3.2): 4.1% against 1.9%, 2.2 percentage points more
+    (95% CI 1–3.4 points). Adjusted p = 0.003."
     """
-    candidates = [d for d in disparities
-                  if d.get("grouping") != "all" and _finite(d.get("value"))
-                  and not blocking_flags(d.get("flags") or ())
-                  and describe_metric(f"{d.get('probe')}.{d.get('metric')}").better is not None]
-    ratios = [d for d in candidates if d.get("kind") == "max_min_ratio"]
-    chosen = ratios or candidates
-
-    def clear(d: Mapping) -> bool:
-        low = d.get("ci_low")
-        return _finite(low) and low > (0.0 if d.get("kind") == "max_gap" else 1.0)
-
-    chosen = sorted(chosen, key=lambda d: (not clear(d), -float(d["value"])))
-    # One sentence per metric (its largest disparity): the first page should show breadth.
-    seen: set[tuple] = set()
-    distinct = []
-    for d in chosen:
-        if (d.get("probe"), d.get("metric")) not in seen:
-            seen.add((d.get("probe"), d.get("metric")))
-            distinct.append(d)
-    return distinct[:limit]
+    figures = list(figures)
+    by_kind = {d.get("kind"): d for d in pair}
+    first = by_kind.get("ratio") or by_kind.get("gap") or pair[0]
+    key = f"{first.get('probe')}.{first.get('metric')}"
+    metric = describe_metric(key)
+    index = _figure_index(figures)
+    hi_group, lo_group = _high_low(first, index, _better_of(key, figures))
+    fig_key = (first.get("probe"), first.get("metric"), first.get("grouping"))
+    hi_fig, lo_fig = index.get((*fig_key, hi_group)), index.get((*fig_key, lo_group))
+    if "ratio" in by_kind:
+        r = by_kind["ratio"]
+        template = metric.ratio_sentence or "{title} is {ratio}x as high for {high} faces as for {low} faces"
+        sentence = template.format(title=metric.title, ratio=format_ratio(r.get("value")), high=hi_group, low=lo_group)
+        interval = format_interval(r.get("ci_low"), r.get("ci_high"), ratio=True)
+        sentence += f" (95% CI {interval})" if interval else ""
+    else:
+        sentence = f"{metric.title} is higher for {hi_group} faces than for {lo_group} faces"
+    if hi_fig and lo_fig:
+        sentence += (f": {format_value(hi_fig.get('value'), metric.unit)} against "
+                     f"{format_value(lo_fig.get('value'), metric.unit)}")
+    if "gap" in by_kind:
+        g = by_kind["gap"]
+        gap, interval = _gap_words(metric, g.get("value"), g.get("ci_low"), g.get("ci_high"))
+        sentence += f", a difference of {gap}" + (f" (95% CI {interval})" if interval else "")
+    p = format_p(min(float(d.get("p_adjusted") or 1.0) for d in pair))
+    sentence += f". Adjusted p {p}." if p.startswith("<") else f". Adjusted p = {p}."
+    flags = sorted({FLAG_SHORT.get(flag, flag) for d in pair for flag in d.get("flags") or []})
+    if flags:
+        sentence += f" Caution: {', '.join(flags)}."
+    return sentence[0].upper() + sentence[1:]

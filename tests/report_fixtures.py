@@ -28,7 +28,7 @@ METRIC_SHAPES = {
     "detection": {"failure_rate": ("rate", "lower", 0.012, 0.6)},
     "inversion": {
         "mean_distance": ("number", "higher", 0.55, 0.12),
-        "success_rate_at_default": ("rate", "lower", 0.42, 0.35),
+        "success_rate_at_default": ("rate", "lower", 0.42, 0.7),
         "success_rate_at_crossing": ("rate", "lower", 0.31, 0.35),
         "success_rate_at_fmr_1e-3": ("rate", "lower", 0.08, 0.5),
         "no_face_rate": ("rate", None, 0.03, 0.4),
@@ -46,7 +46,7 @@ METRIC_SHAPES = {
     "verification": {
         "fnmr_at_default": ("rate", "lower", 0.03, 0.5),
         "fmr_at_default": ("rate", "lower", 0.004, 0.6),
-        "fnmr_at_fmr_1e-3": ("rate", "lower", 0.09, 0.4),
+        "fnmr_at_fmr_1e-3": ("rate", "lower", 0.09, 0.8),
         "fmr_at_fmr_1e-3": ("rate", "lower", 0.001, 0.6),
         "threshold_at_fmr_1e-3": ("number", None, 0.42, 0.06),
     },
@@ -107,27 +107,43 @@ def _figures(probe: str, groups: dict, rng: np.random.Generator) -> list[dict]:
 
 
 def _disparities(figures: list[dict], rng: np.random.Generator) -> list[dict]:
+    """Every pair of groups, a gap and (for positive figures) a ratio, with p-values; some are findings."""
+    from scipy import special
+
+    from probes.findings import mark_findings
+    from audit.results import Disparity, disparities_to_dicts
+
     out = []
-    keys = dict.fromkeys((f["probe"], f["metric"], f["grouping"]) for f in figures if f["grouping"] != "all")
+    keys = dict.fromkeys((f["probe"], f["metric"], f["grouping"]) for f in figures if f["grouping"] != "all"
+                         and f["metric"] != "relative_log_volume_per_dim")  # as the volume probe: none of its own
     for probe, metric, grouping in keys:
         rows = [f for f in figures if (f["probe"], f["metric"], f["grouping"]) == (probe, metric, grouping)]
         better = rows[0]["better"]
-        hi = max(rows, key=lambda f: f["value"])
-        lo = min(rows, key=lambda f: f["value"])
-        worst, best = (lo, hi) if better == "higher" else (hi, lo)
-        gap = hi["value"] - lo["value"]
-        out.append({"probe": probe, "metric": metric, "grouping": grouping, "kind": "max_gap",
-                    "value": round(gap, 6), "ci_low": round(gap * 0.55, 6), "ci_high": round(gap * 1.45, 6),
-                    "worst_group": worst["group"], "best_group": best["group"], "flags": []})
-        if lo["value"] > 0:
-            ratio = hi["value"] / lo["value"]
-            spread = (ratio - 1) * 0.6 + 0.02
-            flags = sorted({flag for f in (hi, lo) for flag in f["flags"]})
-            out.append({"probe": probe, "metric": metric, "grouping": grouping, "kind": "max_min_ratio",
-                        "value": round(ratio, 6), "ci_low": round(ratio - spread, 6),
-                        "ci_high": round(ratio + spread * 1.2, 6), "worst_group": worst["group"],
-                        "best_group": best["group"], "flags": flags})
-    return out
+        mine = []
+        for i in range(len(rows)):
+            for j in range(i + 1, len(rows)):
+                hi, lo = sorted((rows[i], rows[j]), key=lambda f: f["value"], reverse=True)
+                worst, best = (lo, hi) if better == "higher" else (hi, lo)
+                flags = sorted({flag for f in (hi, lo) for flag in f["flags"]})
+                se = math.hypot((hi["ci_high"] - hi["ci_low"]) / 3.92, (lo["ci_high"] - lo["ci_low"]) / 3.92)
+                gap = hi["value"] - lo["value"]
+                p = float(2 * special.ndtr(-gap / se)) if se > 0 else 1.0
+                mine.append(Disparity(probe, metric, grouping, "gap", round(gap, 6), round(gap - 1.96 * se, 6),
+                                      round(gap + 1.96 * se, 6), worst["group"], best["group"], flags,
+                                      p_value=p))
+                if lo["value"] > 0:
+                    ratio = hi["value"] / lo["value"]
+                    spread = math.exp(1.96 * se / lo["value"])
+                    mine.append(Disparity(probe, metric, grouping, "ratio", round(ratio, 6),
+                                          round(ratio / spread, 6), round(ratio * spread, 6), worst["group"],
+                                          best["group"], flags, p_value=p))
+        for kind in ("gap", "ratio"):
+            of_kind = [d for d in mine if d.kind == kind]
+            if of_kind:
+                max(of_kind, key=lambda d: d.value).worst_pair = True
+        out += mine
+    summary = mark_findings(out, "holm")
+    return disparities_to_dicts(out), summary
 
 
 def _face_png(path: Path, skin: tuple[int, int, int], *, seed: int, blur: float = 0.0) -> None:
@@ -188,6 +204,51 @@ def _inversion_detail(groups: dict, run_dir: Path, rng: np.random.Generator) -> 
             "training_seconds": 100.0, "samples_per_second": 500.0, "sample_images": samples}
 
 
+def _verification_detail(groups: dict, rng: np.random.Generator) -> dict:
+    """What the verification probe writes beside its figures: thresholds, DET curves, matrices, FDR, summary."""
+    thresholds = np.array([0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65])
+    det, own, counts, summary = {}, {}, {}, []
+    for grouping, members in groups.items():
+        for group, info in members.items():
+            shift = 0.03 * info["offset"]
+            fmr = [float(v) for v in 1 / (1 + np.exp(-(thresholds - 0.62 - shift) / 0.04))]
+            fnmr = [float(v) for v in 1 / (1 + np.exp((thresholds - 0.38 - shift) / 0.05))]
+            det.setdefault(grouping, {})[group] = {"fmr": fmr, "fnmr": fnmr}
+            pairs = info["n_images"] * (info["n_images"] - 1) // 2
+            estimable = pairs >= 30_000
+            own[f"{grouping}: {group}"] = {"threshold": round(0.42 - shift, 4), "estimable": estimable,
+                                           "interval": [round(0.40 - shift, 4), round(0.44 - shift, 4)],
+                                           "impostor_pairs": pairs,
+                                           **({} if estimable else {"reason": "a threshold at FMR 0.001 needs at "
+                                                                    f"least 30,000 distinct impostor pairs; {pairs:,} "
+                                                                    "were available"})}
+            counts[f"{grouping}: {group}"] = {"genuine_pairs": 3 * info["n_people"],
+                                              "impostor_pairs": {"possible": pairs, "used": pairs}}
+            summary.append({"grouping": grouping, "group": group, "n_images": info["n_images"],
+                            "n_people": info["n_people"], "failed_to_acquire": 3, "fta": 0.01, "fta_ci": [0.003, 0.03],
+                            "fnmr_at_default": 0.03, "fnmr_at_default_ci": [0.02, 0.045],
+                            "fnmr_at_default_pairs": 3 * info["n_people"], "fmr_at_default": 0.004,
+                            "fmr_at_default_ci": [0.003, 0.006], "fmr_at_default_pairs": pairs})
+    race = list(groups["race"])
+    value = [[round(0.001 * (3 if r == c else 1) * (1 + 0.2 * i), 6) for c in range(len(race))]
+             for i, r in enumerate(range(len(race)))]
+    matrix = {"race": {"groups": race, "pairs": [[20_000] * len(race) for _ in race],
+                       "fmr": {"global_fmr_1e-3": {"threshold": 0.42, "value": value,
+                                                   "ci_low": [[v * 0.7 for v in row] for row in value],
+                                                   "ci_high": [[v * 1.4 for v in row] for row in value]}}}}
+    fdr = {g: {"global_fmr_1e-3": {"value": 0.97, "ci_low": 0.94, "ci_high": 0.99, "alpha": 0.5,
+                                   "largest_fmr_difference": 0.002, "largest_fnmr_difference": 0.05}}
+           for g in ("race", "gender")}
+    return {"match_rule": "distance <= threshold", "default_threshold": 0.6, "target_fmr": 0.001,
+            "global_threshold_at_target_fmr": 0.42, "global_threshold_interval": [0.41, 0.43],
+            "global_threshold_estimable": True, "pairs": "generated", "impostor_pairs": "generated",
+            "max_impostor_pairs": 200_000, "images_without_face": 20,
+            "generalised_note": "rates count images without a face as non-matches",
+            "pair_counts": counts, "thresholds_by_group": own,
+            "det": {"thresholds": thresholds.tolist(), "by_group": det},
+            "cross_group_fmr": matrix, "fairness_discrepancy_rate": fdr, "summary": summary}
+
+
 def _policy_verdict(figures: list[dict]) -> dict:
     checks = []
     for f in figures:
@@ -217,6 +278,7 @@ def build_run(run_dir: Path, *, probes: Sequence[str] = ALL_PROBES, races: Seque
         figures += _figures(probe, groups, rng)
     describe = {grouping: {g: {"n_images": v["n_images"], "n_people": v["n_people"]} for g, v in members.items()}
                 for grouping, members in groups.items() if grouping != "all"}
+    disparities, findings = _disparities(figures, rng)
     results = {
         "schema_version": "1.0", "tool": {"name": "face-bias-audit", "version": "0.1.0"},
         "created_at": "2026-11-27T03:00:00Z",
@@ -236,7 +298,8 @@ def build_run(run_dir: Path, *, probes: Sequence[str] = ALL_PROBES, races: Seque
                         "libraries": {"torch": "2.13.0", "dlib": "20.0.1", "numpy": "1.26.4"}},
         "detection": {"by_status": {"ok": 1980, "no_face": 20, "error": 0}} if "detection" in probes else None,
         "figures": figures,
-        "disparities": _disparities(figures, rng),
+        "disparities": disparities,
+        "findings": findings,
         "probes": {},
         "policy_verdict": _policy_verdict(figures) if policy else None,
     }
@@ -245,9 +308,7 @@ def build_run(run_dir: Path, *, probes: Sequence[str] = ALL_PROBES, races: Seque
     if "volume" in probes:
         results["probes"]["volume"] = {"subsample_size": 50, "n_draws": 200, "dimension": 128}
     if "verification" in probes:
-        results["probes"]["verification"] = {"thresholds": {"default": 0.6, "global_fmr_1e-3": 0.42},
-                                             "pairs": "generated", "n_genuine_pairs": 1200,
-                                             "n_impostor_pairs": 19900}
+        results["probes"]["verification"] = _verification_detail(groups, rng)
     (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return run_dir
 

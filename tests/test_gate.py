@@ -23,10 +23,10 @@ def figure(metric: str, grouping: str, group: str, value, ci=(None, None), bette
             "better": better, "flags": list(flags)}
 
 
-def disparity(metric: str, grouping: str, kind: str, value, ci=(None, None)):
+def disparity(metric: str, grouping: str, kind: str, value, ci=(None, None), pair=("Black", "White")):
     probe, _, name = metric.partition(".")
     return {"probe": probe, "metric": name, "grouping": grouping, "kind": kind, "value": value,
-            "ci_low": ci[0], "ci_high": ci[1], "worst_group": "Black", "best_group": "White", "flags": []}
+            "ci_low": ci[0], "ci_high": ci[1], "worst_group": pair[0], "best_group": pair[1], "flags": []}
 
 
 def results(figures=(), disparities=()):
@@ -143,28 +143,43 @@ def test_undefined_figure_fails_never_passes_silently(value):
 # --- disparities ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind, value, ci, limit", [
-    ("max_min_ratio", 1.2, (1.1, 1.24), 1.25),
-    ("max_geomean_ratio", 1.8, (1.5, 1.95), 2.0),
-    ("max_gap", 0.015, (0.01, 0.019), 0.02),
+    ("ratio", 1.2, (1.1, 1.24), 1.25),
+    ("gap", 0.015, (0.01, 0.019), 0.02),
 ])
 def test_each_disparity_kind_passes_and_fails(kind, value, ci, limit):
     data = results([figure(DISTANCE, "race", "Black", 0.5)],
-                   [disparity(DISTANCE, "race", k, value, ci) for k in ("max_min_ratio", "max_geomean_ratio",
-                                                                      "max_gap")]
-                   + [disparity(DISTANCE, "gender", kind, value * 10, (value, value * 20))])
+                   [disparity(DISTANCE, "race", k, value, ci) for k in ("ratio", "gap")]
+                   + [disparity(DISTANCE, "gender", kind, value * 10, (value, value * 20), ("Female", "Male"))])
     ok = evaluate_policy(one_rule(metric=DISTANCE, grouping="race", disparity=kind, max=limit), data)
     assert ok.passed
     assert [(c.grouping, c.kind, c.judged_value) for c in ok.checks] == [("race", kind, ci[1])]
-    assert ok.checks[0].subject == f"race {kind}"
+    assert ok.checks[0].subject == f"race {kind} Black vs White"
     tight = evaluate_policy(one_rule(metric=DISTANCE, grouping="race", disparity=kind, max=ci[1] * 0.99), data)
     assert not tight.passed
     every_grouping = evaluate_policy(one_rule(metric=DISTANCE, disparity=kind, max=limit), data)
     assert [(c.grouping, c.passed) for c in every_grouping.checks] == [("race", True), ("gender", False)]
 
 
+def test_a_disparity_rule_checks_every_pair_of_groups():
+    pairs = [("Black", "White", (0.01, 0.015)), ("Asian", "White", (0.0, 0.012)), ("Black", "Asian", (0.02, 0.03))]
+    data = results([], [disparity(DISTANCE, "race", "gap", (lo + hi) / 2, (lo, hi), (a, b)) for a, b, (lo, hi) in pairs])
+    verdict = evaluate_policy(one_rule(metric=DISTANCE, disparity="gap", max=0.02), data)
+    assert [(c.subject, c.passed) for c in verdict.checks] == [
+        ("race gap Black vs White", True), ("race gap Asian vs White", True), ("race gap Black vs Asian", False)]
+
+
+def test_a_baseline_disparity_is_matched_on_its_pair_whichever_group_fares_worse():
+    old = results([], [disparity(DISTANCE, "race", "gap", 0.02, (0.01, 0.03), ("Black", "White"))])
+    new = results([], [disparity(DISTANCE, "race", "gap", 0.01, (0.0, 0.02), ("White", "Black"))])
+    verdict = evaluate_policy(one_rule(metric=DISTANCE, disparity="gap", baseline={"max_worsening": 0.0}), new,
+                              baseline=old)
+    (check,) = verdict.checks
+    assert check.passed and check.baseline_value == 0.03  # ci_high then, against ci_high 0.02 now
+
+
 def test_undefined_disparity_fails():
-    data = results([figure(DISTANCE, "race", "Black", 0.5)], [disparity(DISTANCE, "race", "max_gap", None)])
-    verdict = evaluate_policy(one_rule(metric=DISTANCE, disparity="max_gap", max=1.0), data)
+    data = results([figure(DISTANCE, "race", "Black", 0.5)], [disparity(DISTANCE, "race", "gap", None)])
+    verdict = evaluate_policy(one_rule(metric=DISTANCE, disparity="gap", max=1.0), data)
     assert not verdict.passed
     assert verdict.checks[0].reason.startswith("the figure is undefined (NaN)")
 
@@ -275,11 +290,11 @@ def test_unknown_group_lists_available_groups():
 
 
 def test_unknown_disparity_kind_lists_available_kinds():
-    data = results([], [disparity(DISTANCE, "race", "max_gap", 0.1)])
+    data = results([], [disparity(DISTANCE, "race", "gap", 0.1)])
     with pytest.raises(PolicyError) as exc:
-        evaluate_policy(one_rule(metric=DISTANCE, disparity="max_min_ratio", max=1.25), data)
-    assert str(exc.value) == ("rule 'r': the results have no 'max_min_ratio' disparity for metric "
-                              "'inversion.mean_distance'. Available kinds for it: max_gap.")
+        evaluate_policy(one_rule(metric=DISTANCE, disparity="ratio", max=1.25), data)
+    assert str(exc.value) == ("rule 'r': the results have no 'ratio' disparity for metric "
+                              "'inversion.mean_distance'. Available kinds for it: gap.")
 
 
 def test_error_names_the_policy_file(tmp_path):
@@ -332,7 +347,7 @@ judge_on = "estimate"
 [[rule]]
 metric = "inversion.mean_distance"
 grouping = "race"
-disparity = "max_min_ratio"
+disparity = "ratio"
 max = 2
 [[rule]]
 id = "no-regression"
@@ -342,7 +357,7 @@ judge_on = "bound"
 """))
     assert policy.source == str(tmp_path / "policy.toml")
     assert policy.rules == (
-        Rule(id="rule-1", metric=DISTANCE, grouping="race", disparity="max_min_ratio", max=2.0,
+        Rule(id="rule-1", metric=DISTANCE, grouping="race", disparity="ratio", max=2.0,
              judge_on="estimate"),
         Rule(id="no-regression", metric=DISTANCE, judge_on="bound",
              baseline=BaselineLimit(max_relative_worsening=0.1, rule_id="no-regression")),
@@ -382,9 +397,13 @@ def test_missing_policy_file(tmp_path):
      "rule 'rule-1': 'max' must be a finite number, got nan. Write it without quotes, e.g. max = 0.9."),
     ('[[rule]]\nmetric = "a.b"\nmin = 2\nmax = 1\n',
      "rule 'rule-1': min 2.0 is above max 1.0; no figure can pass. Swap them."),
-    ('[[rule]]\nmetric = "a.b"\ndisparity = "ratio"\nmax = 1\n',
-     "rule 'rule-1': disparity 'ratio' is unknown. Allowed: max_min_ratio, max_geomean_ratio, max_gap."),
-    ('[[rule]]\nmetric = "a.b"\ndisparity = "max_gap"\ngroup = "Black"\nmax = 1\n',
+    ('[[rule]]\nmetric = "a.b"\ndisparity = "max_ratio"\nmax = 1\n',
+     "rule 'rule-1': disparity 'max_ratio' is unknown. Allowed: gap, ratio."),
+    ('[[rule]]\nmetric = "a.b"\ndisparity = "max_gap"\nmax = 1\n',
+     "rule 'rule-1': disparity 'max_gap' (the largest over all groups, whose interval did not hold when groups "
+     "are equal) was replaced by 'gap', which compares every pair of groups: the rule then checks each pair, "
+     "the worst included. Write disparity = 'gap'."),
+    ('[[rule]]\nmetric = "a.b"\ndisparity = "gap"\ngroup = "Black"\nmax = 1\n',
      "rule 'rule-1': 'group' cannot be used with 'disparity' (a disparity compares all groups of a "
      "grouping). Remove 'group' or 'disparity'."),
     ('[[rule]]\nmetric = "a.b"\nmax = 1\njudge_on = "upper"\n',

@@ -24,7 +24,7 @@ max = 0.90
 [[rule]]
 id = "detection-gap"
 metric = "detection.failure_rate"
-disparity = "max_gap"
+disparity = "gap"
 max = 0.02
 """
 
@@ -47,7 +47,7 @@ def write_results(folder: Path, *, black_high=0.88, gap_high=0.015, distance=0.6
             figure("detection.failure_rate", "race", "Black", 0.03, (0.02, 0.04)),
         ],
         "disparities": [
-            {"probe": "detection", "metric": "failure_rate", "grouping": "race", "kind": "max_gap",
+            {"probe": "detection", "metric": "failure_rate", "grouping": "race", "kind": "gap",
              "value": 0.01, "ci_low": 0.005, "ci_high": gap_high, "worst_group": "Black",
              "best_group": "White", "flags": []},
         ],
@@ -113,7 +113,7 @@ def test_junit_file_parses_back(runner, tmp_path):
     suite = ET.parse(junit).getroot().find("testsuite")
     assert (suite.get("tests"), suite.get("failures")) == ("3", "1")
     failures = [case for case in suite.iter("testcase") if case.find("failure") is not None]
-    assert [case.get("name") for case in failures] == ["detection.failure_rate race max_gap <= 0.02"]
+    assert [case.get("name") for case in failures] == ["detection.failure_rate race gap Black vs White <= 0.02"]
     assert failures[0].find("failure").get("message") == (
         "ci_high 0.03 > max 0.02 (the estimate 0.01 is within the limit, but the interval reaches past it: "
         "more people per group would narrow it)")

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from audit.errors import InputError
 from probes.inversion.metrics import (crossing_threshold, false_match_rate, random_pair_distances,
                                       success_rate, threshold_at_fmr, threshold_sweep, type2_distances)
 
@@ -67,8 +68,9 @@ def test_threshold_at_fmr_ties_and_too_few_pairs() -> None:
     # fewer than 1 / fmr pairs: just below the smallest, FMR 0
     t = threshold_at_fmr([0.4, 0.5, 0.6], 1e-3)
     assert t < 0.4 and t == pytest.approx(0.4) and false_match_rate([0.4, 0.5, 0.6], t) == 0.0
-    with pytest.raises(ValueError, match="fmr=0, must be in"):
-        threshold_at_fmr([0.1], 0)
+    assert threshold_at_fmr([0.1, 0.2], 0) < 0.1          # no false match allowed at all
+    with pytest.raises(InputError, match="fmr=1, must be below 1"):
+        threshold_at_fmr([0.1], 1)
 
 
 def test_random_pair_distances_within_and_across() -> None:

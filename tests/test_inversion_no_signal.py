@@ -14,8 +14,8 @@ from audit.policy import policy_from_dict
 from audit.results import Disparity, Figure, disparities_to_dicts, figures_to_dicts
 from audit.runner import INVERSION_METRICS, mark_no_signal, mark_unstable
 from probes.inversion.probe import Reconstructor, measure_reconstructions
+from probes.findings import mark_findings
 from probes.stats import group_figures
-from reports.text import headline_disparities
 from tests.fake_targets import ProjectionTarget
 
 
@@ -88,12 +88,13 @@ def test_an_average_face_generator_has_no_signal_and_its_figures_cannot_pass_a_g
     summary = mark_no_signal(figures, disparities, measured.signal)
     assert summary["overall"] is False
     assert all("no_signal" in f.flags for f in figures) and all("no_signal" in d.flags for d in disparities)
-    results = {"schema_version": "1.0", "figures": figures_to_dicts(figures),
+    mark_findings(disparities, "holm")
+    assert not any(d.finding for d in disparities)
+    results = {"schema_version": "1.1", "figures": figures_to_dicts(figures),
                "disparities": disparities_to_dicts(disparities)}
-    assert headline_disparities(results["disparities"]) == []
     policy = policy_from_dict({"policy": {"name": "p"}, "rule": [
         {"id": "leak", "metric": "inversion.success_rate_at_default", "grouping": "race", "max": 1.0},
-        {"id": "gap", "metric": "inversion.mean_distance", "grouping": "race", "disparity": "max_gap", "max": 9}]})
+        {"id": "gap", "metric": "inversion.mean_distance", "grouping": "race", "disparity": "gap", "max": 9}]})
     verdict = evaluate_policy(policy, results)
     assert not verdict.passed and len(verdict.failures) == len(verdict.checks)
     assert all("no identity signal" in c.reason for c in verdict.failures)
@@ -114,9 +115,9 @@ def test_a_generator_that_carries_identity_has_signal_in_every_group(tmp_path):
 def test_a_disparity_that_flips_between_generators_is_unstable():
     samples = pd.DataFrame({"generator": [0, 0, 1, 1], "race": ["A", "B", "A", "B"],
                             "distance": [0.5, 0.6, 0.6, 0.5], "identity": ["a", "b", "a", "b"]})
-    flips = Disparity("inversion", "mean_distance", "race", "max_gap", 0.0, worst_group="A", best_group="B")
+    flips = Disparity("inversion", "mean_distance", "race", "gap", 0.0, worst_group="A", best_group="B")
     samples_steady = samples.assign(distance=[0.5, 0.6, 0.45, 0.62])
-    steady = Disparity("inversion", "mean_distance", "race", "max_gap", 0.1, worst_group="A", best_group="B")
+    steady = Disparity("inversion", "mean_distance", "race", "gap", 0.1, worst_group="A", best_group="B")
     mark_unstable([flips], samples, [["race"]])
     mark_unstable([steady], samples_steady, [["race"]])
     assert flips.flags == ["unstable"] and steady.flags == []

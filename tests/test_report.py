@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from html import unescape
 from html.parser import HTMLParser
 
 import pytest
@@ -21,8 +22,8 @@ from audit.errors import InputError
 from report_fixtures import HOSTILE_RACES, build_run, rendered_run
 from reports import render
 from reports.figures import GroupPalette
-from reports.text import (describe_metric, disparity_sentence, format_interval, format_value,
-                          headline_disparities)
+from reports.text import (describe_metric, disparity_sentence, finding_sentence, findings_by_pair, format_interval,
+                          format_p, format_value)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -119,20 +120,21 @@ def test_disparity_sentence_reads_as_plain_words_with_its_interval():
     figures = [{"probe": "inversion", "metric": "success_rate_at_default", "grouping": "race", "group": g,
                 "value": v, "better": "lower"} for g, v in (("Black", 0.52), ("Asian", 0.4))]
     disparity = {"probe": "inversion", "metric": "success_rate_at_default", "grouping": "race",
-                 "kind": "max_min_ratio", "value": 1.3, "ci_low": 1.1, "ci_high": 1.5,
+                 "kind": "ratio", "value": 1.3, "ci_low": 1.1, "ci_high": 1.5,
                  "worst_group": "Black", "best_group": "Asian", "flags": []}
     assert disparity_sentence(disparity, figures) == (
         "Reconstructions of Black faces are matched to their originals 1.3x as often as those of Asian faces "
         "at the default threshold (95% CI 1.1\u20131.5).")
-    unsure = dict(disparity, ci_low=0.9, flags=["small_group"])
+    unsure = dict(disparity, ci_low=0.9, flags=["small_group"], p_value=0.09, p_adjusted=0.6, finding=False)
     assert disparity_sentence(unsure, figures).endswith(
-        "(95% CI 0.9\u20131.5). The interval includes no difference: this may be chance. Caution: small group.")
+        "(95% CI 0.9\u20131.5). The interval includes no difference: this may be chance. Not a finding (adjusted "
+        "p = 0.6). Caution: small group.")
 
 
 def test_higher_is_better_metric_puts_the_higher_group_first():
     figures = [{"probe": "volume", "metric": "spread_ratio", "grouping": "race", "group": g, "value": v,
                 "better": "higher"} for g, v in (("White", 1.1), ("Black", 0.9))]
-    disparity = {"probe": "volume", "metric": "spread_ratio", "grouping": "race", "kind": "max_min_ratio",
+    disparity = {"probe": "volume", "metric": "spread_ratio", "grouping": "race", "kind": "ratio",
                  "value": 1.1 / 0.9, "ci_low": 1.05, "ci_high": 1.3, "worst_group": "Black",
                  "best_group": "White"}
     assert disparity_sentence(disparity, figures).startswith(
@@ -140,7 +142,7 @@ def test_higher_is_better_metric_puts_the_higher_group_first():
 
 
 def test_gap_of_a_rate_is_written_in_percentage_points():
-    disparity = {"probe": "verification", "metric": "fnmr_at_default", "grouping": "gender", "kind": "max_gap",
+    disparity = {"probe": "verification", "metric": "fnmr_at_default", "grouping": "gender", "kind": "gap",
                  "value": 0.023, "ci_low": 0.01, "ci_high": 0.04, "worst_group": "Female", "best_group": "Male"}
     assert disparity_sentence(disparity) == (
         "False non-match rate (default threshold) is 2.3 percentage points higher for Female faces than for "
@@ -154,20 +156,27 @@ def test_unknown_metric_keeps_its_raw_name():
     assert describe_metric("verification.fmr_at_default").unit == "rate"
 
 
-def test_headlines_show_one_clear_ratio_per_metric_largest_first():
-    d = [{"probe": "verification", "metric": "fmr_at_default", "grouping": "race", "kind": "max_min_ratio",
-          "value": 3.0, "ci_low": 0.8, "ci_high": 5.0},
-         {"probe": "verification", "metric": "fmr_at_default", "grouping": "gender", "kind": "max_min_ratio",
-          "value": 1.5, "ci_low": 1.2, "ci_high": 1.8},
-         {"probe": "verification", "metric": "fnmr_at_default", "grouping": "race", "kind": "max_min_ratio",
-          "value": 2.0, "ci_low": 1.5, "ci_high": 2.5},
-         {"probe": "verification", "metric": "threshold_at_fmr_1e-3", "grouping": "race",
-          "kind": "max_min_ratio", "value": 9.0, "ci_low": 8.0, "ci_high": 10.0},
-         {"probe": "verification", "metric": "fnmr_at_default", "grouping": "all", "kind": "max_min_ratio",
-          "value": 7.0, "ci_low": 6.0, "ci_high": 8.0}]
-    chosen = headline_disparities(d)
-    assert [(x["metric"], x["grouping"]) for x in chosen] == [("fnmr_at_default", "race"),
-                                                             ("fmr_at_default", "gender")]
+def test_a_finding_reads_as_ratio_values_and_difference_with_intervals():
+    figures = [{"probe": "detection", "metric": "failure_rate", "grouping": "race", "group": g, "value": v,
+                "better": "lower"} for g, v in (("Black", 0.041), ("White", 0.019))]
+    common = {"probe": "detection", "metric": "failure_rate", "grouping": "race", "worst_group": "Black",
+              "best_group": "White", "flags": [], "finding": True}
+    pair = [dict(common, kind="ratio", value=2.16, ci_low=1.4, ci_high=3.2, p_adjusted=0.003),
+            dict(common, kind="gap", value=0.022, ci_low=0.01, ci_high=0.034, p_adjusted=0.002)]
+    assert finding_sentence(pair, figures) == (
+        "The detector fails on Black images 2.16x as often as on White images (95% CI 1.4\u20133.2): 4.1% against "
+        "1.9%, a difference of 2.2 percentage points (95% CI 1\u20133.4 points). Adjusted p = 0.002.")
+    assert format_p(0.00002) == "< 0.0001" and format_p(0.0231) == "0.023"
+
+
+def test_findings_are_grouped_by_pair_strongest_first_and_only_findings():
+    def d(metric, pair, kind, p, finding=True, grouping="race"):
+        return {"probe": "p", "metric": metric, "grouping": grouping, "kind": kind, "worst_group": pair[0],
+                "best_group": pair[1], "p_adjusted": p, "finding": finding}
+    ds = [d("a", ("X", "Y"), "gap", 0.01), d("a", ("Y", "X"), "ratio", 0.02), d("b", ("X", "Z"), "gap", 0.001),
+          d("b", ("X", "Y"), "gap", 0.3, finding=False), d("c", ("all", "all"), "gap", 0.0, grouping="all")]
+    groups = findings_by_pair(ds)
+    assert [[x["metric"] for x in g] for g in groups] == [["b"], ["a", "a"]]
 
 
 def test_palette_gives_each_group_one_colour_and_intersections_their_first_values_colour():
@@ -237,6 +246,28 @@ def test_a_minimal_results_file_with_unknown_metrics_still_renders(tmp_path):
     assert "No policy was given" in html or "No policy verdict" in html
     rows = parse(html).rows[metric_section_id("volume", "mystery_metric")]
     assert ["race", "B", "n/a", "-", "n/a", "n/a", "undefined"] in rows
+    assert "This run recorded no correction for multiple comparisons" in html
+
+
+def test_a_metric_undefined_for_every_group_is_one_sentence_not_a_table(tmp_path):
+    results = {"schema_version": "1.1", "figures": [
+        {"probe": "volume", "metric": "spread_ratio", "grouping": grouping, "group": g, "value": None,
+         "ci_low": None, "ci_high": None, "n_people": 40, "n_images": 40, "flags": ["undefined"]}
+        for grouping, g in (("all", "all"), ("race", "A"), ("race", "B"))],
+        "disparities": [], "findings": {"method": "holm", "alpha": 0.05, "n_comparisons": 0, "n_blocked": 0,
+                                        "n_findings": 0}}
+    html = render.render_html(render.build_context(results, run_dir=tmp_path))
+    assert ("Spread ratio is undefined for every group of this dataset: it compares the spread of each person's "
+            "own images with the group's, so it needs people with several images (identities).") in unescape(html)
+    assert metric_section_id("volume", "spread_ratio") not in parse(html).rows
+    assert "<strong>None survived</strong>" in html
+
+
+def test_skipped_verification_is_one_sentence(tmp_path):
+    results = {"schema_version": "1.1", "figures": [], "disparities": [],
+               "probes": {"verification": {"skipped": "the dataset has no identity with two or more images."}}}
+    html = render.render_html(render.build_context(results, run_dir=tmp_path))
+    assert "Verification is undefined for this dataset: the dataset has no identity with two or more images." in html
 
 
 # --------------------------------------------------------------------------- the full report
@@ -286,18 +317,29 @@ def test_every_figure_appears_in_its_metric_table_as_results_json_holds_it(full)
 
 
 @pytest.mark.slow
-def test_first_page_has_target_dataset_verdict_and_worst_disparities(full):
+def test_first_page_has_target_dataset_verdict_and_only_corrected_findings(full):
     _, _, html, results = full
     cover = html[html.index('id="summary"'):html.index('id="contents"')]
     assert results["target"]["fingerprint"] in cover and "version 20.0.1" in cover
     assert "Policy verdict: FAILED" in cover and "3 of 5 checks failed" in cover
     assert "White <span class=\"n\">420</span>" in cover
+    summary = results["findings"]
+    assert f"{summary['n_comparisons']:,} comparisons" in cover and "Holm's correction" in unescape(cover)
     sentences = re.findall(r"<li><span class=\"where\">.*?</li>", cover, re.S)
-    assert len(sentences) == 5
-    assert all("x as often as" in s or "x as high" in s for s in sentences)
-    assert all("95% CI" in s for s in sentences)
-    metric_titles = [re.search(r'where">(.*?), by', s).group(1) for s in sentences]
-    assert len(set(metric_titles)) == 5
+    found = findings_by_pair(results["disparities"])
+    assert 0 < len(sentences) == min(len(found), render.FIRST_PAGE_FINDINGS)
+    assert all("95% CI" in s and "Adjusted p " in s for s in sentences)
+    # only findings: a pair whose comparisons all failed the correction is never on the first page
+    not_found = [d for d in results["disparities"] if not d["finding"] and d["grouping"] == "race"
+                 and d["kind"] == "ratio" and not any(x["finding"] for x in results["disparities"]
+                                                       if x["metric"] == d["metric"] and x["grouping"] == "race"
+                                                       and {x["worst_group"], x["best_group"]}
+                                                       == {d["worst_group"], d["best_group"]})]
+    assert not_found
+    for d in not_found:
+        title = describe_metric(f"{d['probe']}.{d['metric']}").title
+        assert not any(title in s and d["worst_group"] in s and d["best_group"] in s and "by race" in s
+                       for s in sentences)
 
 
 @pytest.mark.slow
@@ -306,6 +348,10 @@ def test_sections_method_and_reproducibility(full):
     for section in ("policy", "dataset", "detection", "inversion", "volume", "verification", "method",
                     "privacy"):
         assert f'id="{section}"' in html and f'href="#{section}"' in html
+    for heading in ("Summary per group (ISO/IEC 19795-10 style)", "Threshold for FMR = 0.1% within the group",
+                    "Cross-group false match rates by race", "Fairness Discrepancy Rate"):
+        assert heading in html
+    assert "Detection error trade-off by race" in html
     assert "was not run" not in html
     assert results["command_line"] in html
     assert "torch</th><td>2.13.0" in html and "dlib</th><td>20.0.1" in html

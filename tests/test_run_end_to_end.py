@@ -56,7 +56,7 @@ def test_run_writes_every_output(full_run):
                  "report.pdf", "checkpoints/inversion/best.pt", "checkpoints/inversion/history.json"):
         assert (full_run / name).is_file(), name
     results = json.loads((full_run / "results.json").read_text())
-    assert results["schema_version"] == "1.0"
+    assert results["schema_version"] == "1.1"
     assert results["target"]["name"] == "dlib" and results["target"]["dimension"] == 128
     assert results["dataset"]["n_images"] == 10 * PER_GROUP
     assert set(results["dataset"]["group_by"]) == {"race", "gender"}
@@ -69,6 +69,15 @@ def test_run_writes_every_output(full_run):
     assert "skipped" in results["probes"]["verification"]
     inversion = results["probes"]["inversion"]
     assert len(inversion["history"]) == 100 and inversion["sample_images"]
+    # the FMR threshold's impostor pairs: distinct pairs of real images (300: all 44,850 of them used)
+    pairs = inversion["impostor_pairs"]
+    assert pairs["distinct"] and pairs["used"] == pairs["possible"] > 0
+    # every disparity is pairwise, with a p-value corrected over the whole run
+    assert results["settings"]["correction"] == "holm" and results["findings"]["method"] == "holm"
+    assert {d["kind"] for d in results["disparities"]} == {"gap", "ratio"}
+    assert results["findings"]["n_comparisons"] == sum(1 for d in results["disparities"]
+                                                       if d["p_adjusted"] is not None)
+    assert results["findings"]["n_findings"] == sum(d["finding"] for d in results["disparities"])
     for image in inversion["sample_images"]:
         assert (full_run / image["reconstruction"]).is_file()
 

@@ -1,4 +1,4 @@
-"""probes.stats: per-group figures, people-resampling intervals, disparities, permutation test."""
+"""probes.stats: per-group figures, people-clustered intervals, pairwise disparities, permutation test."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 from scipy import stats as scipy_stats
 
 from audit.errors import InputError
-from audit.results import FLAG_FEW_ERRORS, FLAG_SMALL_GROUP, FLAG_UNDEFINED
+from audit.gate import evaluate_policy
+from audit.policy import Policy, Rule
+from audit.results import (FLAG_FEW_ERRORS, FLAG_NOT_ESTIMABLE, FLAG_SMALL_GROUP, FLAG_UNDEFINED,
+                           disparities_to_dicts, figures_to_dicts)
 from probes.stats import (
     DEFAULT_MIN_PEOPLE,
     figures_frame,
@@ -127,45 +130,160 @@ def test_small_groups_are_flagged_and_undefined_groups_give_nan_not_a_crash():
     assert FLAG_SMALL_GROUP in g["race", "B"].flags
     c = g["race", "C"]
     assert math.isnan(c.value) and FLAG_UNDEFINED in c.flags and c.n_people == 0
-    gap = next(d for d in disp if d.kind == "max_gap")
-    assert not math.isnan(gap.value)  # computed over the defined groups A and B
-    assert FLAG_SMALL_GROUP in gap.flags  # inherits its weakest group's flag
+    gap = next(d for d in disp if d.kind == "gap")
+    assert len([d for d in disp if d.kind == "gap"]) == 1  # one pair: the defined groups A and B
+    assert not math.isnan(gap.value) and {gap.worst_group, gap.best_group} == {"A", "B"}
+    assert FLAG_SMALL_GROUP in gap.flags  # inherits its weaker group's flag
 
 
-def test_ratio_with_a_zero_group_is_nan_and_flagged_while_the_gap_is_defined():
+def test_zero_errors_in_60_images_give_an_upper_bound_near_6_percent_not_zero():
+    """Exact interval: 0 of 60 gives Clopper-Pearson's [0, 0.0596], never the point [0, 0]."""
+    df = pd.DataFrame({"identity": np.arange(60), "e": 0.0})
+    fig = group_figures(df, probe="p", metric="m", value="e", groupings=[], better="lower", kind="rate")[0][0]
+    assert (fig.value, fig.ci_low) == (0.0, 0.0)
+    assert fig.ci_high == pytest.approx(1 - 0.025 ** (1 / 60), abs=1e-9)  # 0.0596
+    assert fig.ci_high == pytest.approx(0.0596, abs=5e-5)
+    # 20 people with 3 images each: fewer independent units, a wider interval still
+    df3 = pd.DataFrame({"identity": np.repeat(np.arange(20), 3), "e": 0.0})
+    fig3 = group_figures(df3, probe="p", metric="m", value="e", groupings=[], better="lower", kind="rate")[0][0]
+    assert 0.0596 < fig3.ci_high < 0.08
+
+
+def test_a_gate_rule_on_a_group_with_zero_errors_is_judged_on_the_upper_bound():
+    df = pd.DataFrame({"identity": np.arange(120), "race": ["A"] * 60 + ["B"] * 60,
+                       "e": [0.0] * 60 + [1.0] * 3 + [0.0] * 57})
+    figs, disp = group_figures(df, probe="detection", metric="failure_rate", value="e", groupings=[["race"]],
+                               better="lower", kind="rate")
+    results = {"figures": figures_to_dicts(figs), "disparities": disparities_to_dicts(disp)}
+    rule = Rule(id="cap", metric="detection.failure_rate", grouping="race", group="A", max=0.05)
+    (check,) = evaluate_policy(Policy(rules=(rule,)), results).checks
+    assert check.judged_on == "ci_high" and check.judged_value == pytest.approx(0.0596, abs=5e-5)
+    assert not check.passed  # 0 errors in 60 images cannot show a rate below 5%
+
+
+def test_rate_intervals_count_people_through_the_design_effect():
+    """Errors that come in whole people widen the interval; scattered errors do not."""
+    people = np.repeat(np.arange(100), 4)
+    clustered = pd.DataFrame({"identity": people, "e": (people < 10).astype(float)})  # 10 people fail always
+    scattered = pd.DataFrame({"identity": people, "e": (np.arange(400) % 10 == 0).astype(float)})
+    kw = dict(probe="p", metric="m", value="e", groupings=[], better="lower", kind="rate")
+    a = group_figures(clustered, **kw)[0][0]
+    b = group_figures(scattered, **kw)[0][0]
+    assert a.value == b.value == pytest.approx(0.1)
+    assert (a.ci_high - a.ci_low) > 1.6 * (b.ci_high - b.ci_low)
+
+
+def test_pairwise_gap_and_ratio_have_mover_intervals_and_p_values():
+    df = pd.DataFrame({"identity": np.arange(400), "race": ["A"] * 200 + ["B"] * 200,
+                       "e": [1.0] * 20 + [0.0] * 180 + [1.0] * 50 + [0.0] * 150})
+    figs, disp = group_figures(df, probe="p", metric="m", value="e", groupings=[["race"]], better="lower",
+                               kind="rate")
+    d = {x.kind: x for x in disp}
+    assert set(d) == {"gap", "ratio"}
+    assert d["gap"].value == pytest.approx(0.15) and d["ratio"].value == pytest.approx(2.5)
+    for x in d.values():
+        assert (x.worst_group, x.best_group) == ("B", "A") and x.worst_pair
+        assert 0 < x.p_value < 1e-3 and x.p_adjusted is None and x.finding is False
+    assert 0.07 < d["gap"].ci_low < 0.15 < d["gap"].ci_high < 0.23
+    assert 1.5 < d["ratio"].ci_low < 2.5 < d["ratio"].ci_high < 4.5
+
+
+def test_p_value_agrees_with_the_interval():
+    """p < 0.05 exactly when the 95% interval excludes no difference."""
+    rng = np.random.default_rng(4)
+    for i in range(30):
+        df = pd.DataFrame({"identity": np.arange(160), "race": ["A"] * 80 + ["B"] * 80,
+                           "e": (rng.random(160) < np.repeat([0.2, 0.2 + 0.01 * i], 80)).astype(float)})
+        _, disp = group_figures(df, probe="p", metric="m", value="e", groupings=[["race"]], better="lower",
+                                kind="rate")
+        for x in disp:
+            excludes = x.ci_low > (0 if x.kind == "gap" else 1)
+            assert (x.p_value < 0.05) == excludes, (i, x)
+
+
+def test_ratio_with_a_zero_rate_is_finite_by_the_haldane_correction_never_dropped():
     df = pd.DataFrame({"identity": np.arange(80), "race": ["A"] * 40 + ["B"] * 40,
                        "e": [0.0] * 40 + [1.0] * 10 + [0.0] * 30})
     _, disp = group_figures(df, probe="p", metric="m", value="e", groupings=[["race"]], better="lower",
-                            kind="rate", n_resamples=100,
-                            disparity_kinds=("max_min_ratio", "max_geomean_ratio", "max_gap"))
+                            kind="rate")
     d = {x.kind: x for x in disp}
-    for kind in ("max_min_ratio", "max_geomean_ratio"):
-        assert math.isnan(d[kind].value) and FLAG_UNDEFINED in d[kind].flags
-    assert d["max_gap"].value == pytest.approx(0.25)
-    assert FLAG_UNDEFINED not in d["max_gap"].flags
-    assert (d["max_gap"].worst_group, d["max_gap"].best_group) == ("B", "A")
+    assert d["gap"].value == pytest.approx(0.25)
+    ratio = d["ratio"]
+    assert FLAG_UNDEFINED not in ratio.flags
+    # half an (effective) error more on both sides: about (10.5 / 41) / (0.5 / 41) = 21
+    assert ratio.value == pytest.approx(21.0, rel=0.01)
+    assert 1 < ratio.ci_low < ratio.value < ratio.ci_high < math.inf
+    assert ratio.p_value < 0.01
+    assert (ratio.worst_group, ratio.best_group) == ("B", "A")
 
 
-def test_disparities_have_joint_intervals_and_worst_group_follows_better():
+def test_ratio_of_figures_that_are_not_positive_is_undefined():
+    rng = np.random.default_rng(3)
+    df = make_samples(rng, {"A": (40, -2.0), "B": (40, 1.0)}, person_sd=0.2)
+    _, disp = group_figures(df, probe="p", metric="m", value="v", groupings=[["race"]], better=None,
+                            n_resamples=200)
+    ratio = next(x for x in disp if x.kind == "ratio")
+    assert math.isnan(ratio.value) and FLAG_UNDEFINED in ratio.flags and ratio.p_value is None
+
+
+def test_pairwise_intervals_cover_no_difference_when_four_groups_are_equal():
+    """A max-over-groups gap never covers 0 at equality; every pair's own gap does, about 95% of the time."""
+    rng = np.random.default_rng(8)
+    hits = total = 0
+    for i in range(40):
+        df = pd.concat([pd.DataFrame({"identity": np.arange(100) + 100 * g, "race": name,
+                                      "e": (rng.random(100) < 0.2).astype(float)})
+                        for g, name in enumerate("ABCD")], ignore_index=True)
+        _, disp = group_figures(df, probe="p", metric="m", value="e", groupings=[["race"]], better="lower",
+                                kind="rate", disparity_kinds=("gap",))
+        assert len(disp) == 6 and sum(x.worst_pair for x in disp) == 1
+        hits += sum(x.ci_low <= 0 <= x.ci_high for x in disp)
+        total += len(disp)
+    assert 0.90 <= hits / total <= 0.995
+
+
+def test_blocking_flags_pass_from_a_group_to_its_disparities():
+    from probes.stats import disparities, figure_from_estimate
+    from probes.estimates import ProportionEstimate
+
+    a = ProportionEstimate(5, 100, n_clusters=50)
+    b = ProportionEstimate(9, 100, n_clusters=50)
+    fa = figure_from_estimate(a, probe="p", metric="m", grouping="g", group="A", n_people=50, better="lower",
+                              flags=[FLAG_NOT_ESTIMABLE])
+    fb = figure_from_estimate(b, probe="p", metric="m", grouping="g", group="B", n_people=50, better="lower")
+    (gap,) = disparities([fa, fb], {"A": a, "B": b}, kinds=("gap",))
+    assert FLAG_NOT_ESTIMABLE in gap.flags
+
+
+def test_old_disparity_kinds_are_refused_with_their_replacement():
+    df = pd.DataFrame({"identity": [1, 2], "race": ["A", "B"], "v": [0.0, 1.0]})
+    with pytest.raises(InputError, match=r"'max_gap' is now 'gap': every pair of groups is compared"):
+        group_figures(df, probe="p", metric="m", value="v", groupings=[["race"]], better=None,
+                      disparity_kinds=("max_gap",))
+
+
+def test_disparities_have_pairwise_intervals_and_worst_group_follows_better():
     rng = np.random.default_rng(5)
     df = make_samples(rng, {"A": (200, 1.0), "B": (200, 2.0), "C": (200, 1.5)}, person_sd=0.3)
     kw = dict(probe="p", metric="m", value="v", groupings=[["race"], ["gender"], ["race", "gender"]],
-              n_resamples=300, disparity_kinds=("max_min_ratio", "max_geomean_ratio", "max_gap"))
+              n_resamples=300)
     figs, disp = group_figures(df, better="higher", **kw)
-    race = {d.kind: d for d in disp if d.grouping == "race"}
-    assert set(race) == {"max_min_ratio", "max_geomean_ratio", "max_gap"}
+    race = [d for d in disp if d.grouping == "race"]
+    assert len(race) == 6  # 3 pairs x (gap, ratio)
     g = by_group(figs)
-    assert race["max_min_ratio"].value == pytest.approx(g["race", "B"].value / g["race", "A"].value)
-    vals = [g["race", x].value for x in "ABC"]
-    assert race["max_geomean_ratio"].value == pytest.approx(max(vals) / np.exp(np.mean(np.log(vals))))
-    for d in race.values():
+    ab = next(d for d in race if d.kind == "ratio" and {d.worst_group, d.best_group} == {"A", "B"})
+    assert ab.value == pytest.approx(g["race", "B"].value / g["race", "A"].value)
+    assert (ab.worst_group, ab.best_group) == ("A", "B")  # higher is better: A, the lower, fares worse
+    assert ab.worst_pair
+    for d in race:
         assert d.ci_low <= d.value <= d.ci_high
-        assert (d.worst_group, d.best_group) == ("A", "B")
-    assert race["max_gap"].ci_low > 0.5  # the true gap is 1.0
+    gap_ab = next(d for d in race if d.kind == "gap" and d.worst_pair)
+    assert gap_ab.ci_low > 0.5  # the true gap is 1.0
     assert {d.grouping for d in disp} == {"race", "gender", "race*gender"}
     assert "B / F" in {f.group for f in figs if f.grouping == "race*gender"}
     _, lower = group_figures(df, better="lower", **kw)
-    assert (lower[0].worst_group, lower[0].best_group) == ("B", "A")
+    worst = next(d for d in lower if d.grouping == "race" and d.kind == "gap" and d.worst_pair)
+    assert (worst.worst_group, worst.best_group) == ("B", "A")
 
 
 def test_permutation_test_separates_different_from_identical_groups():

@@ -50,7 +50,9 @@ def test_log_volume_and_effective_dimensionality_match_a_known_covariance():
     rel = figs(res2, "relative_log_volume_per_dim")
     assert rel["all"].value == 0 and rel["A"].value < 0 < rel["B"].value
     gap = next(d for d in res2.disparities if d.metric == "log_volume_per_dim")
-    assert (gap.kind, gap.worst_group, gap.best_group) == ("max_gap", "A", "B")
+    assert (gap.kind, gap.worst_group, gap.best_group) == ("gap", "A", "B")
+    assert gap.ci_low > 0.5  # log(2) = 0.69
+    assert not [d for d in res2.disparities if d.metric == "relative_log_volume_per_dim"]
 
 
 def test_spread_ratio_is_total_over_within_spread():
@@ -73,15 +75,15 @@ def test_equal_size_subsampling_removes_the_dependence_on_group_size():
     res = volume_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=4.0, n_draws=20)
     assert res.details["subsample_size"] == 25   # half the smallest group
     for metric in ("log_volume_per_dim", "nn_distance_impostor", "effective_dimensionality"):
-        small, large = figs(res, metric)["small"], figs(res, metric)["large"]
-        assert large.ci_low <= small.value <= large.ci_high, metric
+        gap = next(d for d in res.disparities if d.metric == metric and d.kind == "gap")
+        assert gap.ci_low <= 0 <= gap.ci_high, metric  # same distribution: no difference
     # the naive figure on all people differs by far more than those intervals
     def naive_nn(group):
         d = cross_distances(x[df.race == group], x[df.race == group], "euclidean")
         np.fill_diagonal(d, np.inf)
         return d.min(axis=1).mean()
-    nn = figs(res, "nn_distance_impostor")
-    assert naive_nn("small") - naive_nn("large") > nn["large"].ci_high - nn["large"].ci_low
+    nn = next(d for d in res.disparities if d.metric == "nn_distance_impostor" and d.kind == "gap")
+    assert naive_nn("small") - naive_nn("large") > nn.ci_high
 
 
 def test_groups_smaller_than_the_subsample_are_flagged_and_undefined():
@@ -129,3 +131,37 @@ def test_the_smallest_groups_interval_does_not_collapse():
     for metric in ("log_volume_per_dim", "nn_distance_impostor", "effective_dimensionality"):
         small = figs(res, metric)["small"]
         assert small.ci_high - small.ci_low > 1e-3 * abs(small.value), metric
+
+
+def _log_volume_figures(rng, n_people: int, size: int, n_datasets: int, seed0: int = 0):
+    sd = np.ones(8)
+    out = []
+    for i in range(n_datasets):
+        x, df = clouds(rng, {"A": (n_people, sd)})
+        res = volume_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=3.0, subsample_size=size,
+                           n_draws=20, seed=seed0 + i)
+        out.append(figs(res, "log_volume_per_dim")["A"])
+    return out
+
+
+def test_a_large_groups_interval_is_as_wide_as_its_figure_varies_not_as_one_subsample():
+    """The spread of single subsamples of 10 people overstates the uncertainty of the mean over draws
+    from 100 people about 3x; rescaled by sqrt(m / (n - m) + 1 / B) it matches the figure's real spread."""
+    rng = np.random.default_rng(11)
+    found = _log_volume_figures(rng, 100, 10, 40)
+    spread = np.std([f.value for f in found], ddof=1)
+    implied = np.mean([(f.ci_high - f.ci_low) / (2 * 1.96) for f in found])
+    assert 0.7 < implied / spread < 1.4, implied / spread
+
+
+def test_a_group_just_above_the_subsample_size_gets_a_wider_interval_not_a_narrow_one():
+    """15 people measured on subsamples of 10 overlap heavily; the interval must still cover the truth."""
+    from probes.volume import _draw_figures
+
+    rng = np.random.default_rng(12)
+    truth = np.mean([_draw_figures(x, x, np.arange(10), metric="euclidean", threshold=3.0)[0]["log_volume_per_dim"]
+                     for x in (rng.normal(size=(10, 8)) for _ in range(800))])
+    found = _log_volume_figures(rng, 15, 10, 60)
+    hits = np.mean([f.ci_low <= truth <= f.ci_high for f in found])
+    assert hits >= 0.88, hits
+    assert all(f.ci_high - f.ci_low > 0 for f in found)

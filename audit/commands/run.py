@@ -12,7 +12,8 @@ from audit.commands.options import (cache_options, dataset_option, face_options,
                                     parse_group_by, scheduler_option, target_options, training_options,
                                     write_junit)
 from audit.outputs import check_writable_file
-from audit.runner import DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig, run_audit
+from audit.results import CORRECTIONS
+from audit.runner import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig, run_audit
 
 
 @click.command()
@@ -40,7 +41,10 @@ from audit.runner import DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig,
                    "counts only if it holds under every one.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, training and bootstrap.")
 @click.option("--resamples", "n_resamples", type=click.IntRange(min=100), default=DEFAULT_N_RESAMPLES,
-              show_default=True, help="Bootstrap resamples behind each 95% interval.")
+              show_default=True, help="Bootstrap resamples behind each 95% interval of a mean.")
+@click.option("--correction", type=click.Choice(CORRECTIONS), default=DEFAULT_CORRECTION, show_default=True,
+              help="How findings survive the run's many comparisons: holm (no false finding in the whole "
+                   "report, at 95%) or bh (Benjamini-Hochberg: at most 5% of findings false).")
 @click.option("--pairs", "pairs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Official verification pairs (LFW's pairs.txt); found in the dataset folder if there.")
 @click.option("--max-requests", type=click.IntRange(min=1), help="Budget of API requests (cloud targets).")
@@ -59,8 +63,8 @@ from audit.runner import DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig,
 def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epochs, image_size, batch_size,
         lr, validate_every, average_identities, generator_channels, train_datasets, generator_paths, train_balance,
         train_per_group, generator_seeds, near_duplicate_distance, identity_loss, device, seed, n_resamples,
-        pairs_file, max_requests, policy_path, baseline_path, junit_path, no_report, no_faces, cache_path,
-        no_cache, detector, upsample, min_score, workers, scheduler, quiet):
+        correction, pairs_file, max_requests, policy_path, baseline_path, junit_path, no_report, no_faces,
+        cache_path, no_cache, detector, upsample, min_score, workers, scheduler, quiet):
     """Audit a face model for demographic bias: embed, probe, report, gate.
 
     Embeds every image of the dataset through the target (cached), trains
@@ -91,7 +95,8 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
         average_identities=average_identities, generator_channels=generator_channels, identity_loss=identity_loss,
         train_datasets=tuple(train_datasets), generator_paths=tuple(generator_paths), train_balance=train_balance,
         train_per_group=train_per_group, generator_seeds=generator_seeds,
-        near_duplicate_distance=near_duplicate_distance, n_resamples=n_resamples, pairs_file=pairs_file,
+        near_duplicate_distance=near_duplicate_distance, n_resamples=n_resamples, correction=correction,
+        pairs_file=pairs_file,
         report=not no_report, no_faces=no_faces, policy_path=policy_path, baseline_path=baseline_path,
         max_requests=max_requests, device=device, show_progress=not quiet,
         command_line=shlex.join(["audit", *sys.argv[1:]]))

@@ -27,6 +27,7 @@ import numpy as np
 
 from audit.distances import cross_distances, paired_distances
 from audit.targets.base import Metric
+from probes.pairs import threshold_at_fmr  # noqa: F401  (one definition, match rule d <= t)
 
 DEFAULT_FMR = 1e-3
 
@@ -132,31 +133,6 @@ def crossfit_crossing_thresholds(genuine: object, impostor: object, *, n_folds: 
         fitted.append(t)
         per_sample[folds == k] = t
     return per_sample, fitted
-
-
-def threshold_at_fmr(impostor_distances: object, fmr: float = DEFAULT_FMR) -> float:
-    """The largest threshold whose false match rate on real impostor pairs is ``<= fmr``.
-
-    With ``n`` impostor distances, at most ``k = floor(fmr * n)`` of them may
-    be ``<= t``; ``t`` is the largest observed distance that keeps the count
-    within ``k`` (ties count together).  Where ``k`` is 0 (fewer than
-    ``1 / fmr`` pairs, or no distance small enough) ``t`` is the float just
-    below the smallest impostor distance (FMR 0 on the sample): the
-    estimate is then conservative, and a caller should report ``n``.
-    NaN and infinite values are dropped; NaN if none is left.
-    """
-    if not 0.0 < fmr < 1.0:
-        raise ValueError(f"fmr={fmr!r}, must be in (0, 1), e.g. 1e-3.")
-    d = _as_1d("impostor_distances", impostor_distances)
-    d = np.sort(d[np.isfinite(d)])
-    if len(d) == 0:
-        return float("nan")
-    k = int(np.floor(fmr * len(d) + 1e-9))  # the epsilon guards 0.001 * 1000 = 0.9999...
-    at_or_below = np.searchsorted(d, d, side="right")
-    allowed = d[at_or_below <= k]
-    if len(allowed) == 0:
-        return float(np.nextafter(d[0], -np.inf))
-    return float(allowed[-1])
 
 
 def false_match_rate(impostor_distances: object, threshold: float) -> float:

@@ -1,0 +1,380 @@
+"""How often each interval the tool reports covers the truth, on simulated people-clustered data.
+
+    python benchmarks/coverage.py                  # the full table: 20, 100, 500 people per group
+    python benchmarks/coverage.py --sims 100 --people 20,100 --kinds "rate 2%,mean"  # kinds are comma-separated
+
+A 95% interval should contain the true value in about 95% of datasets.
+Each *kind* below simulates datasets whose truth is known, runs the very
+code the audit runs (``probes.stats.group_figures``,
+``probes.verification.verification_probe``, ``probes.volume.volume_probe``)
+and counts how often the reported interval contains the truth; the table
+gives that coverage and the median width of the intervals.  Everything is
+seeded: the same command prints the same table.
+
+How the data are clustered by people
+------------------------------------
+* Rates: each person has 1-5 images and their own error probability, drawn
+  from a Beta distribution with the kind's mean and an intra-person
+  correlation of 0.2 (some people are much harder than others).
+* Means: each person's level is skewed (a Gamma effect), their 1-5 images
+  scatter around it.
+* Verification: each person has a centre in an 8-dimensional embedding
+  space and 3 images around it, with a person-specific spread (log-normal),
+  so pairs that share a person are dependent; the true FNMR, FMR and
+  threshold at FMR follow from the chi-square distribution of distances,
+  integrated over the spreads.
+* Volume: one image per person from a fixed 16-dimensional Gaussian; the
+  truth (the figure of ``m`` people drawn from the population) is the mean
+  over 2,000 independent samples of ``m``.
+
+Disparities are checked at equality (two groups with the same truth: the
+truth of the gap is 0, of the ratio 1) and at a real gap, with the truth in
+the orientation the tool chose (higher estimate first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from probes.stats import group_figures  # noqa: E402
+from probes.verification import verification_probe  # noqa: E402
+from probes.volume import _draw_figures, volume_probe  # noqa: E402
+
+DEFAULT_PEOPLE = (20, 100, 500)
+CONFIDENCE = 0.95
+RATE_ICC = 0.2
+#: Bootstrap draws per interval of a mean (fewer than the audit's 1,000, to keep the benchmark quick;
+#: BCa's coverage barely depends on it beyond a few hundred).
+N_RESAMPLES = 500
+
+# Verification model: centres N(0, I_8), three images per person, person spread sigma ~ 0.35 * LogNormal(0, 0.3).
+DIM = 8
+WITHIN_SD = 0.35
+SPREAD_SD = 0.3
+IMAGES_PER_PERSON = 3
+VERIFICATION_THRESHOLD = 1.92     # FMR about 0.9%, FNMR about 17%
+THRESHOLD_FMR = 0.02              # estimable from 20 people x 3 images (1,710 pairs >= 30 / 0.02)
+#: Impostor pairs the benchmark's verification draws per group (fewer than the audit's 200,000, for speed).
+MAX_IMPOSTOR_PAIRS = 20_000
+
+VOLUME_DIM = 16
+VOLUME_SD = np.sqrt(np.linspace(0.5, 2.0, VOLUME_DIM))
+VOLUME_DRAWS = 30
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str
+    people: int
+    coverage: float
+    median_width: float
+    n_sims: int
+    seconds: float
+
+
+# --------------------------------------------------------------------------- simulations
+
+def clustered_rates(rng: np.random.Generator, n_people: int, p: float, group: str, start: int) -> pd.DataFrame:
+    """One group's images: 1-5 per person, each person's error probability Beta-distributed around ``p``."""
+    k = rng.integers(1, 6, size=n_people)
+    a, b = p * (1 / RATE_ICC - 1), (1 - p) * (1 / RATE_ICC - 1)
+    per_person = rng.beta(a, b, size=n_people)
+    errors = rng.random(k.sum()) < np.repeat(per_person, k)
+    return pd.DataFrame({"identity": np.repeat(np.arange(start, start + n_people), k), "race": group,
+                         "v": errors.astype(float)})
+
+
+def clustered_means(rng: np.random.Generator, n_people: int, shift: float, group: str, start: int) -> pd.DataFrame:
+    """One group's images: a skewed person level (mean ``shift + 1``), 1-5 images around it."""
+    k = rng.integers(1, 6, size=n_people)
+    level = shift + rng.gamma(2.0, 0.5, size=n_people)
+    return pd.DataFrame({"identity": np.repeat(np.arange(start, start + n_people), k), "race": group,
+                         "v": rng.normal(np.repeat(level, k), 0.5)})
+
+
+def _two_groups(make: Callable, rng, n_people: int, truths: tuple[float, float]) -> pd.DataFrame:
+    return pd.concat([make(rng, n_people, truths[0], "A", 0), make(rng, n_people, truths[1], "B", n_people)],
+                     ignore_index=True)
+
+
+def _figure(figures, group: str, metric: str | None = None):
+    return next(f for f in figures if f.group == group and (metric is None or f.metric == metric))
+
+
+def _disparity(disparities, kind: str, metric: str | None = None):
+    return next(d for d in disparities if d.kind == kind and (metric is None or d.metric == metric))
+
+
+def _oriented(d, truths: dict[str, float], kind: str) -> float:
+    """The truth of a disparity in the tool's orientation (its higher-estimate group first)."""
+    high = d.worst_group if d.worst_group is not None else "A"
+    low = d.best_group
+    if kind == "gap":
+        return truths[high] - truths[low]
+    return truths[high] / truths[low]
+
+
+def rate_case(p: float) -> Callable:
+    def run(rng, n_people, seed):
+        df = clustered_rates(rng, n_people, p, "A", 0)
+        fig = group_figures(df, probe="b", metric="m", value="v", groupings=[], better="lower", kind="rate",
+                            seed=seed, disparity_kinds=())[0][0]
+        return p, fig.ci_low, fig.ci_high
+    return run
+
+
+def mean_case(rng, n_people, seed):
+    df = clustered_means(rng, n_people, 1.0, "A", 0)
+    fig = group_figures(df, probe="b", metric="m", value="v", groupings=[], better=None, kind="mean",
+                        n_resamples=N_RESAMPLES, seed=seed, disparity_kinds=())[0][0]
+    return 2.0, fig.ci_low, fig.ci_high
+
+
+def disparity_case(kind: str, make: Callable, truths: tuple[float, float], value_kind: str,
+                   image_truth: Callable[[float], float]) -> Callable:
+    def run(rng, n_people, seed):
+        df = _two_groups(make, rng, n_people, truths)
+        _, disparities = group_figures(df, probe="b", metric="m", value="v", groupings=[["race"]], better="lower",
+                                       kind=value_kind, n_resamples=N_RESAMPLES, seed=seed, disparity_kinds=(kind,))
+        d = _disparity(disparities, kind)
+        truth = _oriented(d, {"A": image_truth(truths[0]), "B": image_truth(truths[1])}, kind)
+        return truth, d.ci_low, d.ci_high
+    return run
+
+
+# --------------------------------------------------------------------------- verification
+
+def _spreads(rng, n):
+    return WITHIN_SD * rng.lognormal(0.0, SPREAD_SD, size=n)
+
+
+def verification_data(rng, n_people: int, groups: Iterable[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    vectors, rows = [], []
+    start = 0
+    for group in groups:
+        centres = rng.normal(size=(n_people, DIM))
+        sigma = _spreads(rng, n_people)
+        x = (np.repeat(centres, IMAGES_PER_PERSON, axis=0)
+             + np.repeat(sigma, IMAGES_PER_PERSON)[:, None] * rng.normal(size=(n_people * IMAGES_PER_PERSON, DIM)))
+        vectors.append(x)
+        rows += [(f"i{start + i}", start + i // IMAGES_PER_PERSON, group) for i in range(len(x))]
+        start += len(x)
+    return np.vstack(vectors), pd.DataFrame(rows, columns=["image_id", "identity", "race"])
+
+
+class VerificationTruth:
+    """True FNMR, FMR and threshold at FMR of the verification model, integrated over person spreads."""
+
+    def __init__(self, n: int = 400_000, seed: int = 12345) -> None:
+        rng = np.random.default_rng(seed)
+        self.s = _spreads(rng, n) ** 2
+        self.pair = 2 + _spreads(rng, n) ** 2 + _spreads(rng, n) ** 2
+
+    def fnmr(self, t: float) -> float:
+        return float(np.mean(stats.chi2.sf(t ** 2 / (2 * self.s), DIM)))
+
+    def fmr(self, t: float) -> float:
+        return float(np.mean(stats.chi2.cdf(t ** 2 / self.pair, DIM)))
+
+    def threshold(self, f: float) -> float:
+        from scipy.optimize import brentq
+
+        return float(brentq(lambda t: self.fmr(t) - f, 0.1, 10.0, xtol=1e-10))
+
+
+_TRUTHS: dict[str, float] = {}
+
+
+def _verification_truths() -> dict[str, float]:
+    """The model's true figures, computed once."""
+    if not _TRUTHS:
+        truth = VerificationTruth()
+        _TRUTHS.update({"fnmr_at_default": truth.fnmr(VERIFICATION_THRESHOLD),
+                        "fmr_at_default": truth.fmr(VERIFICATION_THRESHOLD),
+                        "threshold_at_fmr_{label}": truth.threshold(THRESHOLD_FMR)})
+    return _TRUTHS
+
+
+def verification_case(metric: str, kind: str | None = None) -> Callable:
+    label = f"{THRESHOLD_FMR:.0e}".replace("e-0", "e-")
+
+    def run(rng, n_people, seed):
+        x, df = verification_data(rng, n_people, ("A", "B") if kind else ("A",))
+        res = verification_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=VERIFICATION_THRESHOLD,
+                                 target_fmr=THRESHOLD_FMR, seed=seed, max_impostor_pairs=MAX_IMPOSTOR_PAIRS,
+                                 max_cross_pairs=100)
+        name = metric.replace("{label}", label)
+        if kind is None:
+            value = _verification_truths()[name.replace(label, "{label}")]
+            fig = _figure([f for f in res.figures if f.grouping == "race"], "A", name)
+            return value, fig.ci_low, fig.ci_high
+        d = _disparity(res.disparities, kind, name)
+        return (0.0 if kind == "gap" else 1.0), d.ci_low, d.ci_high
+    return run
+
+
+# --------------------------------------------------------------------------- volume
+
+_VOLUME_TRUTH: dict[int, float] = {}
+
+
+def volume_truth(m: int, reps: int = 2000) -> float:
+    """The log volume per dimension of ``m`` people from the population, by simulation."""
+    if m not in _VOLUME_TRUTH:
+        rng = np.random.default_rng(777)
+        values = []
+        for _ in range(reps):
+            x = rng.normal(size=(m, VOLUME_DIM)) * VOLUME_SD
+            values.append(_draw_figures(x, x, np.arange(m), metric="euclidean", threshold=4.0)[0]["log_volume_per_dim"])
+        _VOLUME_TRUTH[m] = float(np.mean(values))
+    return _VOLUME_TRUTH[m]
+
+
+def volume_case(ratio: int, kind: str | None = None) -> Callable:
+    """A group of ``ratio * m`` people measured on subsamples of ``m`` = n_people / 2 (the size the
+    smallest group sets) -- ``ratio`` 2 is that smallest group, 10 a group five times larger."""
+    def run(rng, n_people, seed):
+        m = max(3, n_people // 2)
+        n = ratio * m
+        groups = ("A", "B") if kind else ("A",)
+        x = rng.normal(size=(n * len(groups), VOLUME_DIM)) * VOLUME_SD
+        df = pd.DataFrame({"identity": np.arange(len(x)), "race": np.repeat(groups, n)})
+        res = volume_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=4.0, subsample_size=m,
+                           n_draws=VOLUME_DRAWS, seed=seed)
+        if kind is None:
+            fig = _figure([f for f in res.figures if f.grouping == "race"], "A", "log_volume_per_dim")
+            return volume_truth(m), fig.ci_low, fig.ci_high
+        d = _disparity(res.disparities, kind, "log_volume_per_dim")
+        return 0.0, d.ci_low, d.ci_high
+    return run
+
+
+def _identity(value: float) -> float:
+    return value
+
+
+def _mean_truth(shift: float) -> float:
+    return shift + 1.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """A simulation ``(rng, people per group, seed) -> (truth, ci_low, ci_high)`` and its datasets per cell.
+
+    Cheap kinds run more datasets: a coverage from ``n`` datasets is itself
+    uncertain by about ``sqrt(0.95 * 0.05 / n)`` (1 point at 500, 0.5 at 2,000).
+    """
+
+    run: Callable
+    sims: int
+
+
+CHEAP, MEDIUM, COSTLY = 2000, 600, 400
+
+CASES: dict[str, Case] = {
+    "rate 2%": Case(rate_case(0.02), CHEAP),
+    "rate 20%": Case(rate_case(0.20), CHEAP),
+    "mean": Case(mean_case, CHEAP),
+    "verification FNMR": Case(verification_case("fnmr_at_default"), MEDIUM),
+    "verification FMR": Case(verification_case("fmr_at_default"), MEDIUM),
+    "threshold at FMR 2%": Case(verification_case("threshold_at_fmr_{label}"), MEDIUM),
+    "gap: rates 2% = 2%": Case(disparity_case("gap", clustered_rates, (0.02, 0.02), "rate", _identity), CHEAP),
+    "ratio: rates 2% = 2%": Case(disparity_case("ratio", clustered_rates, (0.02, 0.02), "rate", _identity), CHEAP),
+    "gap: rates 20% = 20%": Case(disparity_case("gap", clustered_rates, (0.20, 0.20), "rate", _identity), CHEAP),
+    "ratio: rates 20% = 20%": Case(disparity_case("ratio", clustered_rates, (0.20, 0.20), "rate", _identity),
+                                   CHEAP),
+    "gap: rates 20% vs 30%": Case(disparity_case("gap", clustered_rates, (0.20, 0.30), "rate", _identity), CHEAP),
+    "ratio: rates 20% vs 30%": Case(disparity_case("ratio", clustered_rates, (0.20, 0.30), "rate", _identity),
+                                    CHEAP),
+    "gap: means equal": Case(disparity_case("gap", clustered_means, (1.0, 1.0), "mean", _mean_truth), CHEAP),
+    "gap: means 2.0 vs 2.5": Case(disparity_case("gap", clustered_means, (1.0, 1.5), "mean", _mean_truth), CHEAP),
+    "FMR gap: groups equal": Case(verification_case("fmr_at_default", "gap"), MEDIUM),
+    "FNMR ratio: groups equal": Case(verification_case("fnmr_at_default", "ratio"), MEDIUM),
+    "volume: group of 2m": Case(volume_case(2), COSTLY),
+    "volume: group of 10m": Case(volume_case(10), COSTLY),
+    "volume gap: groups equal": Case(volume_case(2, "gap"), COSTLY),
+}
+
+
+def coverage(kind: str, n_people: int, n_sims: int | None = None, seed: int = 0) -> Row:
+    """Run ``n_sims`` (default: the kind's own number) seeded simulations of one kind; coverage and
+    median width of its intervals."""
+    case = CASES[kind].run
+    n_sims = CASES[kind].sims if n_sims is None else n_sims
+    rng = np.random.default_rng([seed, n_people, sum(map(ord, kind))])
+    started = time.monotonic()
+    hits, widths = 0, []
+    for i in range(n_sims):
+        truth, low, high = case(rng, n_people, i)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            widths.append(math.inf)
+            continue
+        hits += low <= truth <= high
+        widths.append(high - low)
+    return Row(kind, n_people, hits / n_sims, float(np.median(widths)), n_sims, time.monotonic() - started)
+
+
+def coverage_table(kinds: Iterable[str] = tuple(CASES), people: Iterable[int] = DEFAULT_PEOPLE,
+                   n_sims: int | None = None, seed: int = 0, progress: bool = False) -> list[Row]:
+    rows = []
+    for kind in kinds:
+        for n in people:
+            rows.append(coverage(kind, n, n_sims, seed))
+            if progress:
+                r = rows[-1]
+                print(f"  {r.kind:<26} {r.people:>4} people: {100 * r.coverage:5.1f}%  ({r.seconds:.0f} s)",
+                      file=sys.stderr, flush=True)
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    """One line per kind: datasets per cell, then coverage and median width at each group size."""
+    people = sorted({r.people for r in rows})
+    kinds = list(dict.fromkeys(r.kind for r in rows))
+    by = {(r.kind, r.people): r for r in rows}
+    head = f"{'kind':<26}{'sims':>6}" + "".join(f"{f'{n} people':>22}" for n in people)
+    sub = f"{'':<32}" + "".join(f"{'coverage   width':>22}" for _ in people)
+    lines = [head, sub, "-" * len(head)]
+    for kind in kinds:
+        cells = []
+        for n in people:
+            r = by.get((kind, n))
+            cells.append(f"{100 * r.coverage:>12.1f}%  {r.median_width:>7.3g}" if r else f"{'':>22}")
+        sims = max(r.n_sims for r in rows if r.kind == kind)
+        lines.append(f"{kind:<26}{sims:>6}" + "".join(cells))
+    lines.append("\nNominal coverage 95%; width = median width of the interval (rates as fractions, volume in "
+                 "log units per dimension).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sims", type=int, default=None,
+                        help="simulated datasets per cell (default: 2,000 for rates and means, 600 for "
+                             "verification, 400 for volume)")
+    parser.add_argument("--people", default=",".join(map(str, DEFAULT_PEOPLE)), help="people per group, e.g. 20,100")
+    parser.add_argument("--kinds", default=None, help="comma-separated kinds (default: all): " + "; ".join(CASES))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",")] if args.kinds else list(CASES)
+    unknown = [k for k in kinds if k not in CASES]
+    if unknown:
+        parser.error(f"unknown kinds {unknown}; choose from: {', '.join(CASES)}")
+    people = [int(p) for p in args.people.split(",")]
+    print(format_table(coverage_table(kinds, people, args.sims, args.seed, progress=True)))
+
+
+if __name__ == "__main__":
+    main()
