@@ -270,6 +270,33 @@ def test_skipped_verification_is_one_sentence(tmp_path):
     assert "Verification is undefined for this dataset: the dataset has no identity with two or more images." in html
 
 
+def _inversion_results(signal_overall: bool, groups_without: list[str]) -> dict:
+    tests = [{"grouping": "all", "group": "all", "n_people": 40, "gap": -0.1 if signal_overall else 0.01,
+              "share_closer": 0.8, "rank1_rate": 0.3, "p_value": 0.0001 if signal_overall else 0.4, "alpha": 0.01,
+              "signal": signal_overall, "reason": ""}]
+    return {"schema_version": "1.1", "figures": [], "disparities": [],
+            "probes": {"inversion": {"signal": tests, "signal_summary": {
+                "tested": True, "overall": signal_overall, "p_value": tests[0]["p_value"], "alpha": 0.01,
+                "groups_without_signal": groups_without},
+                "training_set": {"n_train_images": 7000, "n_train_people": 7000, "n_candidates": 23312,
+                                 "balanced_over": ["race", "gender"], "dropped": {"same_image": 500},
+                                 "composition": {"race": {"A": 3500, "B": 3500}}}}}}
+
+
+def test_first_page_says_plainly_when_the_inversion_probe_found_no_signal(tmp_path):
+    html = render.render_html(render.build_context(_inversion_results(False, []), run_dir=tmp_path))
+    cover = html.split('id="summary"')[1].split("</section>")[0]
+    assert "The inversion probe found no signal:" in cover
+    assert "The inversion probe found no signal.</strong>" in html        # and in its own section
+    html = render.render_html(render.build_context(_inversion_results(True, ["race: B"]), run_dir=tmp_path))
+    cover = html.split('id="summary"')[1].split("</section>")[0]
+    assert "no signal in 1 group</strong> (race: B)" in cover
+    html = render.render_html(render.build_context(_inversion_results(True, []), run_dir=tmp_path))
+    cover = html.split('id="summary"')[1].split("</section>")[0]
+    assert "carry identity in every group" in cover and "7,000 images balanced over race, gender" in cover
+    assert "Left out of training: same image 500" in html
+
+
 # --------------------------------------------------------------------------- the full report
 
 @pytest.mark.slow

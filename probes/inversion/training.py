@@ -514,8 +514,11 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
     train_seconds = 0.0
     started = time.monotonic()
     samples_done = 0
-    with progress_bar("Training generator", config.epochs, enabled=progress) as bar:
-        bar.advance(start_epoch)
+    # Counted in training samples, so the rate shown is the throughput (samples/s) the benchmarks report.
+    per_epoch = ends[-1]
+    with progress_bar(f"Training generator ({config.epochs} epochs)", config.epochs * per_epoch, enabled=progress,
+                      unit="samples") as bar:
+        bar.advance(start_epoch * per_epoch)
         for epoch in range(start_epoch + 1, config.epochs + 1):
             model.train()
             for group in optimizer.param_groups:
@@ -565,7 +568,7 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
                                          "val_mean_distance": float(best["val_mean_distance"])},
                                 "data_fingerprint": fingerprint}, last_path)
             _write_history(checkpoint_dir / HISTORY_FILE, history)
-            bar.advance()
+            bar.advance(per_epoch)
 
     if not best_path.exists():  # nothing was ever validated (e.g. no validation rows): keep the last
         _atomic_torch_save({"format": CHECKPOINT_FORMAT, "epoch": config.epochs,
