@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from audit.cli import cli
 from tests.corpus.datasets import face_dataset, folders_source
-from tests.corpus.faults import comparable, orphans, run_killed
+from tests.corpus.faults import comparable, orphans, run_cli, run_killed
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +109,9 @@ def test_sigkill_during_embedding_leaves_no_worker_and_the_rerun_matches(tmp_pat
 
 
 def test_sigkill_during_training_resumes_to_the_same_results(tmp_path, env, trainable):
+    # Every run in its own process with one torch thread: a float sum depends on how many threads
+    # share it, and the test process's thread count is whatever earlier tests left behind.
+    env = {**env, "OMP_NUM_THREADS": "1"}
     args = ["run", "--dataset", trainable, "--out", tmp_path / "out", "--probes", "inversion", "--workers", "1",
             "--no-report", *TRAIN, *FAST]
     # saves: last.pt after epoch 1; best.pt and last.pt after epoch 2: killed with epoch 2 on disk
@@ -118,9 +121,11 @@ def test_sigkill_during_training_resumes_to_the_same_results(tmp_path, env, trai
     assert (tmp_path / "out" / "checkpoints" / "inversion" / "last.pt").is_file()
     assert orphans(children) == []
 
-    invoke(*args)
-    invoke("run", "--dataset", trainable, "--out", tmp_path / "reference", "--probes", "inversion", "--workers", "1",
-           "--no-report", *TRAIN, *FAST)
+    resumed = run_cli(args, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    reference = run_cli(["run", "--dataset", trainable, "--out", tmp_path / "reference", "--probes", "inversion",
+                         "--workers", "1", "--no-report", *TRAIN, *FAST], env=env)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
     assert results(tmp_path / "out") == results(tmp_path / "reference")
 
 

@@ -77,7 +77,7 @@ def test_a_policy_with_a_byte_order_mark_is_accepted(tmp_path):
     write_results(tmp_path / "run")
     policy = tmp_path / "policy.toml"
     policy.write_bytes(b"\xef\xbb\xbf" + b'[[rule]]\nid = "gap"\nmetric = "detection.failure_rate"\n'
-                                       b'disparity = "max_gap"\nmax = 0.5\n')
+                                       b'disparity = "gap"\nmax = 0.5\n')
     result = invoke("gate", tmp_path / "run", "--policy", policy)
     assert result.exit_code == 0, result.output
 
@@ -88,7 +88,7 @@ def test_a_results_file_with_a_byte_order_mark_is_accepted(tmp_path):
     path = write_results(tmp_path / "run")
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     policy = tmp_path / "policy.toml"
-    policy.write_text('[[rule]]\nid = "gap"\nmetric = "detection.failure_rate"\ndisparity = "max_gap"\nmax = 0.5\n')
+    policy.write_text('[[rule]]\nid = "gap"\nmetric = "detection.failure_rate"\ndisparity = "gap"\nmax = 0.5\n')
     assert invoke("gate", tmp_path / "run", "--policy", policy).exit_code == 0
 
 
