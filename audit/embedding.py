@@ -30,6 +30,7 @@ from audit.errors import InputError, TargetError, TargetStopped
 from audit.faces import FaceAligner, FaceConfig
 from audit.data.remote import read_image_at
 from audit.images import ImageReadError, decode_png, encode_png
+from audit.outputs import file_sha256
 from audit.progress import progress
 from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, EmbedOutcome, Target
 
@@ -191,14 +192,6 @@ def _cached_chip(png: bytes, size: int) -> np.ndarray:
     return chip
 
 
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Embedder:
     """Embeds images through one target, with one face configuration and one cache.
 
@@ -244,7 +237,7 @@ class Embedder:
         if "sha256" in table.columns and table["sha256"].notna().all():
             hashes = table["sha256"].astype(str).tolist()
         else:
-            hashes = [_hash_file(p) for p in paths]
+            hashes = [file_sha256(p) for p in paths]
         return self._embed(table, paths, hashes, chip_size=chip_size)
 
     def _embed(self, table: pd.DataFrame, paths: list[Path], hashes: list[str], *,
@@ -305,7 +298,7 @@ class Embedder:
         return EmbeddingSet(out, vectors, chips, fingerprint, prep, len(todo), n_from_cache)
 
     def _lookup_precomputed(self, table, status, n_faces, reasons, vectors) -> None:
-        outcomes = self.target.lookup(table["image_id"].astype(str).tolist())  # type: ignore[attr-defined]
+        outcomes = self.target.lookup(table["image_id"].astype(str).tolist())
         for i, outcome in enumerate(outcomes):
             status[i], n_faces[i], reasons[i] = outcome.status, outcome.n_faces, outcome.reason
             if outcome.vector is not None:
@@ -321,7 +314,7 @@ class Embedder:
         # concurrent requests); chunks read on a cluster stay small either way.
         chunk_size = self.chunk_size
         if self.scheduler is None and not precomputed and not (aligned and bool(target.parallel_safe)):
-            chunk_size = max(self.chunk_size, int(getattr(target, "preferred_batch", 1) or 1))
+            chunk_size = max(self.chunk_size, max(1, int(target.preferred_batch)))
         chunks = [[(i, str(paths[i])) for i in todo[s:s + chunk_size]]
                   for s in range(0, len(todo), chunk_size)]
         # Processes only pay off for more than one chunk; whoever does the work embeds
@@ -333,7 +326,7 @@ class Embedder:
             embed_in_workers = aligned and can_embed_on_workers(target)
         else:
             embed_in_workers = aligned and bool(target.parallel_safe) and use_pool
-        main_batch = 1 if embed_in_workers or precomputed else int(getattr(target, "preferred_batch", 1) or 1)
+        main_batch = 1 if embed_in_workers or precomputed else max(1, int(target.preferred_batch))
         fingerprint, prep, face_key = target.fingerprint(), self.preprocessing, self.face_config.key()
 
         def finish(results: list[_ItemResult]) -> None:
@@ -421,7 +414,7 @@ class Embedder:
                 outcomes = target.embed(inputs)
             except TargetStopped as exc:
                 stopped = exc
-                outcomes = list(getattr(exc, "partial_outcomes", []) or [])
+                outcomes = list(exc.partial_outcomes)
             for r, outcome in zip(todo, outcomes):
                 _apply_outcome(r, outcome)
             for r in todo[len(outcomes):]:
@@ -500,7 +493,7 @@ class Embedder:
     def reembedding_target(self) -> Target | None:
         """The target that embeds reconstructions: the target itself, or a precomputed one's model."""
         if self.target.input_kind == "precomputed":
-            return getattr(self.target, "reembed_target", None)
+            return self.target.reembed_target
         return self.target
 
 

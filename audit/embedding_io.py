@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import pandas as pd
 
 from audit.embedding import EmbeddingSet
 from audit.errors import InputError
-from audit.outputs import writing
+from audit.outputs import replacing, writing
 
 
 def export_embeddings(result: EmbeddingSet, path: Path) -> Path:
@@ -28,20 +27,16 @@ def export_embeddings(result: EmbeddingSet, path: Path) -> Path:
         raise InputError(f"unknown export format {suffix!r}; use .npz, .csv or .parquet.")
     with writing(path, what="the --export file", option="--export"):
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Written beside, then renamed: a failure leaves the previous export whole.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-        try:
+        with replacing(path) as tmp:   # a failure leaves the previous export whole
             _write(tmp, suffix, ids, vectors)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     return path
 
 
 def _write(path: Path, suffix: str, ids: np.ndarray, vectors: np.ndarray) -> None:
     if suffix == ".npz":
         # fixed-width unicode, not objects: readable without allow_pickle
-        np.savez(path, image_id=np.asarray(ids, dtype=str), vectors=vectors)
+        with open(path, "wb") as fh:   # a file object: np.savez would add ".npz" to the temporary name
+            np.savez(fh, image_id=np.asarray(ids, dtype=str), vectors=vectors)
         return
     frame = pd.DataFrame(vectors, columns=[f"v{i}" for i in range(vectors.shape[1])])
     frame.insert(0, "image_id", ids)

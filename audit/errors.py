@@ -66,6 +66,11 @@ class TargetStopped(AuditError):
 
     exit_code = EXIT_TARGET_STOPPED
 
+    def __init__(self, *args: object, partial_outcomes: list | None = None) -> None:
+        super().__init__(*args)
+        #: A cloud target's answers for the batch in flight when it stopped (paid for: keep them).
+        self.partial_outcomes: list = list(partial_outcomes or [])
+
 
 class ClusterError(InputError):
     """A Dask scheduler that cannot be reached, or workers that cannot run the embed stage."""

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from audit.errors import EXIT_GATE_FAILED, EXIT_OK, PolicyError, ResultsError
 from audit.policy import Policy, Rule, load_policy
-from audit.results import BLOCKING_FLAGS, blocking_flags
+from audit.results import BLOCKING_FLAGS, blocking_flags, json_safe
 
 __all__ = ["Check", "Verdict", "load_policy", "evaluate_policy", "verdict_to_junit",
            "format_verdict_table", "verdict_to_json"]
@@ -66,17 +66,6 @@ def _pair_label(entry: dict) -> str | None:
     if worst is None or best is None:
         return None
     return f"{worst} vs {best}"
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as null, as results.json does."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _nan(value: Any) -> float:
@@ -181,7 +170,7 @@ class Check:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["flags"] = list(self.flags)
-        return _json_safe(d)
+        return json_safe(d)
 
 
 @dataclass(frozen=True)

@@ -304,6 +304,17 @@ def check_artifact_against_audit(artifact: GeneratorArtifact, audit: AuditSide, 
             "AUDIT_DATASET', or audit with --train-dataset CORPUS (the overlap is removed automatically).")
 
 
+def identity_model_for(target: Target, identity_loss: float):
+    """The target's differentiable network when ``--identity-loss`` asks for one (checked before any embedding)."""
+    if identity_loss <= 0:
+        return None
+    model = target.differentiable_model()
+    if model is None:
+        raise InputError(f"--identity-loss needs a white-box target whose network runs in PyTorch "
+                         f"(dlib); {target.name!r} is a black box to this tool.")
+    return model
+
+
 def training_size_warning(n_train: int) -> str | None:
     if n_train >= MIN_TRAINING_IMAGES:
         return None
@@ -342,13 +353,7 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
     audited = [load_dataset(path) for path in excluded]
     group_by = tuple(group_by) if group_by else default_group_by(corpora[0])
     target = open_target(target_spec, target_options)
-    identity_model = None
-    if identity_loss > 0:
-        factory = getattr(target, "differentiable_model", None)
-        if factory is None:
-            raise InputError(f"--identity-loss needs a white-box target whose network runs in PyTorch "
-                             f"(dlib); {target.name!r} is a black box to this tool.")
-        identity_model = factory()
+    identity_model = identity_model_for(target, identity_loss)
     with open_embedder(target, face_config=face_config, cache_path=cache_path, use_cache=use_cache,
                         workers=workers, show_progress=show_progress, scheduler=scheduler) as embedder:
         audit = AuditSide.empty(target.dimension)

@@ -7,12 +7,12 @@ file never reuses cached embeddings.
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 from audit.errors import TargetError
+from audit.outputs import file_sha256
 
 DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_5_MODEL = "shape_predictor_5_face_landmarks.dat"
@@ -36,9 +36,6 @@ def model_path(file_name: str) -> Path:
 
 
 @lru_cache(maxsize=None)
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def model_sha256(path: str) -> str:
+    """A model file's SHA-256, computed once per process (model files are large and never change)."""
+    return file_sha256(path)

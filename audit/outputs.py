@@ -16,6 +16,7 @@ input error leaves no empty output folder behind.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import tempfile
@@ -147,27 +148,44 @@ def check_writable_file(path: str | os.PathLike, *, what: str, option: str | Non
     return path
 
 
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` that replaces it when the block succeeds.
+
+    The one way this project writes a file whole or not at all: a crash, a
+    kill or a full disk halfway leaves the previous version in place and no
+    temporary file (its name ends in ``.tmp``).  The temporary file gets the
+    permissions a plain ``open`` would give (mkstemp's are 0600).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str, *, what: str = "the file",
                  option: str | None = None, elsewhere: str | None = None) -> Path:
-    """Write a file whole or not at all (a temporary file beside it, then a rename).
-
-    A run killed or stopped halfway leaves the previous version in place,
-    never half a file; an environment error becomes an :class:`OutputError`.
-    """
+    """Write a file whole or not at all (:func:`replacing`); an environment error becomes an
+    :class:`OutputError` naming ``what`` and the fix."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with writing(path, what=what, option=option, elsewhere=elsewhere, prefer_path=True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.chmod(tmp, 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replacing(path) as tmp:
+            tmp.write_bytes(payload)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in blocks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _umask() -> int:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from audit.errors import ResultsError
+from audit.outputs import replacing
 
 SCHEMA_VERSION = "1.1"
 RESULTS_FILE = "results.json"
@@ -147,35 +147,29 @@ class Disparity:
         return f"{self.probe}.{self.metric}"
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN: write it as null so that every JSON parser reads the file."""
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
         try:
-            return _clean(value.item())
+            return json_safe(value.item())
         except (TypeError, ValueError):
             pass
     return value
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write a JSON file so that a crash never leaves half a file behind."""
+    """Write a JSON file so that a crash never leaves half a file behind (NaN written as null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_clean(payload), fh, indent=2, sort_keys=False, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=False, allow_nan=False) + "\n",
+                       encoding="utf-8")
 
 
 def figures_to_dicts(figures: Iterable[Figure]) -> list[dict]:

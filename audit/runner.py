@@ -319,6 +319,11 @@ class AuditRun:
             target_extra = {"max_requests": config.max_requests} if config.max_requests else {}
             target = open_target(config.target_spec, config.target_options, **target_extra)
             self.target = target
+            self.identity_model = None
+            if "inversion" in config.probes:   # a black box with --identity-loss is refused before any call
+                from audit.generator_stage import identity_model_for
+
+                self.identity_model = identity_model_for(target, config.identity_loss)
             embedder = build_embedder(target, face_config=config.face_config, cache=cache,
                                       workers=config.workers, show_progress=config.show_progress,
                                       scheduler=config.scheduler)
@@ -488,7 +493,7 @@ class AuditRun:
                                                seed=config.seed)
         impostors = impostor_pairs.distances(vectors, self.target.metric)
         training = config.training_config()
-        identity_model = self._identity_model()
+        identity_model = self.identity_model
         embed_fn = self.embedder.embed_arrays if self.embedder.reembedding_target is not None else None
         if config.train_datasets or config.generator_paths:
             details, measured = self._inversion_on_corpus(table, vectors, rows, impostors, training,
@@ -538,15 +543,6 @@ class AuditRun:
         from probes.findings import mark_findings
 
         self.findings = mark_findings(self.disparities, self.config.correction)
-
-    def _identity_model(self):
-        if self.config.identity_loss <= 0:
-            return None
-        factory = getattr(self.target, "differentiable_model", None)
-        if factory is None:
-            raise InputError(f"--identity-loss needs a white-box target whose network runs in PyTorch "
-                             f"(dlib); {self.target.name!r} is a black box to this tool.")
-        return factory()
 
     def _inversion_on_corpus(self, table, vectors, rows, impostors, training, identity_model, embed_fn, out):
         """Generators trained on a corpus (or given): every audit person is a test person."""

@@ -25,7 +25,6 @@ import json
 import os
 import posixpath
 import stat
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -38,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from audit.data.csv_records import CsvRecord, read_csv_records
 from audit.errors import DatasetError
 from audit.images import ImageReadError, read_regular_file
+from audit.outputs import replacing
 
 MANIFEST_FILE = "manifest.csv"
 #: What an import could not use (``row``, ``path``, ``reason``), beside the manifest.
@@ -310,21 +310,14 @@ def _read_hash_cache(folder: Path) -> dict[str, tuple[int, int, str]]:
 
 def write_hash_cache(folder: str | os.PathLike, entries: Mapping[str, tuple[int, int, str]]) -> None:
     """Record ``real path -> (size, mtime_ns, sha256)``; silently skipped on a read-only folder."""
-    folder = Path(folder)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=HASH_CACHE_FILE, suffix=".tmp", dir=folder)
-    except OSError:
-        return
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        with replacing(Path(folder) / HASH_CACHE_FILE) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["path", "size", "mtime_ns", "sha256"])
             for real, (size, mtime_ns, sha) in sorted(entries.items()):
                 writer.writerow([real, size, mtime_ns, sha])
-        os.replace(tmp, folder / HASH_CACHE_FILE)
     except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        pass  # a cache only: the next run hashes again
 
 
 def hash_cache_entry(path: str | os.PathLike, sha256: str, *,
@@ -660,23 +653,10 @@ def _check_files(root: Path, info: Mapping[str, Any], rows: list[dict[str, str]]
 
 # --------------------------------------------------------------------------- writing
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_text(path: Path, write) -> None:
-    """Write a text file whole or not at all, with the usual permissions (mkstemp's are 0600)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a text file whole or not at all."""
+    with replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        write(fh)
 
 
 def _cell(value: Any) -> str:

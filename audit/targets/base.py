@@ -131,3 +131,26 @@ class Target(ABC):
 
     def close(self) -> None:
         """Release connections or worker processes."""
+
+    # -- optional hooks: each has a default that says "not supported" ----------------
+    @property
+    def preferred_batch(self) -> int:
+        """Images per :meth:`embed` call that keep the target busy (a cloud API's batch x concurrency)."""
+        return 1
+
+    def lookup(self, image_ids: Sequence[str]) -> list[EmbedOutcome]:
+        """Vectors by image id, for ``input_kind == "precomputed"`` targets; others never look up."""
+        raise NotImplementedError(f"target {self.name!r} embeds images; it has no vectors to look up by id")
+
+    @property
+    def reembed_target(self) -> "Target | None":
+        """The model that embeds new images (reconstructions) for a precomputed target; None elsewhere."""
+        return None
+
+    def differentiable_model(self):
+        """The network as a differentiable PyTorch module, for white-box probes; None for a black box.
+
+        Returning None (the default) is how a target says that gradient-based
+        options such as ``--identity-loss`` cannot use it.
+        """
+        return None

@@ -459,7 +459,7 @@ class ClarifaiTarget(Target):
             return [outcome for start in starts for outcome in answered[start]]
         if isinstance(problem, TargetStopped):
             not_sent = EmbedOutcome.error(NOT_SENT_REASON)
-            problem.partial_outcomes = [  # type: ignore[attr-defined]
+            problem.partial_outcomes = [
                 outcome for start in starts
                 for outcome in answered.get(start, [not_sent] * len(images[start:start + size]))]
         raise problem

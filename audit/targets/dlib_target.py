@@ -14,13 +14,14 @@ Two engines compute the same descriptor:
 from __future__ import annotations
 
 import logging
+import re
 from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 
 from audit.errors import InputError, TargetError
 from audit.faces import DESCRIPTOR_CHIP_SIZE
-from audit.models import DESCRIPTOR_MODEL, file_sha256, model_path
+from audit.models import DESCRIPTOR_MODEL, model_path, model_sha256
 from audit.targets.base import EmbedOutcome, Metric, Target
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,14 @@ class DlibTarget(Target):
 
     def __init__(self, *, engine: Engine = "auto", threshold: float = DEFAULT_THRESHOLD,
                  device: str | None = None, batch_size: int | None = None) -> None:
-        if engine not in ENGINES:
-            raise InputError(f"engine={engine!r}, must be one of {ENGINES}.")
-        threshold = float(threshold)
-        if not threshold > 0:
-            raise InputError(f"threshold={threshold!r}, must be a positive distance.")
-        self.requested_engine = engine
-        self._threshold = threshold
-        self._device = device
-        self._batch_size = None if batch_size is None else int(batch_size)
+        from audit.targets import option_choice, option_float, option_int
+
+        self.requested_engine = option_choice("engine", engine, ENGINES)
+        self._threshold = option_float("threshold", threshold, positive=True)
+        if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", str(device).strip()):
+            raise InputError(f"target option device={device!r} must be cpu, cuda or cuda:N.")
+        self._device = None if device is None else str(device).strip()
+        self._batch_size = None if batch_size is None else option_int("batch_size", batch_size, minimum=1)
         self._model_file = model_path(DESCRIPTOR_MODEL)
         self._engine: str | None = None
         self._torch_engine = None
@@ -87,7 +87,7 @@ class DlibTarget(Target):
     def fingerprint(self) -> str:
         # Both engines give the same vectors (the self-check enforces it), so
         # the engine is not part of the fingerprint: caches are shared.
-        return f"dlib-resnet-v1:sha256:{file_sha256(str(self._model_file))[:16]}"
+        return f"dlib-resnet-v1:sha256:{model_sha256(str(self._model_file))[:16]}"
 
     @property
     def engine(self) -> str:
@@ -127,7 +127,7 @@ class DlibTarget(Target):
 
     def details(self) -> dict:
         return {"engine": self.engine, "model_file": self._model_file.name,
-                "model_sha256": file_sha256(str(self._model_file)),
+                "model_sha256": model_sha256(str(self._model_file)),
                 "self_check": self.self_check_report}
 
     def _dlib(self):

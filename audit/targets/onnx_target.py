@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from audit.errors import InputError, TargetError
-from audit.models import file_sha256
+from audit.outputs import file_sha256
 from audit.targets import option_bool, option_choice, option_float, option_int
 from audit.targets.base import EmbedOutcome, Metric, Target
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from audit.errors import InputError
+from audit.outputs import replacing
 from audit.results import write_json_atomic
 from probes.inversion.generator import InversionGenerator
 from probes.inversion.training import BEST_CHECKPOINT, HISTORY_FILE, TrainingConfig, load_generator
@@ -110,12 +110,10 @@ def write_artifact(folder: Path, *, info: dict[str, Any], training_set: pd.DataF
     """Write the description and training set beside the checkpoints; ``generator.json`` last."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (TRAINING_SET_FILE + ".tmp")
-    training_set.to_csv(tmp, index=False)
-    os.replace(tmp, folder / TRAINING_SET_FILE)
-    tmp = folder / ("tmp-" + TRAINING_VECTORS_FILE)
-    np.save(tmp, np.asarray(training_vectors, dtype=np.float16))
-    os.replace(tmp, folder / TRAINING_VECTORS_FILE)
+    with replacing(folder / TRAINING_SET_FILE) as tmp:
+        training_set.to_csv(tmp, index=False)
+    with replacing(folder / TRAINING_VECTORS_FILE) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(training_vectors, dtype=np.float16))
     write_json_atomic(folder / INFO_FILE, {"format": ARTIFACT_FORMAT, "format_version": ARTIFACT_VERSION,
                                            **info, "complete": True})
 

@@ -57,8 +57,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -71,6 +69,7 @@ from torch import nn
 
 from audit.distances import check_metric
 from audit.errors import InputError
+from audit.outputs import replacing
 from audit.progress import progress as progress_bar
 from audit.targets.base import Metric
 from probes.inversion.metrics import reconstruction_distances
@@ -235,14 +234,8 @@ def _check_inputs(name: str, embeddings: np.ndarray, chips: np.ndarray, image_si
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -1,0 +1,121 @@
+"""Every mistake that needs no model is refused before the target's first call.
+
+A cloud target bills each call; a run that embeds a whole dataset and then
+fails on a typo in a policy has wasted that money.  Each case below runs
+``audit run``'s engine with a counting target and checks that the error
+comes with zero calls made.  The last test shows the counter counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audit.errors import AuditError, InputError
+from audit.runner import RunConfig, run_audit
+from audit.targets import get_target
+from tests.corpus.datasets import face_dataset
+from tests.fake_targets import ProjectionTarget
+from tests.test_generator_artifact import make as make_generator
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
+
+class CountingTarget(ProjectionTarget):
+    """A stand-in model that counts the images it is asked to embed."""
+
+    def __init__(self, seed: int = 1) -> None:
+        super().__init__(seed)
+        self.calls = 0
+
+    def embed(self, images):
+        self.calls += 1
+        return super().embed(images)
+
+
+@pytest.fixture()
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIT_CACHE", str(tmp_path / "cache.sqlite"))
+
+
+@pytest.fixture()
+def target(monkeypatch) -> CountingTarget:
+    counting = CountingTarget(seed=2)
+    monkeypatch.setattr("audit.runner.open_target", lambda *args, **kwargs: counting)
+    return counting
+
+
+@pytest.fixture()
+def dataset(tmp_path) -> Path:
+    return face_dataset(tmp_path / "faces", people=4, per_person=2)
+
+
+def run(dataset: Path, out: Path, **settings):
+    config = RunConfig(dataset_dir=dataset, out_dir=out, workers=1, report=False, show_progress=False,
+                       n_resamples=100, cache_path=out.parent / "cache.sqlite", **settings)
+    return run_audit(config)
+
+
+def refused(target: CountingTarget, match: str, build) -> None:
+    with pytest.raises(AuditError, match=match):
+        build()
+    assert target.calls == 0
+
+
+def test_a_training_setting_out_of_range(target, dataset, tmp_path):
+    refused(target, "batch", lambda: run(dataset, tmp_path / "out", batch_size=1))
+    refused(target, "lr", lambda: run(dataset, tmp_path / "out", lr=-1.0))
+    refused(target, "epochs", lambda: run(dataset, tmp_path / "out", epochs=0))
+
+
+def test_a_typo_in_the_policy(target, dataset, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nid = "gap"\nmetric = "detection.failure_rate"\ndisparity = "gapp"\nmax = 0.1\n')
+    refused(target, "gapp", lambda: run(dataset, tmp_path / "out", policy_path=policy))
+
+
+def test_a_baseline_that_is_not_a_results_file(target, dataset, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nid = "gap"\nmetric = "detection.failure_rate"\ndisparity = "gap"\nmax = 0.1\n')
+    baseline = tmp_path / "old.json"
+    baseline.write_text('{"not": "results"}')
+    refused(target, "old.json", lambda: run(dataset, tmp_path / "out", policy_path=policy, baseline_path=baseline))
+
+
+def test_an_output_folder_that_cannot_be_written(target, dataset, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    refused(target, "a-file", lambda: run(dataset, blocker / "out"))
+
+
+def test_identity_loss_with_a_black_box_target(target, dataset, tmp_path):
+    refused(target, "white-box", lambda: run(dataset, tmp_path / "out", probes=("inversion",), identity_loss=1.0,
+                                             epochs=1, batch_size=4, generator_channels=16))
+
+
+def test_a_generator_trained_against_another_model(target, dataset, tmp_path):
+    make_generator(tmp_path / "gen")                         # trained against projection-1; the target is -2
+    refused(target, "trained against target", lambda: run(dataset, tmp_path / "out", probes=("inversion",),
+                                                          generator_paths=(tmp_path / "gen",)))
+
+
+def test_a_training_corpus_that_is_not_a_dataset(target, dataset, tmp_path):
+    (tmp_path / "empty").mkdir()
+    refused(target, "empty", lambda: run(dataset, tmp_path / "out", probes=("inversion",),
+                                         train_datasets=(tmp_path / "empty",)))
+
+
+@pytest.mark.parametrize("option, named", [("threshold=abc", "threshold='abc' is not a number"),
+                                           ("engine=gpu", "engine='gpu' must be one of"),
+                                           ("batch_size=0", "batch_size='0' must be >= 1"),
+                                           ("thresold=0.5", "thresold")])
+def test_a_bad_target_option_is_one_clear_error_before_any_model_is_loaded(option, named):
+    key, value = option.split("=")
+    with pytest.raises(InputError, match=named.replace("(", r"\(")):
+        get_target("dlib", **{key: value})
+
+
+def test_the_counter_counts_a_run_that_goes_ahead(target, dataset, tmp_path):
+    run(dataset, tmp_path / "out", probes=("detection",))
+    assert target.calls > 0
