@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
-from audit.targets.base import Metric
-
+#: How a target compares two embeddings; smaller always means more alike.
+Metric = Literal["euclidean", "cosine"]
 METRICS = ("euclidean", "cosine")
 
 

@@ -48,6 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from audit.embed_items import ItemResult, apply_outcome, default_workers
 from audit.errors import AuditError, ClusterError, ClusterStopped, InputError, TargetError
 from audit.faces import FaceAligner, FaceConfig
 from audit.images import ImageReadError
@@ -56,7 +57,6 @@ from audit.targets.base import STATUS_ERROR, STATUS_OK, Target
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
-    from audit.embedding import _ItemResult
     from audit.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,6 @@ class SchedulerSpec:
 
 def parse_scheduler(text: str, *, default_local_workers: int | None = None) -> SchedulerSpec:
     """``local``, ``local:N``, ``tcp://host:port`` or ``host:port`` -> :class:`SchedulerSpec`."""
-    from audit.embedding import default_workers
 
     value = str(text).strip()
     if value == LOCAL_SCHEDULER or value.startswith(LOCAL_SCHEDULER + ":"):
@@ -238,7 +237,7 @@ def _target(job: ChunkJob) -> Target:
     return targets[job.target_key]
 
 
-def embed_chunk(items: list[tuple[int, str]], job: ChunkJob) -> list["_ItemResult"]:
+def embed_chunk(items: list[tuple[int, str]], job: ChunkJob) -> list["ItemResult"]:
     """Read, align (and embed) a chunk of images on a worker; one result per item, in order.
 
     Per-image problems become ``error`` results with their reason; only a
@@ -246,32 +245,31 @@ def embed_chunk(items: list[tuple[int, str]], job: ChunkJob) -> list["_ItemResul
     raises.
     """
     from audit.data.remote import read_locations
-    from audit.embedding import _apply_outcome, _ItemResult
     from audit.images import content_hash as hash_of, decode_image
 
     aligner = _aligner(job.face_config)
-    results: list[_ItemResult] = []
+    results: list[ItemResult] = []
     payloads = read_locations([location for _, location in items])   # one round trip per chunk
     for (index, location), payload in zip(items, payloads):
         if isinstance(payload, OSError):
-            results.append(_ItemResult(index, "", STATUS_ERROR, 0, f"{location}: not readable ({payload})", {}))
+            results.append(ItemResult(index, "", STATUS_ERROR, 0, f"{location}: not readable ({payload})", {}))
             continue
         try:
             image, content_hash = decode_image(payload, name=str(location)), hash_of(payload)
         except ImageReadError as exc:
-            results.append(_ItemResult(index, "", STATUS_ERROR, 0, str(exc), {}))
+            results.append(ItemResult(index, "", STATUS_ERROR, 0, str(exc), {}))
             continue
         try:
             face = aligner.align(image, sizes=job.align_sizes) if job.align_sizes else None
         except Exception as exc:  # noqa: BLE001 - one image's problem, recorded with its reason
-            results.append(_ItemResult(index, content_hash, STATUS_ERROR, 0,
+            results.append(ItemResult(index, content_hash, STATUS_ERROR, 0,
                                        f"alignment failed ({type(exc).__name__}: {exc})", {}))
             continue
         if face is None:
-            results.append(_ItemResult(index, content_hash, STATUS_OK, 1, "", {},
+            results.append(ItemResult(index, content_hash, STATUS_OK, 1, "", {},
                                        image=image if job.keep_image else None))
         else:
-            results.append(_ItemResult(index, content_hash, face.status, face.n_faces, face.reason,
+            results.append(ItemResult(index, content_hash, face.status, face.n_faces, face.reason,
                                        dict(face.chips), image=image if job.keep_image else None))
     if job.target_blob is not None:
         target = _target(job)
@@ -288,7 +286,7 @@ def embed_chunk(items: list[tuple[int, str]], job: ChunkJob) -> list["_ItemResul
                                   f"({type(exc).__name__}: {exc}). Every worker needs the package "
                                   "and the target's files at the same paths as this machine.") from exc
             for r, outcome in zip(todo, outcomes):
-                _apply_outcome(r, outcome)
+                apply_outcome(r, outcome)
     for r in results:   # send back only the chips the client keeps
         r.chips = {size: chip for size, chip in r.chips.items() if size in job.return_sizes}
     return results
@@ -321,7 +319,7 @@ def make_job(target: Target, *, face_config: FaceConfig, align_sizes: tuple[int,
 
 # -- the client's side ------------------------------------------------------------------------
 def process_on_cluster(spec: SchedulerSpec, chunks: list[list[tuple[int, str]]], job: ChunkJob,
-                       finish: Callable[[list["_ItemResult"]], None], bar: "Progress", *,
+                       finish: Callable[[list["ItemResult"]], None], bar: "Progress", *,
                        group_size: int = 1,
                        no_worker_timeout: float = DEFAULT_NO_WORKER_TIMEOUT) -> None:
     """Run ``chunks`` on the cluster, handing results to ``finish`` as they come back.
@@ -341,7 +339,7 @@ class _ChunkRunner:
     """The client's loop: a bounded window of chunk tasks, results written as they arrive."""
 
     def __init__(self, client: "Client", spec: SchedulerSpec, job: ChunkJob,
-                 finish: Callable[[list["_ItemResult"]], None], bar: "Progress", *,
+                 finish: Callable[[list["ItemResult"]], None], bar: "Progress", *,
                  group_size: int, no_worker_timeout: float) -> None:
         from distributed import as_completed
 
@@ -412,8 +410,7 @@ class _ChunkRunner:
         future.release()
 
     def _crashed(self, items: list[tuple[int, str]], error: Exception) -> None:
-        from audit.embedding import _ItemResult
-
+    
         import dask
 
         deaths = int(dask.config.get("distributed.scheduler.allowed-failures")) + 1
@@ -424,7 +421,7 @@ class _ChunkRunner:
             return
         index, location = items[0]
         log.warning("%s crashed %d workers; recorded as an error", location, deaths)
-        self.waiting.append(_ItemResult(index, "", STATUS_ERROR, 0, CRASH_REASON.format(n=deaths), {}))
+        self.waiting.append(ItemResult(index, "", STATUS_ERROR, 0, CRASH_REASON.format(n=deaths), {}))
 
     def _flush(self) -> None:
         if not self.waiting:

@@ -26,13 +26,14 @@ import numpy as np
 import pandas as pd
 
 from audit.cache import CachedChip, CachedEmbedding, EmbeddingCache
+from audit.embed_items import ItemResult, apply_outcome, default_workers
 from audit.errors import InputError, TargetError, TargetStopped
 from audit.faces import FaceAligner, FaceConfig
 from audit.data.remote import read_image_at
 from audit.images import ImageReadError, decode_png, encode_png
 from audit.outputs import file_sha256
 from audit.progress import progress
-from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, EmbedOutcome, Target
+from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, Target
 
 if TYPE_CHECKING:  # pragma: no cover
     from audit.distributed import SchedulerSpec
@@ -41,10 +42,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 32
 DEFAULT_GENERATOR_CHIP_SIZE = 64
-
-
-def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -72,18 +69,6 @@ class EmbeddingSet:
 
     def status_counts(self) -> dict[str, int]:
         return {s: int(n) for s, n in self.table["status"].value_counts().items()}
-
-
-@dataclass
-class _ItemResult:
-    index: int
-    content_hash: str
-    status: str
-    n_faces: int
-    reason: str
-    chips: dict[int, np.ndarray]
-    vector: np.ndarray | None = None
-    image: np.ndarray | None = None
 
 
 # -- worker side ---------------------------------------------------------------
@@ -138,7 +123,7 @@ def _init_worker(face_config: FaceConfig, target: Target | None, parent_pid: int
 
 
 def _process_items(items: list[tuple[int, str]], sizes: tuple[int, ...], embed_here: bool,
-                   keep_image: bool) -> list[_ItemResult]:
+                   keep_image: bool) -> list[ItemResult]:
     """Read, align (and embed, for a parallel-safe target) a chunk of images."""
     assert _worker_aligner is not None
     results = []
@@ -146,11 +131,11 @@ def _process_items(items: list[tuple[int, str]], sizes: tuple[int, ...], embed_h
         try:
             image, content_hash = read_image_at(path)
         except (ImageReadError, OSError) as exc:
-            results.append(_ItemResult(index, "", STATUS_ERROR, 0, str(exc), {}))
+            results.append(ItemResult(index, "", STATUS_ERROR, 0, str(exc), {}))
             continue
         face = _worker_aligner.align(image, sizes=sizes) if sizes else None
         status = face.status if face is not None else STATUS_OK
-        result = _ItemResult(index, content_hash, status, face.n_faces if face else 1,
+        result = ItemResult(index, content_hash, status, face.n_faces if face else 1,
                              face.reason if face else "", face.chips if face else {},
                              image=image if keep_image else None)
         results.append(result)
@@ -160,16 +145,8 @@ def _process_items(items: list[tuple[int, str]], sizes: tuple[int, ...], embed_h
             size = _worker_target.chip_size
             outcomes = _worker_target.embed([r.chips[size] for r in todo])
             for r, outcome in zip(todo, outcomes):
-                _apply_outcome(r, outcome)
+                apply_outcome(r, outcome)
     return results
-
-
-def _apply_outcome(result: _ItemResult, outcome: EmbedOutcome) -> None:
-    result.vector = outcome.vector
-    if outcome.status != STATUS_OK:
-        result.status, result.reason, result.n_faces = outcome.status, outcome.reason, outcome.n_faces
-    elif outcome.n_faces != 1 and result.n_faces == 1:
-        result.n_faces = outcome.n_faces
 
 
 # -- main side -----------------------------------------------------------------
@@ -329,7 +306,7 @@ class Embedder:
         main_batch = 1 if embed_in_workers or precomputed else max(1, int(target.preferred_batch))
         fingerprint, prep, face_key = target.fingerprint(), self.preprocessing, self.face_config.key()
 
-        def finish(results: list[_ItemResult]) -> None:
+        def finish(results: list[ItemResult]) -> None:
             stopped = None
             if not embed_in_workers and not precomputed:
                 stopped = self._embed_in_main([r for r in results if hashes[r.index] not in cached_emb])
@@ -392,7 +369,7 @@ class Embedder:
                     finish(results)
                     bar.advance(len(results))
 
-    def _embed_in_main(self, results: list[_ItemResult], target: Target | None = None) -> TargetStopped | None:
+    def _embed_in_main(self, results: list[ItemResult], target: Target | None = None) -> TargetStopped | None:
         """Embed in this process: batched engines (torch, cloud APIs) are faster here.
 
         A target that stops (quota, budget) returns the stop instead of
@@ -416,7 +393,7 @@ class Embedder:
                 stopped = exc
                 outcomes = list(exc.partial_outcomes)
             for r, outcome in zip(todo, outcomes):
-                _apply_outcome(r, outcome)
+                apply_outcome(r, outcome)
             for r in todo[len(outcomes):]:
                 r.status, r.reason, r.vector = STATUS_ERROR, "not embedded: the target stopped", None
         for r in results:
@@ -466,10 +443,10 @@ class Embedder:
             if aligned:
                 face = self._local_aligner().align(images[i], sizes=())
                 chip = _resize(images[i], target.chip_size)
-                results.append(_ItemResult(i, hashes[i], face.status, face.n_faces, face.reason,
+                results.append(ItemResult(i, hashes[i], face.status, face.n_faces, face.reason,
                                            {target.chip_size: chip}))
             else:
-                results.append(_ItemResult(i, hashes[i], STATUS_OK, 1, "", {}, image=images[i]))
+                results.append(ItemResult(i, hashes[i], STATUS_OK, 1, "", {}, image=images[i]))
         detected = {r.index: (r.status, r.n_faces, r.reason) for r in results}
         if aligned:   # embed every reconstruction, found or not
             for r in results:

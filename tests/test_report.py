@@ -1,4 +1,4 @@
-"""The audit report: content, escaping, privacy, self-containment, CLI (issue 6).
+"""The audit report: content, escaping, privacy, self-containment, CLI.
 
 Renders the realistic fixture run of ``report_fixtures`` (no probe is run)
 and checks what an auditor would read: every figure's number as

@@ -117,7 +117,7 @@ def check_option_keys(target_name: str, options: dict, known: dict[str, str]) ->
 
 
 # -- built-ins ------------------------------------------------------------------------
-#: Option keys of the dlib target (its constructor lives in the lead's module).
+#: Option keys of the dlib target (listed here so that `audit targets` need not import dlib).
 DLIB_OPTIONS = {
     "engine": "auto (default), torch or dlib",
     "threshold": "same-person distance (default 0.6)",

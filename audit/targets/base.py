@@ -15,7 +15,8 @@ from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 
-Metric = Literal["euclidean", "cosine"]
+from audit.distances import Metric  # noqa: F401 - the targets' metric type lives with the distances
+
 InputKind = Literal["aligned", "image", "precomputed"]
 
 #: Status of one image after embedding.  ``ok`` images carry a vector;
