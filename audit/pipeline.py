@@ -12,7 +12,7 @@ from audit.cache import EmbeddingCache, default_cache_path
 from audit.embedding import Embedder
 from audit.errors import InputError
 from audit.faces import FaceConfig
-from audit.targets.base import STATUS_OK, Target
+from audit.targets.base import Target
 
 #: Attributes audited when --group-by is not given, where the dataset has them.
 DEFAULT_GROUP_BY = ("race", "gender")
@@ -83,38 +83,6 @@ def open_embedder(target: Target, *, face_config: FaceConfig, cache_path: Path |
     with opened_cache(cache_path, use_cache=use_cache) as cache:
         yield build_embedder(target, face_config=face_config, cache=cache, workers=workers,
                              show_progress=show_progress, scheduler=scheduler)
-
-
-def detection_table(table: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame:
-    """Counts of each status per value of each attribute (and overall)."""
-    frames = []
-    for attribute in attributes:
-        counts = pd.crosstab(table[attribute].astype(str), table["status"])
-        counts.insert(0, "attribute", attribute)
-        frames.append(counts)
-    overall = table["status"].value_counts().to_frame().T
-    overall.index = ["all"]
-    overall.insert(0, "attribute", "all")
-    frames.append(overall)
-    out = pd.concat(frames).fillna(0)
-    for column in ("ok", "no_face", "error"):
-        if column not in out.columns:
-            out[column] = 0
-    out = out[["attribute", "ok", "no_face", "error"]].astype({"ok": int, "no_face": int, "error": int})
-    out["failure_rate"] = (out["no_face"] + out["error"]) / (out["ok"] + out["no_face"] + out["error"])
-    out.index.name = "group"
-    return out
-
-
-def summarize_detection(table: pd.DataFrame, attributes: Sequence[str]) -> str:
-    frame = detection_table(table, [a for a in attributes if table[a].nunique() <= 50])
-    frame = frame.assign(failure_rate=frame["failure_rate"].map(lambda r: f"{r:.1%}"))
-    text = "Detections per group:\n" + frame.to_string()
-    failed = table[table["status"] != STATUS_OK]
-    if len(failed):
-        reasons = failed["reason"].value_counts().head(5)
-        text += "\nMost common reasons:\n" + "\n".join(f"  {n:6d}  {r}" for r, n in reasons.items())
-    return text
 
 
 def describe_failures(failed: pd.DataFrame, *, limit: int, written_to: Path | None = None) -> str:

@@ -25,7 +25,7 @@ from audit import __version__
 from audit.errors import InputError, OutputError
 from audit.faces import FaceConfig
 from audit.outputs import check_writable_folder, write_atomic, writing
-from audit.pipeline import (build_embedder, default_group_by, detection_table, load_dataset_for_run,
+from audit.pipeline import (build_embedder, default_group_by, load_dataset_for_run,
                             open_target, opened_cache)
 from audit.results import (ALL, CORRECTIONS, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, FLAG_UNSTABLE,
                            GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, disparities_to_dicts,
@@ -431,17 +431,14 @@ class AuditRun:
         self.tests[key] = tests
 
     def _detection(self) -> None:
-        samples = self._samples()
-        samples["failed"] = (self.embset.table["status"].to_numpy() != STATUS_OK).astype(float)
-        self._summarize(samples, probe="detection", metric="failure_rate", value="failed", kind="rate",
-                        better="lower")
-        self._permutation(samples, key="detection.failure_rate", value="failed")
-        self.probe_details["detection"] = {
-            "by_status": self.embset.status_counts(),
-            "reasons": {str(k): int(v) for k, v in
-                        self.embset.table.loc[~self.embset.ok, "reason"].value_counts().head(20).items()},
-            "table": detection_table(self.embset.table, self.group_by).reset_index().to_dict("records"),
-        }
+        from probes.detection import detection_probe
+
+        result = detection_probe(self.embset.table, attributes=self.group_by, groupings=self.groupings,
+                                 n_resamples=self.config.n_resamples, seed=self.config.seed)
+        self.figures.extend(result.figures)
+        self.disparities.extend(result.disparities)
+        self.tests["detection.failure_rate"] = result.tests
+        self.probe_details["detection"] = result.details
 
     def _volume(self, ok: np.ndarray) -> None:
         from probes.volume import volume_probe

@@ -44,8 +44,8 @@ def embed(target_spec, target_option, dataset_dir, export_path, failures_path, c
       audit embed --dataset s3://bucket/balanced --scheduler tcp://10.0.0.5:8786
     """
     from audit.embedding_io import export_embeddings
-    from audit.pipeline import (build_embedder, describe_failures, load_dataset_for_run, open_target,
-                                opened_cache, summarize_detection)
+    from audit.pipeline import build_embedder, describe_failures, load_dataset_for_run, open_target, opened_cache
+    from probes.detection import summarize_detection
 
     if export_path is not None:
         if export_path.suffix.lower() not in EXPORT_FORMATS:
