@@ -292,12 +292,9 @@ def group_figures(samples: pd.DataFrame, *, probe: str, metric: str, value: str,
     persons = samples[person].to_numpy()
     rng = np.random.default_rng(seed)
 
-    figures: list[Figure] = []
-    disparities_out: list[Disparity] = []
+    collected = GroupedFigures()
     for attrs in [[]] + groupings:
         name = grouping_name(attrs)
-        estimates: dict[str, Estimate] = {}
-        figs: list[Figure] = []
         for label, mask in iter_groups(samples, attrs):
             sums, counts = per_person(values[mask], persons[mask])
             estimate = _estimate(sums, counts, kind=kind, interval=interval, n_resamples=n_resamples,
@@ -305,15 +302,11 @@ def group_figures(samples: pd.DataFrame, *, probe: str, metric: str, value: str,
             n_images = int(counts.sum())
             count = int(round(float(sums.sum()))) if kind == "rate" else None
             flags = rate_flags(count, n_images, better, min_errors) if kind == "rate" and n_images else []
-            fig = figure_from_estimate(estimate, probe=probe, metric=metric, grouping=name, group=label,
-                                       confidence=confidence, n_images=n_images, n_people=len(sums),
-                                       count=count, better=better, min_people=min_people, flags=flags)
-            figs.append(fig)
-            estimates[label] = estimate
-        figures.extend(figs)
-        if attrs:
-            disparities_out.extend(disparities(figs, estimates, kinds=disparity_kinds, confidence=confidence))
-    return figures, disparities_out
+            collected.add(figure_from_estimate(estimate, probe=probe, metric=metric, grouping=name, group=label,
+                                               confidence=confidence, n_images=n_images, n_people=len(sums),
+                                               count=count, better=better, min_people=min_people, flags=flags),
+                          estimate)
+    return collected.figures(), collected.disparities(disparity_kinds, confidence=confidence)
 
 
 @dataclass(frozen=True)
@@ -413,6 +406,45 @@ def disparities(figures: Sequence[Figure], estimates: Mapping[str, Estimate], *,
             max(finite, key=lambda d: d.value).worst_pair = True
         out.extend(mine)
     return out
+
+
+class GroupedFigures:
+    """A probe's figures as they are made, kept by metric and grouping, with their estimates.
+
+    The one place where per-group figures become disparities: each probe
+    adds a figure and its estimate per group, and :meth:`disparities` compares
+    the groups of every grouping but ``all`` (see :func:`disparities`).
+    Figures come back metric by metric, grouping by grouping, in the order
+    they were first added.
+    """
+
+    def __init__(self) -> None:
+        self._by_metric: dict[str, dict[str, list[tuple[Figure, Estimate]]]] = {}
+
+    def add(self, figure: Figure, estimate: Estimate) -> None:
+        self._by_metric.setdefault(figure.metric, {}).setdefault(figure.grouping, []).append((figure, estimate))
+
+    def estimates(self, metric: str, grouping: str) -> dict[str, Estimate]:
+        """The estimate of each group of ``grouping`` for ``metric`` (empty where there is none)."""
+        return {f.group: e for f, e in self._by_metric.get(metric, {}).get(grouping, [])}
+
+    def figures(self) -> list[Figure]:
+        return [f for groupings in self._by_metric.values() for pairs in groupings.values() for f, _ in pairs]
+
+    def disparities(self, kinds: Sequence[str] | Mapping[str, Sequence[str]], *,
+                    confidence: float = DEFAULT_CONFIDENCE) -> list[Disparity]:
+        """Pairwise disparities within each grouping; ``kinds`` for every metric, or by metric name
+        (a metric without kinds gets none)."""
+        out: list[Disparity] = []
+        for metric, groupings in self._by_metric.items():
+            metric_kinds = kinds.get(metric, ()) if isinstance(kinds, Mapping) else kinds
+            if not metric_kinds:
+                continue
+            for grouping, pairs in groupings.items():
+                if grouping != ALL:
+                    out.extend(disparities([f for f, _ in pairs], {f.group: e for f, e in pairs},
+                                           kinds=metric_kinds, confidence=confidence))
+        return out
 
 
 def _pair_disparity(fa: Figure, fb: Figure, ea: Estimate, eb: Estimate, kind: str,

@@ -71,12 +71,12 @@ from audit.distances import check_metric
 from audit.errors import InputError
 from audit.results import ALL, FLAG_NOT_ESTIMABLE, Disparity, Figure, grouping_name
 from probes.compare import difference, pairs_of
-from probes.estimates import (Estimate, ProportionEstimate, QuantileEstimate, clustered_proportion,
+from probes.estimates import (ProportionEstimate, QuantileEstimate, clustered_proportion,
                               pair_proportion)
 from probes.pairs import (ImpostorPairs, fmr_threshold_estimable, min_impostor_pairs, not_estimable_reason,
                           pair_distances, sample_cross_pairs, sample_impostor_pairs, threshold_at_fmr)
 from probes.stats import (DEFAULT_CONFIDENCE, DEFAULT_MIN_PEOPLE, check_columns, check_confidence,
-                          check_groupings, disparities, figure_from_estimate, iter_groups, rate_flags)
+                          check_groupings, figure_from_estimate, GroupedFigures, iter_groups, rate_flags)
 from probes.volume import check_embeddings
 
 PROBE = "verification"
@@ -263,8 +263,7 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
     names = {"fnmr_at_default": "lower", "fmr_at_default": "lower", f"fnmr_at_fmr_{label}": "lower",
              f"fmr_at_fmr_{label}": "lower", f"threshold_at_fmr_{label}": "higher",
              f"fnmr_at_own_fmr_{label}": "lower"}
-    per_metric: dict[str, dict[str, list[Figure]]] = {m: {} for m in names}
-    estimates_of: dict[str, dict[str, dict[str, Estimate]]] = {m: {} for m in names}
+    collected = GroupedFigures()
     pair_counts, own_thresholds, summary = {}, {}, []
     det = {"fmr_levels": [], "thresholds": [], "by_group": {}}
     det_thresholds = _det_thresholds(everyone_d, target_fmr)
@@ -295,11 +294,9 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
             flags = rate_flags(count, n, "lower") if count is not None and n else []
             if not estimable:
                 flags.append(FLAG_NOT_ESTIMABLE)
-            fig = figure_from_estimate(estimate, probe=PROBE, metric=m, grouping=g, group=lab,
-                                       confidence=confidence, n_images=n, n_people=n_people, count=count,
-                                       better=names[m], min_people=min_people, flags=flags)
-            per_metric[m].setdefault(g, []).append(fig)
-            estimates_of[m].setdefault(g, {})[lab] = estimate
+            collected.add(figure_from_estimate(estimate, probe=PROBE, metric=m, grouping=g, group=lab,
+                                               confidence=confidence, n_images=n, n_people=n_people, count=count,
+                                               better=names[m], min_people=min_people, flags=flags), estimate)
         pair_counts[f"{g}: {lab}"] = {"genuine_pairs": int(gk.sum()),
                                       "genuine_pairs_without_face": int(np.isnan(g_d).sum()),
                                       "impostor_pairs": {**sample.counts(), "with_both_faces": n_acquired_pairs}}
@@ -309,18 +306,14 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
             **({} if own_ok else {"reason": not_estimable_reason(n_acquired_pairs, target_fmr)})}
         det["by_group"].setdefault(g, {})[lab] = _det_curve(g_d, i_d, det_thresholds)
         summary.append(_summary_row(g, lab, mask, acquired, persons, values, confidence))
-    figures, disparities_out = [], []
-    for m, by_grouping in per_metric.items():
-        kinds = THRESHOLD_KINDS if m.startswith("threshold_") else RATE_KINDS
-        for g, figs in by_grouping.items():
-            figures.extend(figs)
-            if g != ALL:
-                disparities_out.extend(disparities(figs, estimates_of[m][g], kinds=kinds, confidence=confidence))
+    figures = collected.figures()
+    disparities_out = collected.disparities(
+        {m: THRESHOLD_KINDS if m.startswith("threshold_") else RATE_KINDS for m in names}, confidence=confidence)
 
     matrix = _cross_group_fmr(x, acquired, persons, groups, thresholds={
         "default": threshold, f"global_fmr_{label}": global_t.value}, max_pairs=max_cross_pairs, rng=rng,
         metric=metric, confidence=confidence)
-    fdr = {g: _fairness_discrepancy(estimates_of, g, label, confidence)
+    fdr = {g: _fairness_discrepancy(collected, g, label, confidence)
            for g in dict.fromkeys(g for g, _, _ in groups) if g != ALL}
     details = {
         "match_rule": "distance <= threshold",
@@ -424,7 +417,7 @@ def _cross_group_fmr(x, acquired, persons, groups, *, thresholds: dict, max_pair
     return out
 
 
-def _fairness_discrepancy(estimates_of: dict, grouping: str, label: str, confidence: float) -> dict:
+def _fairness_discrepancy(collected: GroupedFigures, grouping: str, label: str, confidence: float) -> dict:
     """FDR(t) = 1 - (a * A(t) + (1 - a) * B(t)) at the default and the global threshold.
 
     ``A`` and ``B`` are the largest differences of FMR and of FNMR between
@@ -440,8 +433,8 @@ def _fairness_discrepancy(estimates_of: dict, grouping: str, label: str, confide
     out = {}
     for name, fmr_metric, fnmr_metric in (("default", "fmr_at_default", "fnmr_at_default"),
                                           (f"global_fmr_{label}", f"fmr_at_fmr_{label}", f"fnmr_at_fmr_{label}")):
-        fmr = {k: e for k, e in (estimates_of[fmr_metric].get(grouping) or {}).items() if math.isfinite(e.value)}
-        fnmr = {k: e for k, e in (estimates_of[fnmr_metric].get(grouping) or {}).items() if math.isfinite(e.value)}
+        fmr = {k: e for k, e in collected.estimates(fmr_metric, grouping).items() if math.isfinite(e.value)}
+        fnmr = {k: e for k, e in collected.estimates(fnmr_metric, grouping).items() if math.isfinite(e.value)}
         if len(fmr) < 2 or len(fnmr) < 2:
             out[name] = {"value": None, "ci_low": None, "ci_high": None, "alpha": FDR_ALPHA,
                          "reason": "fewer than two groups with both rates"}

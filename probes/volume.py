@@ -90,7 +90,7 @@ from probes.stats import (
     check_columns,
     check_groupings,
     check_n_resamples,
-    disparities,
+    GroupedFigures,
     figure_from_estimate,
     iter_groups,
 )
@@ -261,8 +261,6 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
         mean_eig = np.mean(eigs, axis=0)
         spectra[f"{g}: {lab}"] = {"top_eigenvalues": mean_eig[:N_EIGENVALUES_REPORTED].tolist(),
                                   "total_variance": float(mean_eig.sum())}
-    figures: list[Figure] = []
-    disparities_out: list[Disparity] = []
     estimates = {key: {m: subsample_estimate(draws, len(people_of[key]), size) for m, draws in v.items()}
                  for key, v in values.items()}
     population = estimates[ALL, ALL].get("log_volume_per_dim", NormalEstimate(math.nan, math.nan))
@@ -270,23 +268,18 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
         own = by_metric.get("log_volume_per_dim", NormalEstimate(math.nan, math.nan))
         se = math.nan if key == (ALL, ALL) else math.hypot(own.standard_error, population.standard_error)
         by_metric["relative_log_volume_per_dim"] = NormalEstimate(own.value - population.value, se)
-    for name in METRICS:
-        better, kinds = METRICS[name]
-        by_grouping: dict[str, list[Figure]] = {}
-        chosen: dict[str, dict[str, NormalEstimate]] = {}
+    collected = GroupedFigures()
+    for name, (better, _) in METRICS.items():
         for g, lab, mask in groups:
             estimate = estimates[g, lab][name]
             n_people = len(people_of[g, lab])
             flags = [FLAG_SMALL_GROUP] if (size is not None and n_people < size) else []
-            fig = figure_from_estimate(estimate, probe=PROBE, metric=name, grouping=g, group=lab,
-                                       confidence=confidence, n_images=int(mask.sum()), n_people=n_people,
-                                       better=better, min_people=min_people, flags=flags)
-            by_grouping.setdefault(g, []).append(fig)
-            chosen.setdefault(g, {})[lab] = estimate
-            figures.append(fig)
-        for g, figs in by_grouping.items():
-            if g != ALL and kinds:
-                disparities_out.extend(disparities(figs, chosen[g], kinds=kinds, confidence=confidence))
+            collected.add(figure_from_estimate(estimate, probe=PROBE, metric=name, grouping=g, group=lab,
+                                               confidence=confidence, n_images=int(mask.sum()), n_people=n_people,
+                                               better=better, min_people=min_people, flags=flags), estimate)
+    figures = collected.figures()
+    disparities_out = collected.disparities({name: kinds for name, (_, kinds) in METRICS.items()},
+                                            confidence=confidence)
     details = {"subsample_size": size, "n_draws": n_draws, "seed": seed, "metric": metric,
                "threshold": float(threshold), "dimension": int(x.shape[1]),
                "unit": "people (one image each; all their images for spread_ratio)",
