@@ -146,7 +146,10 @@ def degrees_of_freedom_factor(n: float, n_clusters: int, alpha: float) -> float:
     """Korn & Graubard's shrinkage of ``n_eff`` for few people: ``(t_{n-1} / t_{people-1})^2``."""
     if n <= 1 or n_clusters <= 1:
         return 1.0
-    return float((special.stdtrit(n - 1, 1 - alpha) / special.stdtrit(n_clusters - 1, 1 - alpha)) ** 2)
+    t_people = special.stdtrit(n_clusters - 1, 1 - alpha)
+    if not t_people > 0:   # a zero-width level (alpha = 0.5, as a p-value search may ask): nothing to shrink
+        return 1.0
+    return float((special.stdtrit(n - 1, 1 - alpha) / t_people) ** 2)
 
 
 def clopper_pearson(x: float, n: float, confidence: float) -> tuple[float, float]:

@@ -76,7 +76,7 @@ def test_sigkill_during_an_overwriting_import_keeps_the_old_dataset(tmp_path, en
     shutil.copytree(src / "person0", src / "person9")          # the new import differs from the old
     args = ["dataset", "import", "folders", src, dest, "--attributes", attributes, "--copy", "--overwrite"]
 
-    done, children = run_killed(args, at="audit.data.importers:write_info", record=tmp_path / "pids.json",
+    done, children = run_killed(args, at="audit.data.manifest:write_info", record=tmp_path / "pids.json",
                                 env=env)
     assert done.returncode == KILLED, done.stderr
     assert files(dest) == before                                # untouched, byte for byte

@@ -26,9 +26,8 @@ import pandas as pd
 
 from audit.data.destination import ELSEWHERE as DEST_ELSEWHERE
 from audit.data.destination import check_destination, staged_destination
-from audit.data.manifest import (IDENTITY_COLUMN, PATH_COLUMN, SHA256_COLUMN, Dataset,
-                                 Resolver, check_group_by, exclusions_frame, hash_cache_entry,
-                                 write_exclusions, write_hash_cache, write_info, write_manifest)
+from audit.data.manifest import (IDENTITY_COLUMN, PATH_COLUMN, SHA256_COLUMN, Dataset, check_group_by,
+                                 exclusions_frame, write_dataset_folder, write_dataset_hash_cache)
 from audit.errors import DatasetError
 from audit.outputs import writing
 from audit.results import group_label
@@ -237,10 +236,8 @@ def balance_dataset(dataset: Dataset, dest: str | os.PathLike, *, by: Sequence[s
         if selection.n_missing_values:
             notes.append(f"{selection.n_missing_values} images have a blank {' or '.join(selection.by)} "
                          "and were left out")
-        write_exclusions(build, exclusions_frame([]))
-        write_info(build, {
+        write_dataset_folder(build, manifest=manifest, exclusions=exclusions_frame([]), info={
             "created_by": "audit dataset balance",
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "kind": "balanced",
             "source": str(dataset.root),
             "images": {"mode": "copy" if copy else "link", "folder": None if copy else SOURCE_FOLDER,
@@ -255,15 +252,7 @@ def balance_dataset(dataset: Dataset, dest: str | os.PathLike, *, by: Sequence[s
                                    for g in selection.groups]},
             "notes": notes,
         })
-        write_manifest(build, manifest)
-    # After the swap: the hash cache is keyed by the files' final paths.
-    cache: dict[str, tuple[int, int, str]] = {}
-    resolve = Resolver()
-    for relative, sha in zip(new_paths, table[SHA256_COLUMN].tolist()):
-        entry = hash_cache_entry(os.path.join(dest, relative), sha, resolve=resolve) if sha else None
-        if entry:
-            cache[entry[0]] = entry[1]
-    write_hash_cache(dest, cache)
+    write_dataset_hash_cache(dest, new_paths, table[SHA256_COLUMN].tolist())
     return BalanceSummary(selection=selection, source=dataset.root, dest=dest,
                           mode="copy" if copy else "link", seconds=time.monotonic() - started)
 

@@ -38,8 +38,7 @@ from audit.data.destination import ELSEWHERE as DEST_ELSEWHERE
 from audit.data.destination import check_destination, staged_destination
 from audit.data.manifest import (IDENTITY_COLUMN, IMAGE_EXTENSIONS, NON_ATTRIBUTE_COLUMNS, PATH_COLUMN,
                                  RESERVED_COLUMNS, SHA256_COLUMN, Resolver, digest_files,
-                                 exclusions_frame, hash_cache_entry, is_inside, write_exclusions,
-                                 write_hash_cache, write_info, write_manifest)
+                                 exclusions_frame, is_inside, write_dataset_folder, write_dataset_hash_cache)
 from audit.errors import DatasetError
 from audit.outputs import writing
 
@@ -511,16 +510,6 @@ def _collect(kind: str, src: Path, options: dict[str, Any]) -> Collected:
     return collectors[kind](src, **{k: v for k, v in options.items() if v is not None})
 
 
-def _hash_cache(dest: Path, rows: list[dict[str, str]]) -> dict[str, tuple[int, int, str]]:
-    cache: dict[str, tuple[int, int, str]] = {}
-    resolve = Resolver()
-    for out in rows:
-        entry = hash_cache_entry(os.path.join(dest, out[PATH_COLUMN]), out[SHA256_COLUMN], resolve=resolve)
-        if entry:
-            cache[entry[0]] = entry[1]
-    return cache
-
-
 def import_dataset(kind: str, src: str | os.PathLike, dest: str | os.PathLike, *, copy: bool = False,
                    overwrite: bool = False, show_progress: bool = False, **options: Any) -> ImportSummary:
     """Import the dataset at ``src`` (of ``kind``) into the dataset folder ``dest``.
@@ -584,12 +573,10 @@ def import_dataset(kind: str, src: str | os.PathLike, dest: str | os.PathLike, *
 
         table = pd.DataFrame(rows_out, columns=[PATH_COLUMN, SHA256_COLUMN, *collected.columns])
         exclusions = exclusions_frame(collected.exclusions)
-        write_exclusions(build, exclusions)
         shas = Counter(out[SHA256_COLUMN] for out in rows_out)
         n_duplicates = sum(n - 1 for n in shas.values() if n > 1)
         info = {
             "created_by": f"audit dataset import {kind}",
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "kind": kind,
             "source": str(src),
             "images": {"mode": "copy" if copy else "link", "folder": IMAGES_FOLDER,
@@ -600,9 +587,8 @@ def import_dataset(kind: str, src: str | os.PathLike, dest: str | os.PathLike, *
                         for k, v in options.items() if v not in (None, (), [])},
             "notes": collected.notes,
         }
-        write_info(build, info)
-        write_manifest(build, table)
-    write_hash_cache(dest, _hash_cache(dest, rows_out))   # after the swap: keyed by the files' final paths
+        write_dataset_folder(build, manifest=table, exclusions=exclusions, info=info)
+    write_dataset_hash_cache(dest, [r[PATH_COLUMN] for r in rows_out], [r[SHA256_COLUMN] for r in rows_out])
     has_identities = IDENTITY_COLUMN in collected.columns
     return ImportSummary(
         kind=kind, source=src, dest=dest, mode="copy" if copy else "link", n_images=len(rows_out),

@@ -25,6 +25,7 @@ import json
 import os
 import posixpath
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -670,6 +671,34 @@ def _cell(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # an integer column with gaps is float in pandas: write 31, not 31.0
     return str(value)
+
+
+def write_dataset_folder(build: str | os.PathLike, *, manifest: pd.DataFrame,
+                         exclusions: pd.DataFrame | Iterable[tuple[Any, str, str]], info: Mapping[str, Any]) -> None:
+    """Write the files of a new dataset folder (``audit dataset import`` and ``balance``).
+
+    ``exclusions.csv`` and ``dataset.json`` (with ``created_at``) first,
+    ``manifest.csv`` last: a folder with a manifest is a finished dataset.
+    """
+    write_exclusions(build, exclusions)
+    write_info(build, {"created_by": info.get("created_by"),
+                       "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info})
+    write_manifest(build, manifest)
+
+
+def write_dataset_hash_cache(dest: str | os.PathLike, paths: Iterable[str], sha256s: Iterable[str]) -> None:
+    """Record the hashes a new dataset folder already knows, keyed by the files' final paths.
+
+    Called after the folder is in place (the paths must resolve), so that
+    the first run on it reads no image only to hash it.
+    """
+    cache: dict[str, tuple[int, int, str]] = {}
+    resolve = Resolver()
+    for relative, sha in zip(paths, sha256s):
+        entry = hash_cache_entry(os.path.join(dest, relative), sha, resolve=resolve) if sha else None
+        if entry:
+            cache[entry[0]] = entry[1]
+    write_hash_cache(dest, cache)
 
 
 def write_manifest(dest: str | os.PathLike, table: pd.DataFrame) -> Path:
