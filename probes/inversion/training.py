@@ -444,39 +444,106 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
                          "off on the CPU (bf16 there is slower and changes results).")
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = data_fingerprint(train_embeddings, train_chips, val_embeddings, val_chips)
+    run = _TrainingRun(config=config, metric=metric, device=device, checkpoint_dir=checkpoint_dir,
+                       fingerprint=data_fingerprint(train_embeddings, train_chips, val_embeddings, val_chips),
+                       dim=dim, identity_model=_frozen_identity_model(identity_model, config, device))
+    run.resume_or_start()
 
-    # Everything random is drawn from this generator, on the CPU, whatever the device.
-    rng = torch.Generator(device="cpu")
-    rng.manual_seed(config.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = InversionGenerator(dim, image_size=config.image_size, base_channels=config.base_channels,
-                                   upsampling=config.upsampling)
-    model = place_model(model, device)
-    if config.identity_weight > 0:
-        if identity_model is None:
-            raise InputError(f"identity_weight={config.identity_weight!r} needs the target's network in PyTorch "
-                             "(a white-box target such as dlib); pass identity_model or set it to 0.")
-        identity_model = identity_model.to(device).eval()
-        for parameter in identity_model.parameters():
-            parameter.requires_grad_(False)
-    optimizer = make_optimizer(model, lr=config.lr, betas=config.betas, device=device)
+    # The training set on the device, once: uint8 (N, 3, H, W).
+    emb_dev, chips_dev = stage_on_device(train_embeddings, train_chips, device)
+    starts, ends = batch_bounds(len(train_embeddings), config.batch_size)
+    started = time.monotonic()
+    # Counted in training samples, so the rate shown is the throughput (samples/s) the benchmarks report.
+    per_epoch = ends[-1]
+    with progress_bar(f"Training generator ({config.epochs} epochs)", config.epochs * per_epoch, enabled=progress,
+                      unit="samples") as bar:
+        bar.advance(run.start_epoch * per_epoch)
+        for epoch in range(run.start_epoch + 1, config.epochs + 1):
+            train_loss = run.train_epoch(epoch, chips_dev, emb_dev, starts, ends)
+            entry = {"epoch": epoch, "train_loss": train_loss, "val_mean_distance": None,
+                     "val_failures": None, "val_score": None}
+            if len(val_embeddings) and (epoch % config.validate_every == 0 or epoch == config.epochs):
+                entry.update(run.validate(epoch, val_embeddings, val_chips, embed_fn))
+            elif not len(val_embeddings) and epoch == config.epochs:
+                run.best = {"epoch": epoch, "score": float("nan"), "val_mean_distance": float("nan")}
+            run.history.append(entry)
+            run.save(epoch)
+            bar.advance(per_epoch)
+    return run.finish(started)
 
-    history: list[dict] = []
-    start_epoch = 0
-    best = {"epoch": 0, "score": float("inf"), "val_mean_distance": float("nan")}
-    last_path = checkpoint_dir / LAST_CHECKPOINT
-    best_path = checkpoint_dir / BEST_CHECKPOINT
-    if not last_path.exists():
-        best_path.unlink(missing_ok=True)  # a stale best.pt must never outlive its run
-    else:
+
+def batch_bounds(n: int, batch_size: int) -> tuple[list[int], list[int]]:
+    """Start and end of each batch of an epoch; a last batch of one sample (it would break BatchNorm)
+    is folded into the one before."""
+    bs = min(batch_size, n)
+    starts = list(range(0, n, bs))
+    if n - starts[-1] < 2:
+        starts = starts[:-1]
+    return starts, starts[1:] + [n]
+
+
+def _frozen_identity_model(identity_model: nn.Module | None, config: TrainingConfig,
+                           device: torch.device) -> nn.Module | None:
+    """The target's network for the identity loss, on the device, in eval mode, its weights frozen."""
+    if config.identity_weight <= 0:
+        return identity_model
+    if identity_model is None:
+        raise InputError(f"identity_weight={config.identity_weight!r} needs the target's network in PyTorch "
+                         "(a white-box target such as dlib); pass identity_model or set it to 0.")
+    identity_model = identity_model.to(device).eval()
+    for parameter in identity_model.parameters():
+        parameter.requires_grad_(False)
+    return identity_model
+
+
+@dataclass
+class _TrainingRun:
+    """The state of one training run between epochs: what a checkpoint holds, and how it is written.
+
+    Kept in one object so that an epoch, its validation and its checkpoint
+    see the same model, optimiser, random stream and best-so-far.
+    """
+
+    config: TrainingConfig
+    metric: Metric
+    device: torch.device
+    checkpoint_dir: Path
+    fingerprint: str
+    dim: int
+    identity_model: nn.Module | None = None
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+    best: dict = field(default_factory=lambda: {"epoch": 0, "score": float("inf"), "val_mean_distance": float("nan")})
+    train_seconds: float = 0.0
+    samples_done: int = 0
+
+    def __post_init__(self) -> None:
+        config = self.config
+        # Everything random is drawn from this generator, on the CPU, whatever the device.
+        self.rng = torch.Generator(device="cpu")
+        self.rng.manual_seed(config.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = InversionGenerator(self.dim, image_size=config.image_size, base_channels=config.base_channels,
+                                       upsampling=config.upsampling)
+        self.model = place_model(model, self.device)
+        self.optimizer = make_optimizer(self.model, lr=config.lr, betas=config.betas, device=self.device)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.last_path = self.checkpoint_dir / LAST_CHECKPOINT
+        self.best_path = self.checkpoint_dir / BEST_CHECKPOINT
+
+    def resume_or_start(self) -> None:
+        """Continue from ``last.pt`` when it was made with these settings and data; refuse it otherwise."""
+        if not self.last_path.exists():
+            self.best_path.unlink(missing_ok=True)  # a stale best.pt must never outlive its run
+            return
+        last_path, config = self.last_path, self.config
         ckpt = load_checkpoint(last_path)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise InputError(f"checkpoint {str(last_path)!r} has format {ckpt.get('format')!r}, this version "
                              f"writes {CHECKPOINT_FORMAT}. Use a new checkpoint folder.")
         changes = _config_changes(ckpt["config"], config)
-        if ckpt["data_fingerprint"] != fingerprint:
+        if ckpt["data_fingerprint"] != self.fingerprint:
             changes.append("training/validation data (embeddings or chips) differ")
         if changes:
             raise InputError(f"checkpoint {str(last_path)!r} was made with other settings or data, so it "
@@ -485,100 +552,88 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
         if ckpt["epoch"] > config.epochs:
             raise InputError(f"checkpoint {str(last_path)!r} is at epoch {ckpt['epoch']}, past epochs="
                              f"{config.epochs}. Ask for at least {ckpt['epoch']} epochs or use another folder.")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        rng.set_state(ckpt["rng_state"])
-        history = json.loads(ckpt["history"])
-        best = {"epoch": ckpt["best"]["epoch"], "score": float(ckpt["best"]["score"]),
-                "val_mean_distance": float(ckpt["best"]["val_mean_distance"])}
-        start_epoch = int(ckpt["epoch"])
-        log.info("resuming generator training at epoch %d of %d", start_epoch + 1, config.epochs)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.rng.set_state(ckpt["rng_state"])
+        self.history = json.loads(ckpt["history"])
+        self.best = {"epoch": ckpt["best"]["epoch"], "score": float(ckpt["best"]["score"]),
+                     "val_mean_distance": float(ckpt["best"]["val_mean_distance"])}
+        self.start_epoch = int(ckpt["epoch"])
+        log.info("resuming generator training at epoch %d of %d", self.start_epoch + 1, config.epochs)
 
-    # The training set on the device, once: uint8 (N, 3, H, W).
-    emb_dev, chips_dev = stage_on_device(train_embeddings, train_chips, device)
-    n = len(train_embeddings)
-    bs = min(config.batch_size, n)
-    starts = list(range(0, n, bs))
-    if n - starts[-1] < 2:  # a last batch of one sample would break BatchNorm: fold it into the previous
-        starts = starts[:-1]
-    ends = starts[1:] + [n]
-    use_amp = config.amp and device.type == "cuda"
+    def train_epoch(self, epoch: int, chips_dev: torch.Tensor, emb_dev: torch.Tensor, starts: list[int],
+                    ends: list[int]) -> float:
+        """One pass over the training set in a fresh random order; the mean loss per sample."""
+        config, device = self.config, self.device
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr_at(epoch)
+        t0 = time.monotonic()
+        n = len(emb_dev)
+        perm = torch.randperm(n, generator=self.rng).to(device)
+        noise = (torch.randn(n, self.dim, generator=self.rng).mul_(config.noise_std).to(device)
+                 if config.noise_std > 0 else None)
+        batches = (perm[s:e] for s, e in zip(starts, ends))
+        total_loss = train_steps(self.model, self.optimizer, chips_dev, emb_dev, batches, noise=noise,
+                                 amp=self.use_amp, identity_model=self.identity_model,
+                                 identity_weight=config.identity_weight, metric=self.metric)
+        train_loss = float(total_loss.item()) / ends[-1]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.train_seconds += time.monotonic() - t0
+        self.samples_done += ends[-1]
+        return train_loss
 
-    train_seconds = 0.0
-    started = time.monotonic()
-    samples_done = 0
-    # Counted in training samples, so the rate shown is the throughput (samples/s) the benchmarks report.
-    per_epoch = ends[-1]
-    with progress_bar(f"Training generator ({config.epochs} epochs)", config.epochs * per_epoch, enabled=progress,
-                      unit="samples") as bar:
-        bar.advance(start_epoch * per_epoch)
-        for epoch in range(start_epoch + 1, config.epochs + 1):
-            model.train()
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr_at(epoch)
-            t0 = time.monotonic()
-            perm = torch.randperm(n, generator=rng).to(device)
-            noise = (torch.randn(n, dim, generator=rng).mul_(config.noise_std).to(device)
-                     if config.noise_std > 0 else None)
-            batches = (perm[s:e] for s, e in zip(starts, ends))
-            total_loss = train_steps(model, optimizer, chips_dev, emb_dev, batches, noise=noise, amp=use_amp,
-                                     identity_model=identity_model, identity_weight=config.identity_weight,
-                                     metric=metric)
-            train_loss = float(total_loss.item()) / ends[-1]
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds += time.monotonic() - t0
-            samples_done += ends[-1]
+    def validate(self, epoch: int, val_embeddings: np.ndarray, val_chips: np.ndarray,
+                 embed_fn: EmbedFn | None) -> dict:
+        """Score the model on the validation people; keep it as the best when it scores lower."""
+        config = self.config
+        val = evaluate(self.model, val_embeddings, embed_fn=embed_fn, metric=self.metric, device=self.device,
+                       batch_size=config.eval_batch_size, amp=self.use_amp,
+                       failure_distance=config.failure_distance, chips=val_chips)
+        if val["val_score"] < self.best["score"] or self.best["epoch"] == 0:
+            self.best = {"epoch": epoch, "score": val["val_score"], "val_mean_distance": val["val_mean_distance"]}
+        return {"val_mean_distance": _finite_or_none(val["val_mean_distance"]),
+                "val_failures": val["val_failures"], "val_score": _finite_or_none(val["val_score"])}
 
-            entry = {"epoch": epoch, "train_loss": train_loss, "val_mean_distance": None,
-                     "val_failures": None, "val_score": None}
-            if len(val_embeddings) and (epoch % config.validate_every == 0 or epoch == config.epochs):
-                val = evaluate(model, val_embeddings, embed_fn=embed_fn, metric=metric, device=device,
-                               batch_size=config.eval_batch_size, amp=use_amp,
-                               failure_distance=config.failure_distance, chips=val_chips)
-                entry.update(val_mean_distance=_finite_or_none(val["val_mean_distance"]),
-                             val_failures=val["val_failures"], val_score=_finite_or_none(val["val_score"]))
-                better = val["val_score"] < best["score"] or best["epoch"] == 0
-                if better:
-                    best = {"epoch": epoch, "score": val["val_score"],
-                            "val_mean_distance": val["val_mean_distance"]}
-            elif not len(val_embeddings) and epoch == config.epochs:
-                best = {"epoch": epoch, "score": float("nan"), "val_mean_distance": float("nan")}
-            history.append(entry)
-
-            model_state = _state_to_cpu(model.state_dict())
-            if best["epoch"] == epoch:
-                _atomic_torch_save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model_state,
-                                    "generator": model.hyperparameters(), "config": config.to_dict(),
-                                    "val_mean_distance": float(best["val_mean_distance"]),
-                                    "val_score": float(best["score"]), "data_fingerprint": fingerprint},
-                                   best_path)
+    def save(self, epoch: int) -> None:
+        """``best.pt`` when this epoch is the best, then ``last.pt`` and the history: a kill loses no epoch."""
+        config, model = self.config, self.model
+        model_state = _state_to_cpu(model.state_dict())
+        if self.best["epoch"] == epoch:
             _atomic_torch_save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model_state,
-                                "optimizer": _optimizer_state_to_cpu(optimizer.state_dict()),
-                                "rng_state": rng.get_state(), "history": json.dumps(history),
                                 "generator": model.hyperparameters(), "config": config.to_dict(),
-                                "best": {"epoch": int(best["epoch"]), "score": float(best["score"]),
-                                         "val_mean_distance": float(best["val_mean_distance"])},
-                                "data_fingerprint": fingerprint}, last_path)
-            _write_history(checkpoint_dir / HISTORY_FILE, history)
-            bar.advance(per_epoch)
+                                "val_mean_distance": float(self.best["val_mean_distance"]),
+                                "val_score": float(self.best["score"]), "data_fingerprint": self.fingerprint},
+                               self.best_path)
+        _atomic_torch_save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model_state,
+                            "optimizer": _optimizer_state_to_cpu(self.optimizer.state_dict()),
+                            "rng_state": self.rng.get_state(), "history": json.dumps(self.history),
+                            "generator": model.hyperparameters(), "config": config.to_dict(),
+                            "best": {"epoch": int(self.best["epoch"]), "score": float(self.best["score"]),
+                                     "val_mean_distance": float(self.best["val_mean_distance"])},
+                            "data_fingerprint": self.fingerprint}, self.last_path)
+        _write_history(self.checkpoint_dir / HISTORY_FILE, self.history)
 
-    if not best_path.exists():  # nothing was ever validated (e.g. no validation rows): keep the last
-        _atomic_torch_save({"format": CHECKPOINT_FORMAT, "epoch": config.epochs,
-                            "model": _state_to_cpu(model.state_dict()), "generator": model.hyperparameters(),
-                            "config": config.to_dict(), "val_mean_distance": float("nan"),
-                            "val_score": float("nan"), "data_fingerprint": fingerprint}, best_path)
-        best["epoch"] = config.epochs
-    best_ckpt = load_checkpoint(best_path)
-    model.load_state_dict(best_ckpt["model"])
-    model.eval()
-    epochs_now = config.epochs - start_epoch
-    return TrainingResult(
-        model=model, history=history, best_epoch=int(best_ckpt["epoch"]),
-        best_val_mean_distance=float(best_ckpt["val_mean_distance"]), device=str(device),
-        training_seconds=time.monotonic() - started,
-        samples_per_second=samples_done / train_seconds if train_seconds > 0 else float("nan"),
-        epochs_trained_now=epochs_now, resumed_from_epoch=start_epoch, checkpoint_dir=checkpoint_dir)
+    def finish(self, started: float) -> TrainingResult:
+        """Load the best checkpoint (the last epoch's where nothing was validated) and describe the run."""
+        config, model = self.config, self.model
+        if not self.best_path.exists():
+            _atomic_torch_save({"format": CHECKPOINT_FORMAT, "epoch": config.epochs,
+                                "model": _state_to_cpu(model.state_dict()), "generator": model.hyperparameters(),
+                                "config": config.to_dict(), "val_mean_distance": float("nan"),
+                                "val_score": float("nan"), "data_fingerprint": self.fingerprint}, self.best_path)
+            self.best["epoch"] = config.epochs
+        best_ckpt = load_checkpoint(self.best_path)
+        model.load_state_dict(best_ckpt["model"])
+        model.eval()
+        return TrainingResult(
+            model=model, history=self.history, best_epoch=int(best_ckpt["epoch"]),
+            best_val_mean_distance=float(best_ckpt["val_mean_distance"]), device=str(self.device),
+            training_seconds=time.monotonic() - started,
+            samples_per_second=self.samples_done / self.train_seconds if self.train_seconds > 0 else float("nan"),
+            epochs_trained_now=config.epochs - self.start_epoch, resumed_from_epoch=self.start_epoch,
+            checkpoint_dir=self.checkpoint_dir)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
