@@ -71,7 +71,7 @@ from audit.distances import check_metric
 from audit.errors import InputError
 from audit.results import ALL, FLAG_NOT_ESTIMABLE, Disparity, Figure, grouping_name
 from probes.compare import difference, pairs_of
-from probes.estimates import (ProportionEstimate, QuantileEstimate, clustered_proportion,
+from probes.estimates import (Estimate, ProportionEstimate, QuantileEstimate, clustered_proportion,
                               pair_proportion)
 from probes.pairs import (ImpostorPairs, fmr_threshold_estimable, min_impostor_pairs, not_estimable_reason,
                           pair_distances, sample_cross_pairs, sample_impostor_pairs, threshold_at_fmr)
@@ -227,13 +227,7 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
     check_embeddings(np.where(acquired[:, None], x, 0.0) if x.ndim == 2 else x, samples)
     check_metric(metric)
     confidence = check_confidence(confidence)
-    if not 0 < target_fmr < 1:
-        raise InputError(f"target_fmr={target_fmr!r}, must be between 0 and 1 (e.g. 1e-3).")
-    if impostor_pairs not in IMPOSTOR_SOURCES:
-        raise InputError(f"impostor_pairs={impostor_pairs!r}, must be one of {IMPOSTOR_SOURCES}.")
-    if impostor_pairs == "given" and pairs is None:
-        raise InputError("impostor_pairs='given' needs a pairs table (pairs=read_lfw_pairs(...)); "
-                         "or use impostor_pairs='generated'.")
+    _check_pair_settings(target_fmr, impostor_pairs, pairs)
     persons = pd.factorize(samples[person].to_numpy())[0]
     rng = np.random.default_rng(seed)
     label = fmr_label(target_fmr)
@@ -247,14 +241,10 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
     else:
         ga, gb = _all_genuine_pairs(persons)
     genuine_d = _distances(x, acquired, ga, gb, metric)
-    impostors: dict[tuple[str, str], tuple[ImpostorPairs, np.ndarray]] = {}
-    for g, lab, mask in groups:
-        if impostor_pairs == "given":
-            keep = mask[ia] & mask[ib]
-            sample = ImpostorPairs(ia[keep], ib[keep], int(keep.sum()))
-        else:
-            sample = sample_impostor_pairs(persons, max_impostor_pairs, seed=rng, rows=np.flatnonzero(mask))
-        impostors[g, lab] = (sample, _distances(x, acquired, sample.a, sample.b, metric))
+    impostors = {(g, lab): _impostors_of(mask, persons, x, acquired, metric=metric,
+                                         given=(ia, ib) if impostor_pairs == "given" else None,
+                                         max_pairs=max_impostor_pairs, rng=rng)
+                 for g, lab, mask in groups}
     everyone, everyone_d = impostors[ALL, ALL]
     global_t = threshold_estimate(everyone_d, persons[everyone.a], persons[everyone.b], target_fmr)
     global_pairs = int(np.isfinite(everyone_d).sum())
@@ -276,19 +266,9 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
         n_acquired_pairs = int(np.isfinite(i_d).sum())
         own = threshold_estimate(i_d, pa, pb, target_fmr)
         own_ok = fmr_threshold_estimable(n_acquired_pairs, target_fmr)
-        n_gen_people = len(np.unique(g_persons))
         n_imp_people = len(np.unique(np.concatenate([pa, pb])))
-        values = {
-            "fnmr_at_default": (rate_by_person(g_persons, ~_matches(g_d, threshold)), len(g_d), n_gen_people, True),
-            "fmr_at_default": (pair_proportion(_matches(i_d, threshold), pa, pb), len(i_d), n_imp_people, True),
-            f"fnmr_at_fmr_{label}": (rate_by_person(g_persons, ~_matches(g_d, global_t.value)), len(g_d),
-                                     n_gen_people, global_ok),
-            f"fmr_at_fmr_{label}": (pair_proportion(_matches(i_d, global_t.value), pa, pb), len(i_d),
-                                    n_imp_people, global_ok),
-            f"threshold_at_fmr_{label}": (own, n_acquired_pairs, n_imp_people, own_ok),
-            f"fnmr_at_own_fmr_{label}": (rate_by_person(g_persons, ~_matches(g_d, own.value)), len(g_d),
-                                         n_gen_people, own_ok),
-        }
+        values = _group_rates(g_persons, g_d, pa, pb, i_d, label=label, default=threshold, global_t=global_t,
+                              global_ok=global_ok, own=own, own_ok=own_ok)
         for m, (estimate, n, n_people, estimable) in values.items():
             count = int(round(estimate.count)) if isinstance(estimate, ProportionEstimate) else None
             flags = rate_flags(count, n, "lower") if count is not None and n else []
@@ -335,6 +315,55 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
         "cross_group_fmr": matrix, "fairness_discrepancy_rate": fdr, "summary": summary,
     }
     return VerificationResult(figures, disparities_out, details)
+
+
+def _check_pair_settings(target_fmr: float, impostor_pairs: str, pairs: pd.DataFrame | None) -> None:
+    if not 0 < target_fmr < 1:
+        raise InputError(f"target_fmr={target_fmr!r}, must be between 0 and 1 (e.g. 1e-3).")
+    if impostor_pairs not in IMPOSTOR_SOURCES:
+        raise InputError(f"impostor_pairs={impostor_pairs!r}, must be one of {IMPOSTOR_SOURCES}.")
+    if impostor_pairs == "given" and pairs is None:
+        raise InputError("impostor_pairs='given' needs a pairs table (pairs=read_lfw_pairs(...)); "
+                         "or use impostor_pairs='generated'.")
+
+
+def _impostors_of(mask: np.ndarray, persons: np.ndarray, x: np.ndarray, acquired: np.ndarray, *, metric: str,
+                  given: tuple[np.ndarray, np.ndarray] | None, max_pairs: int,
+                  rng: np.random.Generator) -> tuple[ImpostorPairs, np.ndarray]:
+    """One group's impostor pairs (the given ones inside the group, or distinct sampled ones) and distances."""
+    if given is not None:
+        ia, ib = given
+        keep = mask[ia] & mask[ib]
+        sample = ImpostorPairs(ia[keep], ib[keep], int(keep.sum()))
+    else:
+        sample = sample_impostor_pairs(persons, max_pairs, seed=rng, rows=np.flatnonzero(mask))
+    return sample, _distances(x, acquired, sample.a, sample.b, metric)
+
+
+def _group_rates(g_persons: np.ndarray, g_d: np.ndarray, pa: np.ndarray, pb: np.ndarray, i_d: np.ndarray, *,
+                 label: str, default: float, global_t: Estimate, global_ok: bool, own: Estimate,
+                 own_ok: bool) -> dict[str, tuple[Estimate, int, int, bool]]:
+    """One group's figures: ``metric -> (estimate, n pairs, n people, estimable)``.
+
+    FNMR from the group's genuine pairs (people as clusters), FMR from its
+    impostor pairs (both people of a pair share its weight), each at the
+    default threshold, at the global FMR threshold and, for FNMR, at the
+    group's own FMR threshold.
+    """
+    n_gen_people = len(np.unique(g_persons))
+    n_imp_people = len(np.unique(np.concatenate([pa, pb])))
+    n_acquired_pairs = int(np.isfinite(i_d).sum())
+    return {
+        "fnmr_at_default": (rate_by_person(g_persons, ~_matches(g_d, default)), len(g_d), n_gen_people, True),
+        "fmr_at_default": (pair_proportion(_matches(i_d, default), pa, pb), len(i_d), n_imp_people, True),
+        f"fnmr_at_fmr_{label}": (rate_by_person(g_persons, ~_matches(g_d, global_t.value)), len(g_d),
+                                 n_gen_people, global_ok),
+        f"fmr_at_fmr_{label}": (pair_proportion(_matches(i_d, global_t.value), pa, pb), len(i_d),
+                                n_imp_people, global_ok),
+        f"threshold_at_fmr_{label}": (own, n_acquired_pairs, n_imp_people, own_ok),
+        f"fnmr_at_own_fmr_{label}": (rate_by_person(g_persons, ~_matches(g_d, own.value)), len(g_d),
+                                     n_gen_people, own_ok),
+    }
 
 
 def _check_acquired(acquired: np.ndarray | None, n: int) -> np.ndarray:
