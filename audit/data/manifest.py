@@ -474,18 +474,7 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
     ``not_blank`` names attributes that must have a value somewhere (they
     will be counted by, not filtered on), checked before any file is read.
     """
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise DatasetError(f"No dataset folder at {str(root)!r}. Create one with 'audit dataset "
-                           "import KIND SRC DEST' or point at a folder holding a manifest.csv.")
-    if not root.is_dir():
-        raise DatasetError(f"{str(root)!r} is a file, not a dataset folder. Pass the folder that "
-                           f"holds {MANIFEST_FILE}.")
-    root = root.resolve()
-    manifest = root / MANIFEST_FILE
-    if not manifest.is_file():
-        raise DatasetError(f"No {MANIFEST_FILE} in {str(root)!r}. A dataset folder needs one (see "
-                           "datasets/README.md); 'audit dataset import KIND SRC DEST' writes it.")
+    root, manifest = _dataset_folder(folder)
     info = read_info(root)
     header, records = _read_manifest(manifest)
     columns = _check_header(header, manifest)
@@ -497,19 +486,7 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
         raise DatasetError(f"{str(manifest)!r} has a header but no rows: add one row per image.")
 
     excluded: list[tuple[Any, str, str]] = []
-    rows: list[dict[str, str]] = []        # well-formed rows, in manifest order
-    for record in records:
-        line, fields = record.line, record.fields
-        if record.problem is not None:
-            excluded.append((line, "", REASON_UNPARSABLE_ROW.format(problem=record.problem)))
-            continue
-        if len(fields) != len(columns):
-            excluded.append((line, fields[0].strip() if fields else "",
-                             REASON_MALFORMED_ROW.format(n_fields=len(fields), n_columns=len(columns))))
-            continue
-        row = {name: value.strip() for name, value in zip(columns, fields)}
-        row["row"] = line
-        rows.append(row)
+    rows = _well_formed_rows(records, columns, excluded)
 
     required = tuple(dict.fromkeys([*wanted, *check_group_by(attributes, not_blank, manifest=manifest)]))
     check_not_blank(required, [[r[name] for r in rows] for name in required], attributes=attributes,
@@ -520,28 +497,7 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
         columns=["row", IMAGE_ID_COLUMN, *attributes]) if rows else _empty_frame(
             ("row", IMAGE_ID_COLUMN, *attributes))
 
-    usable: list[dict[str, str]] = []
-    first_row_of_path: dict[str, int] = {}
-    for row in rows:
-        image_id = row[PATH_COLUMN]
-        relative, reason = _relative_path(image_id, root)
-        if reason is None:
-            if relative in first_row_of_path:
-                reason = REASON_REPEATED_ROW.format(row=first_row_of_path[relative])
-            else:
-                first_row_of_path[relative] = row["row"]
-                row["_relative"] = relative
-        if reason is None and has_identities and not row[IDENTITY_COLUMN]:
-            reason = REASON_MISSING_IDENTITY
-        if reason is None:
-            for name in wanted:
-                if not row[name]:
-                    reason = REASON_MISSING_VALUE.format(attribute=name)
-                    break
-        if reason is not None:
-            excluded.append((row["row"], image_id, reason))
-        else:
-            usable.append(row)
+    usable = _rows_with_a_place_and_labels(rows, root, excluded, has_identities=has_identities, wanted=wanted)
 
     if check_files:
         usable = _check_files(root, info, usable, excluded, has_sha=has_sha,
@@ -550,16 +506,7 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
         for row in usable:
             row["_sha256"] = row.get(SHA256_COLUMN, "").lower() if has_sha else ""
 
-    kept: list[dict[str, str]] = []
-    first_of_hash: dict[str, str] = {}
-    for row in usable:
-        sha = row["_sha256"]
-        if sha and sha in first_of_hash:
-            excluded.append((row["row"], row[PATH_COLUMN], REASON_DUPLICATE.format(path=first_of_hash[sha])))
-            continue
-        if sha:
-            first_of_hash[sha] = row[PATH_COLUMN]
-        kept.append(row)
+    kept = _without_duplicate_content(usable, excluded)
 
     exclusions = exclusions_frame(sorted(excluded, key=lambda e: e[0]))
     if not kept:
@@ -579,6 +526,84 @@ def load_dataset(folder: str | os.PathLike, *, group_by: Sequence[str] | None = 
     return Dataset(root=root, table=table, exclusions=exclusions, attributes=attributes,
                    has_identities=has_identities, manifest_rows=manifest_rows,
                    import_exclusions=_read_import_exclusions(root), info=info)
+
+
+def _dataset_folder(folder: str | os.PathLike) -> tuple[Path, Path]:
+    """The dataset folder (resolved) and its manifest, or an error that says how to make one."""
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise DatasetError(f"No dataset folder at {str(root)!r}. Create one with 'audit dataset "
+                           "import KIND SRC DEST' or point at a folder holding a manifest.csv.")
+    if not root.is_dir():
+        raise DatasetError(f"{str(root)!r} is a file, not a dataset folder. Pass the folder that "
+                           f"holds {MANIFEST_FILE}.")
+    root = root.resolve()
+    manifest = root / MANIFEST_FILE
+    if not manifest.is_file():
+        raise DatasetError(f"No {MANIFEST_FILE} in {str(root)!r}. A dataset folder needs one (see "
+                           "datasets/README.md); 'audit dataset import KIND SRC DEST' writes it.")
+    return root, manifest
+
+
+def _well_formed_rows(records: Sequence[CsvRecord], columns: Sequence[str],
+                      excluded: list[tuple[Any, str, str]]) -> list[dict[str, str]]:
+    """Rows as ``column -> stripped value`` (plus ``row``, the line), in manifest order; the others into
+    ``excluded`` with the reason."""
+    rows = []
+    for record in records:
+        line, fields = record.line, record.fields
+        if record.problem is not None:
+            excluded.append((line, "", REASON_UNPARSABLE_ROW.format(problem=record.problem)))
+            continue
+        if len(fields) != len(columns):
+            excluded.append((line, fields[0].strip() if fields else "",
+                             REASON_MALFORMED_ROW.format(n_fields=len(fields), n_columns=len(columns))))
+            continue
+        row = {name: value.strip() for name, value in zip(columns, fields)}
+        row["row"] = line
+        rows.append(row)
+    return rows
+
+
+def _rows_with_a_place_and_labels(rows: list[dict[str, str]], root: Path, excluded: list[tuple[Any, str, str]],
+                                  *, has_identities: bool, wanted: Sequence[str]) -> list[dict[str, str]]:
+    """Rows whose path is safe and first of its kind, with an identity and every grouped attribute."""
+    usable = []
+    first_row_of_path: dict[str, int] = {}
+    for row in rows:
+        image_id = row[PATH_COLUMN]
+        relative, reason = _relative_path(image_id, root)
+        if reason is None:
+            if relative in first_row_of_path:
+                reason = REASON_REPEATED_ROW.format(row=first_row_of_path[relative])
+            else:
+                first_row_of_path[relative] = row["row"]
+                row["_relative"] = relative
+        if reason is None and has_identities and not row[IDENTITY_COLUMN]:
+            reason = REASON_MISSING_IDENTITY
+        if reason is None:
+            reason = next((REASON_MISSING_VALUE.format(attribute=name) for name in wanted if not row[name]), None)
+        if reason is not None:
+            excluded.append((row["row"], image_id, reason))
+        else:
+            usable.append(row)
+    return usable
+
+
+def _without_duplicate_content(rows: list[dict[str, str]],
+                               excluded: list[tuple[Any, str, str]]) -> list[dict[str, str]]:
+    """The first row of each file content (by sha256); later copies into ``excluded``, naming the first."""
+    kept = []
+    first_of_hash: dict[str, str] = {}
+    for row in rows:
+        sha = row["_sha256"]
+        if sha and sha in first_of_hash:
+            excluded.append((row["row"], row[PATH_COLUMN], REASON_DUPLICATE.format(path=first_of_hash[sha])))
+            continue
+        if sha:
+            first_of_hash[sha] = row[PATH_COLUMN]
+        kept.append(row)
+    return kept
 
 
 def _reference_roots(root: Path, info: Mapping[str, Any]) -> list[str]:
