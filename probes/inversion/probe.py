@@ -239,6 +239,66 @@ def generator_summary(training: TrainingResult, label: str, source: str) -> dict
             "training_seconds": float(training.training_seconds)}
 
 
+@dataclass(frozen=True)
+class _TestSet:
+    """The test people as every generator's reconstructions are measured against them."""
+
+    real: np.ndarray               # their embeddings, one row per test person
+    persons: np.ndarray
+    table: pd.DataFrame
+    rows: np.ndarray               # their rows in the caller's table
+    finest_groups: np.ndarray      # their group in the finest grouping (for within-group random pairs)
+    extra_embeddings: np.ndarray   # their other photos (type II distances)
+    extra_persons: np.ndarray
+    attributes: Sequence[str]
+    person: str
+
+
+def _one_generator_samples(k: int, vectors: np.ndarray, ok: np.ndarray, test: _TestSet, *, metric: Metric,
+                           reembedded: bool, thresholds: dict[str, float], seed: int) -> tuple[pd.DataFrame, list]:
+    """One row per test person for generator ``k``: distance, success at each threshold, and baselines.
+
+    Returns the rows and the crossing thresholds of the cross-fitting folds.
+    """
+    real, n = test.real, len(test.real)
+    distance, _, ok = reconstruction_distances(real, vectors, ok, metric)
+    within = random_pair_distances(vectors, real, test.persons, test.finest_groups, within_group=True,
+                                   metric=metric, seed=seed)[:, 0]
+    across = random_pair_distances(vectors, real, test.persons, test.finest_groups, within_group=False,
+                                   metric=metric, seed=seed + 1)[:, 0]
+    anyone = random_pair_distances(vectors, real, test.persons, np.zeros(n), within_group=True,
+                                   metric=metric, seed=seed + 2)[:, 0]
+    type2 = type2_distances(vectors, test.persons, test.extra_embeddings, test.extra_persons, metric=metric)
+    crossing, folds = (crossfit_crossing_thresholds(distance, anyone, seed=seed + 3) if reembedded
+                       else (np.full(n, np.nan), []))
+    frame = pd.DataFrame({
+        "generator": k,
+        "image_id": (test.table["image_id"].to_numpy() if "image_id" in test.table.columns
+                     else test.rows.astype(str)),
+        test.person: test.persons,
+    })
+    for attribute in test.attributes:
+        frame[attribute] = test.table[attribute].to_numpy()
+    frame["distance"] = distance
+    frame["recon_ok"] = ok
+    frame["no_face"] = (~ok).astype(float) if reembedded else np.nan
+    for key, t in (("default", np.full(n, thresholds["default"])), ("crossing", crossing),
+                   (FMR_KEY, np.full(n, thresholds[FMR_KEY]))):
+        usable = np.isfinite(t)
+        if reembedded and usable.any():
+            with np.errstate(invalid="ignore"):
+                frame[f"success_at_{key}"] = np.where(usable, (ok & (distance <= t)).astype(float), np.nan)
+        else:
+            frame[f"success_at_{key}"] = np.nan
+    frame["threshold_crossing"] = crossing
+    frame["random_pair_distance_within"] = within
+    frame["random_pair_distance_across"] = across
+    frame["random_pair_distance_any"] = anyone
+    frame["impostor_mean_distance"] = _mean_distance_to_others(vectors, real, test.persons, metric)
+    frame["type2_distance"] = type2
+    return frame, folds
+
+
 def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: np.ndarray, chips: np.ndarray,
                             table: pd.DataFrame, split: Sequence[str], embed_fn: EmbedFn | None, metric: Metric,
                             default_threshold: float, impostor_distances: np.ndarray | None, out_dir: Path,
@@ -276,6 +336,10 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
     impostors = np.asarray(impostor_distances if impostor_distances is not None else [], dtype=np.float64)
     fmr_threshold = threshold_at_fmr(impostors, DEFAULT_FMR) if len(impostors) else float("nan")
 
+    test = _TestSet(real=real, persons=test_persons, table=test_table, rows=test_rows, finest_groups=finest_groups,
+                    extra_embeddings=embeddings[extra_rows], extra_persons=persons[extra_rows],
+                    attributes=attributes, person=person)
+    thresholds_fixed = {"default": float(default_threshold), FMR_KEY: fmr_threshold}
     frames, recon_vectors, fold_thresholds, first_images = [], [], [], None
     for k, generator in enumerate(generators):
         images = reconstruct(generator.model, embeddings[test_rows], device=generator.device,
@@ -288,43 +352,9 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
             vectors, ok = np.full_like(real, np.nan), np.zeros(len(real), dtype=bool)
         vectors = np.asarray(vectors, dtype=np.float64)
         recon_vectors.append(vectors)
-        distance, _, ok = reconstruction_distances(real, vectors, ok, metric)
-        draw = seed + 10 * k
-        within = random_pair_distances(vectors, real, test_persons, finest_groups, within_group=True,
-                                       metric=metric, seed=draw)[:, 0]
-        across = random_pair_distances(vectors, real, test_persons, finest_groups, within_group=False,
-                                       metric=metric, seed=draw + 1)[:, 0]
-        anyone = random_pair_distances(vectors, real, test_persons, np.zeros(len(test_rows)), within_group=True,
-                                       metric=metric, seed=draw + 2)[:, 0]
-        type2 = type2_distances(vectors, test_persons, embeddings[extra_rows], persons[extra_rows], metric=metric)
-        crossing, folds = (crossfit_crossing_thresholds(distance, anyone, seed=draw + 3) if reembedded
-                           else (np.full(len(test_rows), np.nan), []))
+        frame, folds = _one_generator_samples(k, vectors, ok, test, metric=metric, reembedded=reembedded,
+                                              thresholds=thresholds_fixed, seed=seed + 10 * k)
         fold_thresholds.extend(folds)
-        frame = pd.DataFrame({
-            "generator": k,
-            "image_id": (test_table["image_id"].to_numpy() if "image_id" in test_table.columns
-                         else test_rows.astype(str)),
-            person: test_persons,
-        })
-        for attribute in attributes:
-            frame[attribute] = test_table[attribute].to_numpy()
-        frame["distance"] = distance
-        frame["recon_ok"] = ok
-        frame["no_face"] = (~ok).astype(float) if reembedded else np.nan
-        for key, t in (("default", np.full(len(test_rows), float(default_threshold))), ("crossing", crossing),
-                       (FMR_KEY, np.full(len(test_rows), fmr_threshold))):
-            usable = np.isfinite(t)
-            if reembedded and usable.any():
-                with np.errstate(invalid="ignore"):
-                    frame[f"success_at_{key}"] = np.where(usable, (ok & (distance <= t)).astype(float), np.nan)
-            else:
-                frame[f"success_at_{key}"] = np.nan
-        frame["threshold_crossing"] = crossing
-        frame["random_pair_distance_within"] = within
-        frame["random_pair_distance_across"] = across
-        frame["random_pair_distance_any"] = anyone
-        frame["impostor_mean_distance"] = _mean_distance_to_others(vectors, real, test_persons, metric)
-        frame["type2_distance"] = type2
         frames.append(frame)
     samples = pd.concat(frames, ignore_index=True)
 
