@@ -19,7 +19,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 
 import numpy as np
@@ -169,6 +169,96 @@ def _cached_chip(png: bytes, size: int) -> np.ndarray:
     return chip
 
 
+@dataclass
+class _Rows:
+    """The embed stage's per-image outcome, one entry per dataset row, filled from the cache and as work ends."""
+
+    status: np.ndarray
+    reasons: np.ndarray
+    n_faces: np.ndarray
+    chip_status: np.ndarray
+    vectors: np.ndarray
+    chips: np.ndarray | None
+
+    @classmethod
+    def empty(cls, n: int, dimension: int, chip_size: int | None) -> "_Rows":
+        return cls(status=np.array([STATUS_ERROR] * n, dtype=object), reasons=np.array([""] * n, dtype=object),
+                   n_faces=np.zeros(n, dtype=int), chip_status=np.array([""] * n, dtype=object),
+                   vectors=np.full((n, dimension), np.nan, dtype=np.float32),
+                   chips=np.zeros((n, chip_size, chip_size, 3), dtype=np.uint8) if chip_size else None)
+
+    def set_outcome(self, i: int, status: str, n_faces: int, reason: str, vector: np.ndarray | None) -> None:
+        self.status[i], self.n_faces[i], self.reasons[i] = status, n_faces, reason
+        if vector is not None:
+            self.vectors[i] = vector
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The images still to do, in chunks, and where each step runs."""
+
+    chunks: list[list[tuple[int, str]]]
+    sizes: tuple[int, ...]          # chip sizes to align (the target's, the generator's)
+    chip_size: int | None           # the generator's chip size, if chips are wanted
+    use_pool: bool                  # local worker processes
+    embed_in_workers: bool          # the workers embed too (a parallel-safe aligned target)
+    embed_here: bool                # the target embeds in this process, after the workers aligned
+    keep_image: bool                # the target takes whole images (a cloud API)
+    main_batch: int                 # results handed to the target per call
+
+
+class _Settler:
+    """What happens to each finished chunk: embed it here if needed, record it, cache what is settled.
+
+    Called once per chunk, in order of completion: whatever has been settled
+    is in the cache, so a killed run resumes from there.
+    """
+
+    def __init__(self, embedder: "Embedder", rows: _Rows, hashes: list[str], cached: set[str],
+                 chip_size: int | None, embed_here: bool, precomputed: bool) -> None:
+        self.embedder, self.rows, self.hashes, self.cached = embedder, rows, hashes, cached
+        self.chip_size, self.embed_here, self.precomputed = chip_size, embed_here, precomputed
+        self.fingerprint = embedder.target.fingerprint()
+
+    def __call__(self, results: list[ItemResult]) -> None:
+        embedder, rows, hashes, chip_size = self.embedder, self.rows, self.hashes, self.chip_size
+        stopped = None
+        if self.embed_here:
+            stopped = embedder._embed_in_main([r for r in results if hashes[r.index] not in self.cached])
+        emb_rows, chip_rows = [], []
+        for r in results:
+            i = r.index
+            if r.content_hash and r.content_hash != hashes[i]:
+                r.status, r.reason = STATUS_ERROR, "file changed while the audit ran; rerun"
+            if chip_size:
+                chip_rows.extend(self._chip(r, i))
+            if self.precomputed or hashes[i] in self.cached:
+                continue
+            rows.set_outcome(i, r.status, r.n_faces, r.reason, r.vector if r.status == STATUS_OK else None)
+            # Errors may be passing (a network fault): only settled outcomes are cached.
+            if r.status in (STATUS_OK, STATUS_NO_FACE):
+                emb_rows.append((hashes[i], CachedEmbedding(r.status, r.n_faces, r.reason,
+                                                            r.vector if r.status == STATUS_OK else None)))
+        if embedder.cache is not None:
+            embedder.cache.put_embeddings(emb_rows, target=self.fingerprint, preprocessing=embedder.preprocessing)
+            if chip_size:
+                embedder.cache.put_chips(chip_rows, preprocessing=embedder.face_config.key(), size=chip_size)
+        if stopped is not None:   # what was answered before the stop is cached above
+            raise stopped
+
+    def _chip(self, r: ItemResult, i: int) -> list[tuple[str, CachedChip]]:
+        """Record the generator chip of one image; the cache entry to write, if any."""
+        rows = self.rows
+        chip = r.chips.get(self.chip_size)
+        rows.chip_status[i] = STATUS_OK if chip is not None else (r.status if r.status != STATUS_OK else STATUS_NO_FACE)
+        if chip is not None:
+            rows.chips[i] = chip
+        if chip is not None or r.status == STATUS_NO_FACE:
+            return [(self.hashes[i], CachedChip(rows.chip_status[i], r.n_faces,
+                                                encode_png(chip) if chip is not None else None))]
+        return []
+
+
 class Embedder:
     """Embeds images through one target, with one face configuration and one cache.
 
@@ -221,72 +311,53 @@ class Embedder:
                chip_size: int | None) -> EmbeddingSet:
         n = len(table)
         target, fingerprint, prep = self.target, self.target.fingerprint(), self.preprocessing
-        face_key = self.face_config.key()
-        status = np.array([STATUS_ERROR] * n, dtype=object)
-        reasons = np.array([""] * n, dtype=object)
-        n_faces = np.zeros(n, dtype=int)
-        chip_status = np.array([""] * n, dtype=object)
-        vectors = np.full((n, target.dimension), np.nan, dtype=np.float32)
-        chips = np.zeros((n, chip_size, chip_size, 3), dtype=np.uint8) if chip_size else None
-
+        rows = _Rows.empty(n, target.dimension, chip_size)
         cached_emb = self.cache.get_embeddings(hashes, target=fingerprint, preprocessing=prep) if self.cache else {}
-        cached_chip = (self.cache.get_chips(hashes, preprocessing=face_key, size=chip_size)
+        cached_chip = (self.cache.get_chips(hashes, preprocessing=self.face_config.key(), size=chip_size)
                        if self.cache and chip_size else {})
         precomputed = target.input_kind == "precomputed"
         todo: list[int] = []
         n_damaged = 0
         for i, h in enumerate(hashes):
-            emb = cached_emb.get(h)
-            if precomputed:
-                emb = None  # a lookup is free; only chips are worth caching
-            chip = cached_chip.get(h) if chip_size else None
+            emb = None if precomputed else cached_emb.get(h)   # a lookup is free; only chips are worth caching
             if emb is not None and emb.vector is not None and emb.vector.shape != (target.dimension,):
                 emb, n_damaged = None, n_damaged + 1     # a damaged row: computed again, never used
                 cached_emb.pop(h, None)
             if emb is not None:
-                status[i], n_faces[i], reasons[i] = emb.status, emb.n_faces, emb.reason
-                if emb.vector is not None:
-                    vectors[i] = emb.vector
+                rows.set_outcome(i, emb.status, emb.n_faces, emb.reason, emb.vector)
+            chip = cached_chip.get(h) if chip_size else None
             if chip is not None and chip.png is not None:
                 try:
-                    chips[i] = _cached_chip(chip.png, chip_size)
+                    rows.chips[i] = _cached_chip(chip.png, chip_size)
                 except ValueError:
                     chip, n_damaged = None, n_damaged + 1
             if chip is not None:
-                chip_status[i] = chip.status
+                rows.chip_status[i] = chip.status
             if (emb is None and not precomputed) or (chip_size and chip is None):
                 todo.append(i)
         if n_damaged:
             log.warning("%d damaged entries of the cache %s are computed again.", n_damaged,
                         getattr(self.cache, "path", ""))
         if precomputed:
-            self._lookup_precomputed(table, status, n_faces, reasons, vectors)
-        n_from_cache = n - len(todo)
-
+            for i, outcome in enumerate(target.lookup(table["image_id"].astype(str).tolist())):
+                rows.set_outcome(i, outcome.status, outcome.n_faces, outcome.reason, outcome.vector)
         if todo:
-            self._compute(todo, paths, hashes, chip_size, status, n_faces, reasons, chip_status,
-                          vectors, chips, cached_emb, precomputed)
+            plan = self._plan(todo, paths, chip_size, precomputed)
+            settle = _Settler(self, rows, hashes, set(cached_emb), chip_size, plan.embed_here, precomputed)
+            self._run_chunks(plan, settle)
         out = table.copy()
         out.insert(1, "content_hash", hashes)
-        out["status"] = status
-        out["n_faces"] = n_faces
-        out["reason"] = reasons
-        out["chip_status"] = chip_status if chip_size else ""
-        return EmbeddingSet(out, vectors, chips, fingerprint, prep, len(todo), n_from_cache)
+        out["status"] = rows.status
+        out["n_faces"] = rows.n_faces
+        out["reason"] = rows.reasons
+        out["chip_status"] = rows.chip_status if chip_size else ""
+        return EmbeddingSet(out, rows.vectors, rows.chips, fingerprint, prep, len(todo), n - len(todo))
 
-    def _lookup_precomputed(self, table, status, n_faces, reasons, vectors) -> None:
-        outcomes = self.target.lookup(table["image_id"].astype(str).tolist())
-        for i, outcome in enumerate(outcomes):
-            status[i], n_faces[i], reasons[i] = outcome.status, outcome.n_faces, outcome.reason
-            if outcome.vector is not None:
-                vectors[i] = outcome.vector
-
-    def _compute(self, todo, paths, hashes, chip_size, status, n_faces, reasons, chip_status,
-                 vectors, chips, cached_emb, precomputed) -> None:
+    def _plan(self, todo: list[int], paths: list[Path], chip_size: int | None, precomputed: bool) -> "_Plan":
+        """How the images still to do are cut into chunks, and who detects and embeds them."""
         target = self.target
         aligned = target.input_kind == "aligned"
         sizes = tuple(sorted(({target.chip_size} if aligned else set()) | ({chip_size} if chip_size else set())))
-        keep_image = target.input_kind == "image"
         # A target that embeds here may want more images per call (a cloud API's
         # concurrent requests); chunks read on a cluster stay small either way.
         chunk_size = self.chunk_size
@@ -304,59 +375,31 @@ class Embedder:
         else:
             embed_in_workers = aligned and bool(target.parallel_safe) and use_pool
         main_batch = 1 if embed_in_workers or precomputed else max(1, int(target.preferred_batch))
-        fingerprint, prep, face_key = target.fingerprint(), self.preprocessing, self.face_config.key()
+        return _Plan(chunks, sizes, chip_size, use_pool, embed_in_workers, not embed_in_workers and not precomputed,
+                     target.input_kind == "image", main_batch)
 
-        def finish(results: list[ItemResult]) -> None:
-            stopped = None
-            if not embed_in_workers and not precomputed:
-                stopped = self._embed_in_main([r for r in results if hashes[r.index] not in cached_emb])
-            emb_rows, chip_rows = [], []
-            for r in results:
-                i = r.index
-                if r.content_hash and r.content_hash != hashes[i]:
-                    r.status, r.reason = STATUS_ERROR, "file changed while the audit ran; rerun"
-                if chip_size:
-                    chip = r.chips.get(chip_size)
-                    chip_status[i] = STATUS_OK if chip is not None else (r.status if r.status != STATUS_OK else STATUS_NO_FACE)
-                    if chip is not None:
-                        chips[i] = chip
-                    if chip is not None or r.status == STATUS_NO_FACE:
-                        chip_rows.append((hashes[i], CachedChip(chip_status[i], r.n_faces,
-                                                                encode_png(chip) if chip is not None else None)))
-                if precomputed or hashes[i] in cached_emb:
-                    continue
-                status[i], n_faces[i], reasons[i] = r.status, r.n_faces, r.reason
-                if r.vector is not None and r.status == STATUS_OK:
-                    vectors[i] = r.vector
-                # Errors may be passing (a network fault): only settled outcomes are cached.
-                if r.status in (STATUS_OK, STATUS_NO_FACE):
-                    emb_rows.append((hashes[i], CachedEmbedding(r.status, r.n_faces, r.reason,
-                                                                r.vector if r.status == STATUS_OK else None)))
-            if self.cache is not None:
-                self.cache.put_embeddings(emb_rows, target=fingerprint, preprocessing=prep)
-                if chip_size:
-                    self.cache.put_chips(chip_rows, preprocessing=face_key, size=chip_size)
-            if stopped is not None:   # what was answered before the stop is cached above
-                raise stopped
-
-        with progress(f"Embedding ({target.name})", len(todo), enabled=self.show_progress) as bar:
+    def _run_chunks(self, plan: "_Plan", settle: Callable[[list[ItemResult]], None]) -> None:
+        """Process every chunk on the cluster, in a process pool or here, settling each as it finishes."""
+        target = self.target
+        with progress(f"Embedding ({target.name})", sum(map(len, plan.chunks)), enabled=self.show_progress) as bar:
             if self.scheduler is not None:
                 from audit.distributed import make_job, process_on_cluster
 
-                job = make_job(target, face_config=self.face_config, align_sizes=sizes, chip_size=chip_size,
-                               embed_on_workers=embed_in_workers, keep_image=keep_image)
-                process_on_cluster(self.scheduler, chunks, job, finish, bar, group_size=main_batch)
-            elif use_pool:
+                job = make_job(target, face_config=self.face_config, align_sizes=plan.sizes,
+                               chip_size=plan.chip_size, embed_on_workers=plan.embed_in_workers,
+                               keep_image=plan.keep_image)
+                process_on_cluster(self.scheduler, plan.chunks, job, settle, bar, group_size=plan.main_batch)
+            elif plan.use_pool:
                 ctx = multiprocessing.get_context("spawn")
-                worker_target = target if embed_in_workers else None
+                worker_target = target if plan.embed_in_workers else None
                 with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                          initargs=(self.face_config, worker_target, os.getpid())) as pool:
-                    futures = [pool.submit(_process_items, chunk, sizes, embed_in_workers, keep_image)
-                               for chunk in chunks]
+                    futures = [pool.submit(_process_items, chunk, plan.sizes, plan.embed_in_workers,
+                                           plan.keep_image) for chunk in plan.chunks]
                     try:
                         for future in futures:
                             results = future.result()
-                            finish(results)
+                            settle(results)
                             bar.advance(len(results))
                     except BaseException:
                         for f in futures:
@@ -364,9 +407,9 @@ class Embedder:
                         raise
             else:
                 _init_local(self)
-                for chunk in chunks:
-                    results = _process_items(chunk, sizes, False, keep_image)
-                    finish(results)
+                for chunk in plan.chunks:
+                    results = _process_items(chunk, plan.sizes, False, plan.keep_image)
+                    settle(results)
                     bar.advance(len(results))
 
     def _embed_in_main(self, results: list[ItemResult], target: Target | None = None) -> TargetStopped | None:
