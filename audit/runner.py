@@ -543,51 +543,19 @@ class AuditRun:
 
     def _inversion_on_corpus(self, table, vectors, rows, impostors, training, identity_model, embed_fn, out):
         """Generators trained on a corpus (or given): every audit person is a test person."""
-        from audit.cache import default_cache_path
-        from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, build_training_set,
-                                           check_artifact_against_audit, dataset_keys, obtain_generator,
-                                           seeded_configs, training_size_warning)
+        from audit.generator_stage import AuditSide, dataset_keys
         from probes.inversion.probe import Reconstructor, measure_reconstructions
         from probes.inversion.splits import test_every_person
         from probes.inversion.training import resolve_device
-        from probes.inversion.training_set import default_near_duplicate_distance
 
         config = self.config
         audit = AuditSide(dataset_keys(self.dataset, self.embset.table["content_hash"].astype(str).tolist()),
                           self.embset.vectors[self.embset.ok])
         details: dict = {"warnings": []}
         if config.generator_paths:
-            artifacts = self.artifacts
-            max_distance = (config.near_duplicate_distance if config.near_duplicate_distance is not None
-                            else default_near_duplicate_distance(self.target.default_threshold))
-            for artifact in artifacts:
-                check_artifact_against_audit(artifact, audit, metric=self.target.metric, max_distance=max_distance)
-            sources = ["--generator " + str(a.folder) for a in artifacts]
-            details["training_set"] = artifacts[0].info.get("training_set", {})
-            details["training_source"] = "a saved generator (--generator)"
+            artifacts, sources = self._saved_generators(audit, details)
         else:
-            corpora = self.corpora
-            settings = CorpusSettings(tuple(config.train_datasets), balance=config.train_balance,
-                                      per_group=config.train_per_group,
-                                      near_duplicate_distance=config.near_duplicate_distance)
-            training_set = build_training_set(self.embedder, corpora, audit, group_by=self.group_by,
-                                              settings=settings, chip_size=config.image_size, seed=config.seed)
-            cache_path = (config.cache_path or default_cache_path()) if config.use_cache else None
-            folder_of = (lambda k: None) if cache_path else (lambda k: out / "checkpoints" / f"generator-{k}")
-            artifacts, sources = [], []
-            for k, seeded in enumerate(seeded_configs(training, config.generator_seeds)):
-                request = GeneratorRequest(self.target, self.embedder.preprocessing, seeded,
-                                           average_identities=config.average_identities,
-                                           identity_model=identity_model, progress=config.show_progress)
-                artifacts.append(obtain_generator(request, training_set, embed_fn=embed_fn, folder=folder_of(k),
-                                                  cache_path=cache_path))
-                sources.append(str(artifacts[-1].folder))
-            details["training_set"] = training_set.summary()
-            details["training_source"] = "a training corpus (--train-dataset)"
-            warning = training_size_warning(int(training_set.rows("train").sum()))
-            if warning:
-                details["warnings"].append(warning)
-                log.warning(warning)
+            artifacts, sources = self._trained_generators(audit, training, identity_model, embed_fn, out, details)
         split = test_every_person(table, seed=config.seed)
         device = str(resolve_device(config.device))
         generators = [Reconstructor(a.model().to(device), device, f"seed {a.info['settings']['seed']}")
@@ -598,25 +566,54 @@ class AuditRun:
             impostor_distances=impostors, out_dir=out, groupings=self.groupings, person="identity",
             seed=config.seed, eval_batch_size=training.eval_batch_size)
         details.update(measured.details)
-        first = artifacts[0]
-        details.update({
-            "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_mean_distance", "val_failures")}
-                        for h in first.history()],
-            "best_epoch": first.info.get("best_epoch"),
-            "best_val_mean_distance": first.info.get("best_val_mean_distance"),
-            "device": first.info.get("device", "cpu"),
-            "training_seconds": first.info.get("training_seconds"),
-            "samples_per_second": first.info.get("samples_per_second"),
-            "training_config": first.info.get("settings"),
-            "average_identities": bool(first.info.get("average_identities")),
-            "generators": [{"label": f"seed {a.info['settings']['seed']}", "source": src,
-                            "key": a.info.get("key"), "best_epoch": a.info.get("best_epoch"),
-                            "best_val_mean_distance": a.info.get("best_val_mean_distance"),
-                            "training_seconds": a.info.get("training_seconds")}
-                           for a, src in zip(artifacts, sources)],
-            "split_sizes": {str(k): int(v) for k, v in split.value_counts().items()},
-        })
+        details.update(_generator_details(artifacts, sources))
+        details["split_sizes"] = {str(k): int(v) for k, v in split.value_counts().items()}
         return details, measured
+
+    def _saved_generators(self, audit, details: dict) -> tuple[list, list[str]]:
+        """The ``--generator`` folders, each refused if it saw an audit image or person."""
+        from audit.generator_stage import check_artifact_against_audit
+        from probes.inversion.training_set import default_near_duplicate_distance
+
+        config = self.config
+        max_distance = (config.near_duplicate_distance if config.near_duplicate_distance is not None
+                        else default_near_duplicate_distance(self.target.default_threshold))
+        for artifact in self.artifacts:
+            check_artifact_against_audit(artifact, audit, metric=self.target.metric, max_distance=max_distance)
+        details["training_set"] = self.artifacts[0].info.get("training_set", {})
+        details["training_source"] = "a saved generator (--generator)"
+        return self.artifacts, ["--generator " + str(a.folder) for a in self.artifacts]
+
+    def _trained_generators(self, audit, training, identity_model, embed_fn, out: Path,
+                            details: dict) -> tuple[list, list[str]]:
+        """One generator per seed, trained on the corpora minus the audit set (or found in the cache)."""
+        from audit.cache import default_cache_path
+        from audit.generator_stage import (CorpusSettings, GeneratorRequest, build_training_set, obtain_generator,
+                                           seeded_configs, training_size_warning)
+
+        config = self.config
+        settings = CorpusSettings(tuple(config.train_datasets), balance=config.train_balance,
+                                  per_group=config.train_per_group,
+                                  near_duplicate_distance=config.near_duplicate_distance)
+        training_set = build_training_set(self.embedder, self.corpora, audit, group_by=self.group_by,
+                                          settings=settings, chip_size=config.image_size, seed=config.seed)
+        cache_path = (config.cache_path or default_cache_path()) if config.use_cache else None
+        folder_of = (lambda k: None) if cache_path else (lambda k: out / "checkpoints" / f"generator-{k}")
+        artifacts, sources = [], []
+        for k, seeded in enumerate(seeded_configs(training, config.generator_seeds)):
+            request = GeneratorRequest(self.target, self.embedder.preprocessing, seeded,
+                                       average_identities=config.average_identities,
+                                       identity_model=identity_model, progress=config.show_progress)
+            artifacts.append(obtain_generator(request, training_set, embed_fn=embed_fn, folder=folder_of(k),
+                                              cache_path=cache_path))
+            sources.append(str(artifacts[-1].folder))
+        details["training_set"] = training_set.summary()
+        details["training_source"] = "a training corpus (--train-dataset)"
+        warning = training_size_warning(int(training_set.rows("train").sum()))
+        if warning:
+            details["warnings"].append(warning)
+            log.warning(warning)
+        return artifacts, sources
 
     # -- outputs -----------------------------------------------------------------
     def _results(self, started: float) -> dict:
@@ -662,6 +659,27 @@ class AuditRun:
         results["policy_verdict"] = verdict.to_dict()
         self._write_results(out, results)
         return verdict
+
+
+def _generator_details(artifacts: Sequence, sources: Sequence[str]) -> dict:
+    """How the generators were trained, for results.json: the first one's history and settings, then each."""
+    first = artifacts[0]
+    return {
+        "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_mean_distance", "val_failures")}
+                    for h in first.history()],
+        "best_epoch": first.info.get("best_epoch"),
+        "best_val_mean_distance": first.info.get("best_val_mean_distance"),
+        "device": first.info.get("device", "cpu"),
+        "training_seconds": first.info.get("training_seconds"),
+        "samples_per_second": first.info.get("samples_per_second"),
+        "training_config": first.info.get("settings"),
+        "average_identities": bool(first.info.get("average_identities")),
+        "generators": [{"label": f"seed {a.info['settings']['seed']}", "source": src,
+                        "key": a.info.get("key"), "best_epoch": a.info.get("best_epoch"),
+                        "best_val_mean_distance": a.info.get("best_val_mean_distance"),
+                        "training_seconds": a.info.get("training_seconds")}
+                       for a, src in zip(artifacts, sources)],
+    }
 
 
 def _is_checkpoint_write_failure(exc: RuntimeError) -> bool:
