@@ -13,6 +13,7 @@ from audit.errors import InputError
 from probes.inversion.training import (TrainingConfig, evaluate, load_checkpoint, load_generator,
                                        make_optimizer, train_generator)
 from probes.inversion.generator import InversionGenerator
+from probes.inversion.defaults import DEFAULT_BETAS
 
 DIM = 16
 N_TRAIN, N_VAL = 32, 12
@@ -109,8 +110,8 @@ def test_a_killed_run_loses_at_most_one_epoch(data: dict, tmp_path: Path) -> Non
 def test_resume_refuses_other_settings_or_data(data: dict, tmp_path: Path) -> None:
     train(data, tmp_path / "run", epochs=1)
     with pytest.raises(InputError) as exc:
-        train(data, tmp_path / "run", epochs=2, lr=1e-3)
-    assert "lr: checkpoint 0.0002, now 0.001" in str(exc.value)
+        train(data, tmp_path / "run", epochs=2, lr=2e-4)
+    assert "lr: checkpoint 0.001, now 0.0002" in str(exc.value)
     other = {"train": (data["train"][0] + 1.0, data["train"][1]), "val": data["val"]}
     with pytest.raises(InputError) as exc:
         train(other, tmp_path / "run", epochs=2)
@@ -209,7 +210,7 @@ def test_cpu_optimizer_is_fused_adam_with_the_default_adams_update() -> None:
     models[1].load_state_dict(models[0].state_dict())
     fused = make_optimizer(models[0], device="cpu")
     plain = torch.optim.Adam(models[1].parameters(), lr=fused.defaults["lr"], betas=fused.defaults["betas"])
-    assert fused.defaults["fused"] and fused.defaults["betas"] == (0.5, 0.999)
+    assert fused.defaults["fused"] and fused.defaults["betas"] == DEFAULT_BETAS
     z = torch.randn(4, DIM)
     for _ in range(3):
         for model, optimizer in zip(models, (fused, plain)):

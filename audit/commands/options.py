@@ -104,7 +104,7 @@ def training_options(func: Callable) -> Callable:
         click.option("--image-size", type=click.Choice(["64", "128"]), default="64", show_default=True,
                      help="Size of the reconstructed faces."),
         click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULT_BATCH_SIZE, show_default=True,
-                     help="Training batch size (the method's 200; larger on a GPU)."),
+                     help="Training batch size (the method's 300; larger on a GPU)."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True, max=1, max_open=True), default=DEFAULT_LR,
                      show_default=True, help="Adam's learning rate for the generator."),
         click.option("--validate-every", type=click.IntRange(min=1), default=DEFAULT_VALIDATE_EVERY,

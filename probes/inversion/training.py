@@ -338,7 +338,7 @@ def place_model(model: nn.Module, device: torch.device | str) -> nn.Module:
 
 def make_optimizer(model: nn.Module, *, lr: float = DEFAULT_LR, betas: tuple[float, float] = DEFAULT_BETAS,
                    device: torch.device | str) -> torch.optim.Adam:
-    """The method's optimiser (Adam with DCGAN's settings) for ``model`` on ``device``.
+    """The method's optimiser (Adam, at PyTorch's defaults unless told otherwise) for ``model`` on ``device``.
 
     On the CPU it is PyTorch's fused Adam: the same update rule, done in one
     pass per tensor instead of about ten elementwise ops (measured 3x faster
