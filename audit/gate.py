@@ -21,11 +21,11 @@ import json
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from audit.errors import EXIT_GATE_FAILED, EXIT_OK, PolicyError, ResultsError
+from audit.errors import EXIT_GATE_FAILED, EXIT_OK, PolicyError
 from audit.policy import Policy, Rule, load_policy
-from audit.results import BLOCKING_FLAGS, blocking_flags, json_safe
+from audit.results import BLOCKING_FLAGS, Disparity, Results, blocking_flags, json_safe
 
 __all__ = ["Check", "Verdict", "load_policy", "evaluate_policy", "verdict_to_junit",
            "format_verdict_table", "verdict_to_json"]
@@ -45,8 +45,6 @@ MSG_BASELINE_LACKS_METRIC = ("rule {rule!r}: the baseline results have no {what}
 MSG_NO_DIRECTION = ("rule {rule!r}: figure {metric!r} ({grouping} / {group}) has no 'better' direction "
                     "('lower' or 'higher'), so a baseline cannot say whether it got worse. "
                     "Use 'max' or 'min' for this metric instead.")
-MSG_RESULTS_SHAPE = "{which} results lack the list {key!r}; pass a dict read by audit.results.load_results."
-MSG_RESULTS_ENTRY = "{which} results: entry {index} of {key!r} is malformed ({error})."
 
 REASON_UNDEFINED = ("the figure is undefined (NaN{flags}): a rule never passes on a missing number. "
                     "See why the group has no data in results.json (n_images, flags).")
@@ -60,16 +58,11 @@ def _subject_label(grouping: str, group: str | None, kind: str | None) -> str:
     return f"{grouping} {kind} {group}" if group else f"{grouping} {kind}"
 
 
-def _pair_label(entry: dict) -> str | None:
+def _pair_label(disparity: Disparity) -> str | None:
     """``Black vs White`` (the worse group first) for a pairwise disparity; None for an older record."""
-    worst, best = entry.get("worst_group"), entry.get("best_group")
-    if worst is None or best is None:
+    if disparity.worst_group is None or disparity.best_group is None:
         return None
-    return f"{worst} vs {best}"
-
-
-def _nan(value: Any) -> float:
-    return float("nan") if value is None else float(value)
+    return f"{disparity.worst_group} vs {disparity.best_group}"
 
 
 def _finite(value: float | None) -> bool:
@@ -109,28 +102,21 @@ class _Subject:
         return _subject_label(self.grouping, self.group, self.kind)
 
 
-def _subjects(results: Any, key: str, *, which: str) -> list[_Subject]:
-    if not isinstance(results, dict) or not isinstance(results.get(key), list):
-        raise ResultsError(MSG_RESULTS_SHAPE.format(which=which, key=key))
-    out = []
-    for index, entry in enumerate(results[key]):
-        try:
-            is_figure = key == "figures"
-            out.append(_Subject(
-                metric=f"{entry['probe']}.{entry['metric']}",
-                grouping=str(entry["grouping"]),
-                group=str(entry["group"]) if is_figure else _pair_label(entry),
-                kind=None if is_figure else str(entry["kind"]),
-                value=_nan(entry.get("value")),
-                ci_low=None if entry.get("ci_low") is None else float(entry["ci_low"]),
-                ci_high=None if entry.get("ci_high") is None else float(entry["ci_high"]),
-                better=entry.get("better") if is_figure else "lower",
-                flags=tuple(entry.get("flags") or ()),
-            ))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ResultsError(MSG_RESULTS_ENTRY.format(which=which, index=index, key=key,
-                                                        error=f"{type(exc).__name__}: {exc}")) from exc
-    return out
+def _subjects(results: Results) -> list[_Subject]:
+    """Every figure and disparity of a run, as the rules see them."""
+    figures = [_Subject(metric=f.key, grouping=f.grouping, group=f.group, kind=None, value=float(f.value),
+                        ci_low=f.ci_low, ci_high=f.ci_high, better=f.better, flags=tuple(f.flags))
+               for f in results.figures]
+    disparities = [_Subject(metric=d.key, grouping=d.grouping, group=_pair_label(d), kind=d.kind,
+                            value=float(d.value), ci_low=d.ci_low, ci_high=d.ci_high, better="lower",
+                            flags=tuple(d.flags))
+                   for d in results.disparities]
+    return figures + disparities
+
+
+def _as_results(results: Results | Mapping, which: str) -> Results:
+    """Results as read by :func:`audit.results.load_results`; a plain dict is checked the same way."""
+    return results if isinstance(results, Results) else Results.from_dict(results, source=f"{which} results")
 
 
 @dataclass(frozen=True)
@@ -351,18 +337,15 @@ def _baseline_check(rule: Rule, s: _Subject, old: _Subject | None) -> Check:
                   note=note, baseline_value=then, **common)
 
 
-def evaluate_policy(policy: Policy, results: dict, *, baseline: dict | None = None) -> Verdict:
-    """Judge ``results`` (a dict from :func:`audit.results.load_results`) against ``policy``.
+def evaluate_policy(policy: Policy, results: Results | Mapping, *,
+                    baseline: Results | Mapping | None = None) -> Verdict:
+    """Judge ``results`` (from :func:`audit.results.load_results`) against ``policy``.
 
     ``baseline`` is an earlier run's results, needed by rules with ``baseline = {...}``.
     Raises :class:`PolicyError` when a rule names something the results lack.
     """
-    subjects = (_subjects(results, "figures", which="The")
-                + _subjects(results, "disparities", which="The"))
-    old_subjects: list[_Subject] = []
-    if baseline is not None:
-        old_subjects = (_subjects(baseline, "figures", which="The baseline")
-                        + _subjects(baseline, "disparities", which="The baseline"))
+    subjects = _subjects(_as_results(results, "the"))
+    old_subjects = _subjects(_as_results(baseline, "the baseline")) if baseline is not None else []
     old_index = {s.key: s for s in old_subjects}
     checks: list[Check] = []
     for rule in policy.rules:

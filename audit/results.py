@@ -180,7 +180,112 @@ def disparities_to_dicts(disparities: Iterable[Disparity]) -> list[dict]:
     return [asdict(d) for d in disparities]
 
 
-def load_results(path: str | os.PathLike) -> dict:
+#: Required fields of each entry, and the field that names its group (a figure's group, a disparity's kind).
+_REQUIRED = {"figures": ("probe", "metric", "grouping", "group", "value"),
+             "disparities": ("probe", "metric", "grouping", "kind", "value")}
+_TEXT_FIELDS = ("probe", "metric", "grouping", "group", "kind", "worst_group", "best_group", "better")
+_NUMBER_FIELDS = ("value", "ci_low", "ci_high", "p_value", "p_adjusted")
+_COUNT_FIELDS = ("n_images", "n_people", "count")
+_BOOL_FIELDS = ("finding", "worst_pair")
+
+
+@dataclass
+class Results:
+    """One run's results: what ``audit run`` writes and ``audit gate`` and ``audit report`` read.
+
+    ``figures`` and ``disparities`` are typed (:class:`Figure`,
+    :class:`Disparity`); every other section of results.json (``tool``,
+    ``dataset``, ``target``, ``settings``, ``environment``, ``detection``,
+    ``findings``, ``tests``, ``probes``, ``policy_verdict``...) is kept as
+    JSON data under its name, in the file's order.  :meth:`from_dict` is the
+    one place that checks the schema version and each entry's shape, so
+    nothing downstream parses results.json again.
+    """
+
+    figures: list[Figure]
+    disparities: list[Disparity]
+    sections: dict[str, Any] = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION
+
+    @property
+    def probes(self) -> dict:
+        """Each probe's details (``probes`` section): what the report draws beyond the figures."""
+        value = self.sections.get("probes")
+        return value if isinstance(value, dict) else {}
+
+    def section(self, name: str) -> Any:
+        return self.sections.get(name)
+
+    def to_dict(self) -> dict:
+        """results.json as written: ``schema_version`` first, then the sections in order."""
+        out: dict[str, Any] = {"schema_version": self.schema_version}
+        sections = dict(self.sections)
+        sections.setdefault("figures", None)
+        sections.setdefault("disparities", None)
+        for key, value in sections.items():
+            if key == "figures":
+                value = figures_to_dicts(self.figures)
+            elif key == "disparities":
+                value = disparities_to_dicts(self.disparities)
+            out[key] = value
+        return json_safe(out)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "the results") -> "Results":
+        """Check and type a results.json's content; a ResultsError names what is wrong and where."""
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise ResultsError(f"{source} has no 'schema_version': it was not written by 'audit run'.")
+        major = str(data["schema_version"]).split(".")[0]
+        if major != SCHEMA_VERSION.split(".")[0]:
+            raise ResultsError(f"{source} has schema_version {data['schema_version']!r}; this version "
+                               f"of the tool reads {SCHEMA_VERSION.split('.')[0]}.x. Re-run the audit or "
+                               "use a matching version of the tool.")
+        typed: dict[str, list] = {}
+        for key, kind in (("figures", Figure), ("disparities", Disparity)):
+            if not isinstance(data.get(key), list):
+                raise ResultsError(f"{source} lacks the list {key!r}.")
+            typed[key] = [_entry(kind, key, index, entry, source) for index, entry in enumerate(data[key])]
+        sections = {k: v for k, v in data.items() if k != "schema_version"}
+        return cls(typed["figures"], typed["disparities"], sections, str(data["schema_version"]))
+
+
+def _entry(kind: type, key: str, index: int, entry: Any, source: str) -> Any:
+    """One figure or disparity from its JSON object, every field checked for its type."""
+    where = f"{source}: {key}[{index}]"
+    damaged = "the file was edited or damaged. Re-run the audit, or restore the file."
+    if not isinstance(entry, dict):
+        raise ResultsError(f"{where} is {type(entry).__name__} {entry!r:.60}, not an object: {damaged}")
+    flags = entry.get("flags", [])
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        # A string here would be read letter by letter, and a blocking flag missed.
+        raise ResultsError(f"{where} has flags {flags!r:.60}, not a list of names: {damaged}")
+    missing = [name for name in _REQUIRED[key] if name not in entry]
+    if missing:
+        raise ResultsError(f"{where} lacks {', '.join(map(repr, missing))}: {damaged}")
+    values: dict[str, Any] = {"flags": list(flags)}
+    for name in kind.__dataclass_fields__:
+        if name == "flags" or name not in entry:
+            continue
+        value = entry[name]
+        if value is None:
+            values[name] = math.nan if name == "value" else None
+        elif name in _TEXT_FIELDS and isinstance(value, str):
+            values[name] = value
+        elif name in _NUMBER_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif name in _COUNT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = value
+        elif name in _BOOL_FIELDS and isinstance(value, bool):
+            values[name] = value
+        else:
+            raise ResultsError(f"{where} has {name} = {value!r:.40}, not a "
+                               f"{'number' if name in _NUMBER_FIELDS + _COUNT_FIELDS else 'valid value'}: {damaged}")
+    if values.get("better") not in (None, "lower", "higher"):
+        raise ResultsError(f"{where} has better = {values['better']!r:.40}, not 'lower' or 'higher': {damaged}")
+    return kind(**values)
+
+
+def load_results(path: str | os.PathLike) -> Results:
     """Read and check a results.json (or the run folder holding one)."""
     path = Path(path)
     if path.is_dir():
@@ -195,32 +300,6 @@ def load_results(path: str | os.PathLike) -> dict:
     except OSError as exc:
         raise ResultsError(f"{str(path)!r} cannot be read ({exc.strerror or exc}). Make it readable "
                            "(chmod u+r).") from exc
-    if not isinstance(data, dict) or "schema_version" not in data:
-        raise ResultsError(f"{str(path)!r} has no 'schema_version': it was not written by 'audit run'.")
-    major = str(data["schema_version"]).split(".")[0]
-    if major != SCHEMA_VERSION.split(".")[0]:
-        raise ResultsError(f"{str(path)!r} has schema_version {data['schema_version']!r}; this version "
-                           f"of the tool reads {SCHEMA_VERSION.split('.')[0]}.x. Re-run the audit or "
-                           "use a matching version of the tool.")
-    for key in ("figures", "disparities"):
-        if not isinstance(data.get(key), list):
-            raise ResultsError(f"{str(path)!r} lacks the list {key!r}.")
-        for index, entry in enumerate(data[key]):
-            if not isinstance(entry, dict):
-                raise ResultsError(f"{str(path)!r}: {key}[{index}] is {type(entry).__name__} {entry!r:.60}, not "
-                                   "an object: the file was edited or damaged. Re-run the audit, or restore "
-                                   "the file.")
-            flags = entry.get("flags", [])
-            if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
-                # A string here would be read letter by letter, and a blocking flag missed.
-                raise ResultsError(f"{str(path)!r}: {key}[{index}] has flags {flags!r:.60}, not a list of "
-                                   "names: the file was edited or damaged. Re-run the audit, or restore the file.")
-    return data
+    return Results.from_dict(data, source=repr(str(path)))
 
 
-def figure_from_dict(d: dict) -> Figure:
-    return Figure(**{k: d.get(k) for k in Figure.__dataclass_fields__ if k in d})
-
-
-def disparity_from_dict(d: dict) -> Disparity:
-    return Disparity(**{k: d.get(k) for k in Disparity.__dataclass_fields__ if k in d})

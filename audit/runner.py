@@ -28,8 +28,8 @@ from audit.outputs import check_writable_folder, write_atomic, writing
 from audit.pipeline import (build_embedder, default_group_by, load_dataset_for_run,
                             open_target, opened_cache)
 from audit.results import (ALL, CORRECTIONS, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, FLAG_UNSTABLE,
-                           GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, disparities_to_dicts,
-                           figures_to_dicts, grouping_name, write_json_atomic)
+                           GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, Results, grouping_name,
+                           write_json_atomic)
 from audit.targets.base import STATUS_OK
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE,
                                        DEFAULT_LR, DEFAULT_VALIDATE_EVERY)
@@ -151,7 +151,7 @@ class RunConfig:
 
 @dataclass
 class RunOutcome:
-    results: dict
+    results: Results
     out_dir: Path
     report_files: dict = field(default_factory=dict)
     verdict: object | None = None
@@ -399,9 +399,9 @@ class AuditRun:
         write_atomic(path, frame.to_csv(index=False), what="the run folder's file", option="--out")
 
     @staticmethod
-    def _write_results(out: Path, results: dict) -> None:
+    def _write_results(out: Path, results: Results) -> None:
         with writing(out / RESULTS_FILE, what="the results file", option="--out"):
-            write_json_atomic(out / RESULTS_FILE, results)
+            write_json_atomic(out / RESULTS_FILE, results.to_dict())
 
     def _samples(self, rows: np.ndarray | None = None) -> pd.DataFrame:
         table = self.embset.table
@@ -616,14 +616,13 @@ class AuditRun:
         return artifacts, sources
 
     # -- outputs -----------------------------------------------------------------
-    def _results(self, started: float) -> dict:
+    def _results(self, started: float) -> Results:
         from audit.data.describe import describe_dataset
 
         dataset = self.dataset
         table = dataset.table
         device = self.probe_details.get("inversion", {}).get("device", "cpu")
-        return {
-            "schema_version": SCHEMA_VERSION,
+        return Results(list(self.figures), list(self.disparities), {
             "tool": {"name": "face-bias-audit", "version": __version__},
             "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "command_line": self.config.command_line,
@@ -639,24 +638,24 @@ class AuditRun:
             "settings": self.config.settings(),
             "environment": environment(device),
             "detection": self.probe_details.get("detection"),
-            "figures": figures_to_dicts(self.figures),
-            "disparities": disparities_to_dicts(self.disparities),
+            "figures": None,        # placeholders: the typed lists are written here, in this order
+            "disparities": None,
             "findings": self.findings,
             "tests": self.tests,
             "probes": {k: v for k, v in self.probe_details.items() if k != "detection"},
             "policy_verdict": None,
-        }
+        }, SCHEMA_VERSION)
 
     def _write_groups_csv(self, out: Path) -> None:
         from probes.stats import figures_frame
 
         self._write_table(out / GROUPS_FILE, figures_frame(self.figures))
 
-    def _gate(self, results: dict, out: Path, policy, baseline):
+    def _gate(self, results: Results, out: Path, policy, baseline):
         from audit.gate import evaluate_policy
 
         verdict = evaluate_policy(policy, results, baseline=baseline)
-        results["policy_verdict"] = verdict.to_dict()
+        results.sections["policy_verdict"] = verdict.to_dict()
         self._write_results(out, results)
         return verdict
 

@@ -27,7 +27,7 @@ from markupsafe import Markup
 
 from audit.errors import InputError
 from audit.outputs import check_writable_folder, write_atomic
-from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, load_results
+from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, Results, load_results
 from reports import figures as charts
 from reports.text import (CORRECTION_TEXT, FLAG_SHORT, FLAG_TEXT, METRICS, better_text, describe_metric,
                           disparity_sentence, finding_sentence, findings_by_pair, format_count, format_interval,
@@ -581,9 +581,15 @@ def _details(detail: Mapping | None, probe: str) -> list[tuple[str, str]]:
     return rows
 
 
-def build_context(results: Mapping, *, run_dir: Path, no_faces: bool = False) -> dict:
-    """Everything the templates show, formatted; the templates only lay it out."""
+def build_context(results: Results | Mapping, *, run_dir: Path, no_faces: bool = False) -> dict:
+    """Everything the templates show, formatted; the templates only lay it out.
+
+    ``results`` comes from :func:`audit.results.load_results` (checked there);
+    the templates read its JSON view, as results.json holds it.
+    """
     run_dir = Path(run_dir)
+    if isinstance(results, Results):
+        results = results.to_dict()
     figures = [f for f in results.get("figures") or [] if isinstance(f, Mapping)]
     disparities = [d for d in results.get("disparities") or [] if isinstance(d, Mapping)]
     order = _grouping_order(results)

@@ -307,9 +307,16 @@ def test_error_names_the_policy_file(tmp_path):
 
 
 def test_malformed_results_is_a_results_error():
+    results = {"schema_version": "1.1", "figures": [{"probe": "x"}], "disparities": []}
     with pytest.raises(ResultsError) as exc:
-        evaluate_policy(one_rule(metric=SUCCESS, max=0.9), {"figures": [{"probe": "x"}], "disparities": []})
-    assert str(exc.value) == "The results: entry 0 of 'figures' is malformed (KeyError: 'metric')."
+        evaluate_policy(one_rule(metric=SUCCESS, max=0.9), results)
+    assert str(exc.value) == ("the results: figures[0] lacks 'metric', 'grouping', 'group', 'value': the file "
+                              "was edited or damaged. Re-run the audit, or restore the file.")
+    results["figures"] = [{"probe": "x", "metric": "m", "grouping": "all", "group": "all", "value": "high"}]
+    with pytest.raises(ResultsError, match="has value = 'high', not a number"):
+        evaluate_policy(one_rule(metric=SUCCESS, max=0.9), results)
+    with pytest.raises(ResultsError, match="no 'schema_version'"):
+        evaluate_policy(one_rule(metric=SUCCESS, max=0.9), {"figures": [], "disparities": []})
 
 
 # --- the policy file -----------------------------------------------------------------------

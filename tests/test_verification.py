@@ -132,9 +132,9 @@ def test_a_threshold_from_too_few_impostor_pairs_is_not_estimable_with_its_count
     # and a gate rule on it fails with that reason
     from audit.gate import evaluate_policy
     from audit.policy import Policy, Rule
-    from audit.results import disparities_to_dicts, figures_to_dicts
+    from audit.results import Results
 
-    results = {"figures": figures_to_dicts(res.figures), "disparities": disparities_to_dicts(res.disparities)}
+    results = Results(res.figures, res.disparities)
     rule = Rule(id="t", metric="verification.threshold_at_fmr_1e-3", grouping="race", min=0.0)
     (check,) = evaluate_policy(Policy(rules=(rule,)), results).checks
     assert not check.passed and "not estimable" in check.reason
