@@ -333,21 +333,7 @@ class AuditRun:
             self.embset = embset
             with writing(out, what="the run folder", option="--out"):
                 out.mkdir(parents=True, exist_ok=True)
-            if "detection" in config.probes:
-                self._detection()
-            ok = embset.ok
-            if "volume" in config.probes:
-                self._volume(ok)
-            if "verification" in config.probes:
-                self._verification(ok)
-            if "inversion" in config.probes:
-                try:
-                    self._inversion(ok, out)
-                except RuntimeError as exc:
-                    if not _is_checkpoint_write_failure(exc):
-                        raise
-                    raise OutputError(MSG_CHECKPOINT_WRITE.format(folder=str(out / "checkpoints"),
-                                                                  error=str(exc).splitlines()[0])) from exc
+            self._run_probes(out)
         self._findings()
         results = self._results(started)
         # The run's tables are replaced together, at the end: a run that fails
@@ -365,6 +351,24 @@ class AuditRun:
 
             outcome.report_files = render_report(out, no_faces=config.no_faces)
         return outcome
+
+    def _run_probes(self, out: Path) -> None:
+        """Each asked-for probe on the embedded dataset; an unwritable checkpoint folder is an OutputError."""
+        probes, ok = self.config.probes, self.embset.ok
+        if "detection" in probes:
+            self._detection()
+        if "volume" in probes:
+            self._volume(ok)
+        if "verification" in probes:
+            self._verification(ok)
+        if "inversion" in probes:
+            try:
+                self._inversion(ok, out)
+            except RuntimeError as exc:
+                if not _is_checkpoint_write_failure(exc):
+                    raise
+                raise OutputError(MSG_CHECKPOINT_WRITE.format(folder=str(out / "checkpoints"),
+                                                              error=str(exc).splitlines()[0])) from exc
 
     def _load_corpora(self) -> list:
         """The training corpora and saved generators, read before any target call: a typo must not cost a run."""

@@ -218,20 +218,20 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
 
     ``embeddings[i]`` is the vector of ``samples.iloc[i]``; rows where
     ``acquired`` is False (no face found) are not read and may hold NaN.
+    Long because it is the probe's one sequence (pairs, the global
+    threshold, each group's figures and records, the cross-group matrix)
+    over one set of pairs and one random stream; each step is a named helper.
     """
     groupings = check_groupings(groupings)
     check_columns(samples, {person: "the person column",
                             **{a: "a grouping attribute" for g in groupings for a in g}})
     acquired = _check_acquired(acquired, len(samples))
-    x = np.asarray(embeddings, dtype=np.float64)
-    check_embeddings(np.where(acquired[:, None], x, 0.0) if x.ndim == 2 else x, samples)
-    check_metric(metric)
+    x = _checked_embeddings(embeddings, samples, acquired, metric)
     confidence = check_confidence(confidence)
     _check_pair_settings(target_fmr, impostor_pairs, pairs)
     persons = pd.factorize(samples[person].to_numpy())[0]
     rng = np.random.default_rng(seed)
     label = fmr_label(target_fmr)
-    needed = min_impostor_pairs(target_fmr)
 
     groups = [(grouping_name(attrs), lab, mask) for attrs in [[]] + groupings
               for lab, mask in iter_groups(samples, attrs)]
@@ -269,21 +269,12 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
         n_imp_people = len(np.unique(np.concatenate([pa, pb])))
         values = _group_rates(g_persons, g_d, pa, pb, i_d, label=label, default=threshold, global_t=global_t,
                               global_ok=global_ok, own=own, own_ok=own_ok)
-        for m, (estimate, n, n_people, estimable) in values.items():
-            count = int(round(estimate.count)) if isinstance(estimate, ProportionEstimate) else None
-            flags = rate_flags(count, n, "lower") if count is not None and n else []
-            if not estimable:
-                flags.append(FLAG_NOT_ESTIMABLE)
-            collected.add(figure_from_estimate(estimate, probe=PROBE, metric=m, grouping=g, group=lab,
-                                               confidence=confidence, n_images=n, n_people=n_people, count=count,
-                                               better=names[m], min_people=min_people, flags=flags), estimate)
+        _add_figures(collected, values, names, grouping=g, group=lab, confidence=confidence, min_people=min_people)
         pair_counts[f"{g}: {lab}"] = {"genuine_pairs": int(gk.sum()),
                                       "genuine_pairs_without_face": int(np.isnan(g_d).sum()),
                                       "impostor_pairs": {**sample.counts(), "with_both_faces": n_acquired_pairs}}
-        own_thresholds[f"{g}: {lab}"] = {
-            "threshold": own.value, "interval": list(own.interval(confidence)) if n_imp_people >= 2 else None,
-            "estimable": own_ok, "impostor_pairs": n_acquired_pairs,
-            **({} if own_ok else {"reason": not_estimable_reason(n_acquired_pairs, target_fmr)})}
+        own_thresholds[f"{g}: {lab}"] = _own_threshold_record(own, own_ok, n_acquired_pairs, n_imp_people,
+                                                              target_fmr, confidence)
         det["by_group"].setdefault(g, {})[lab] = _det_curve(g_d, i_d, det_thresholds)
         summary.append(_summary_row(g, lab, mask, acquired, persons, values, confidence))
     figures = collected.figures()
@@ -296,6 +287,21 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
     fdr = {g: _fairness_discrepancy(collected, g, label, confidence)
            for g in dict.fromkeys(g for g, _, _ in groups) if g != ALL}
     details = {
+        **_rules_and_thresholds(names, threshold, target_fmr, global_t, global_ok, global_pairs, confidence),
+        "pairs": "given" if pairs is not None else "generated",
+        "impostor_pairs": impostor_pairs, "pairs_dropped_unknown_images": dropped,
+        "max_impostor_pairs": max_impostor_pairs, "seed": seed, "metric": metric,
+        "images_without_face": int((~acquired).sum()),
+        "pair_counts": pair_counts, "thresholds_by_group": own_thresholds, "det": det,
+        "cross_group_fmr": matrix, "fairness_discrepancy_rate": fdr, "summary": summary,
+    }
+    return VerificationResult(figures, disparities_out, details)
+
+
+def _rules_and_thresholds(names: dict, threshold: float, target_fmr: float, global_t: Estimate, global_ok: bool,
+                          global_pairs: int, confidence: float) -> dict:
+    """The part of the details that says how the rates were counted and where the thresholds lie."""
+    return {
         "match_rule": "distance <= threshold",
         "generalised_rates": sorted(m for m in names if not m.startswith("threshold_")),
         "generalised_note": ("rates count images without a face (failure to acquire) as non-matches: their "
@@ -305,16 +311,38 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
         "global_threshold_at_target_fmr": global_t.value,
         "global_threshold_interval": list(global_t.interval(confidence)) if global_ok else None,
         "global_threshold_estimable": global_ok,
-        "impostor_pairs_needed": needed,
+        "impostor_pairs_needed": min_impostor_pairs(target_fmr),
         **({} if global_ok else {"global_threshold_reason": not_estimable_reason(global_pairs, target_fmr)}),
-        "pairs": "given" if pairs is not None else "generated",
-        "impostor_pairs": impostor_pairs, "pairs_dropped_unknown_images": dropped,
-        "max_impostor_pairs": max_impostor_pairs, "seed": seed, "metric": metric,
-        "images_without_face": int((~acquired).sum()),
-        "pair_counts": pair_counts, "thresholds_by_group": own_thresholds, "det": det,
-        "cross_group_fmr": matrix, "fairness_discrepancy_rate": fdr, "summary": summary,
     }
-    return VerificationResult(figures, disparities_out, details)
+
+
+def _checked_embeddings(embeddings: np.ndarray, samples: pd.DataFrame, acquired: np.ndarray, metric: str) -> np.ndarray:
+    """The embeddings as float64, checked where a face was found (other rows may hold NaN)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    check_embeddings(np.where(acquired[:, None], x, 0.0) if x.ndim == 2 else x, samples)
+    check_metric(metric)
+    return x
+
+
+def _add_figures(collected: GroupedFigures, values: dict, names: dict, *, grouping: str, group: str,
+                 confidence: float, min_people: int) -> None:
+    """One group's figures, flagged where a rate rests on few errors or a threshold is not estimable."""
+    for m, (estimate, n, n_people, estimable) in values.items():
+        count = int(round(estimate.count)) if isinstance(estimate, ProportionEstimate) else None
+        flags = rate_flags(count, n, "lower") if count is not None and n else []
+        if not estimable:
+            flags.append(FLAG_NOT_ESTIMABLE)
+        collected.add(figure_from_estimate(estimate, probe=PROBE, metric=m, grouping=grouping, group=group,
+                                           confidence=confidence, n_images=n, n_people=n_people, count=count,
+                                           better=names[m], min_people=min_people, flags=flags), estimate)
+
+
+def _own_threshold_record(own: Estimate, own_ok: bool, n_pairs: int, n_people: int, target_fmr: float,
+                          confidence: float) -> dict:
+    """A group's own threshold at the target FMR, its interval, and why it is not estimable where not."""
+    return {"threshold": own.value, "interval": list(own.interval(confidence)) if n_people >= 2 else None,
+            "estimable": own_ok, "impostor_pairs": n_pairs,
+            **({} if own_ok else {"reason": not_estimable_reason(n_pairs, target_fmr)})}
 
 
 def _check_pair_settings(target_fmr: float, impostor_pairs: str, pairs: pd.DataFrame | None) -> None:
