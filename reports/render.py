@@ -486,6 +486,23 @@ def _verification(detail: Mapping, palette: charts.GroupPalette, order: Mapping[
         return {"skipped": _plain(detail.get("skipped")) if detail else None, "settings": [], "det": [],
                 "matrices": [], "fdr": [], "summary": []}
     target = detail.get("target_fmr")
+    det = detail.get("det") or {}
+    # Intersections' curves are in results.json: a dozen crossing lines read as noise.
+    det_charts = [{"grouping": str(g), "chart": charts.det_chart(str(g), {k: curves[k] for k in
+                                                                         _order_groups(g, curves, order)},
+                                                                 palette, target_fmr=target)}
+                  for g, curves in (det.get("by_group") or {}).items()
+                  if g != ALL and GROUPING_JOIN not in str(g) and len(curves) > 1]
+    return {"skipped": None, "settings": _verification_settings(detail), "det": det_charts,
+            "matrices": _fmr_matrices(detail, palette), "fdr": _fdr_rows(detail),
+            "summary": _sort_rows(_summary_rows(detail, palette), order),
+            "generalised": _plain(detail.get("generalised_note")) if detail.get("generalised_note") else None,
+            "target_fmr": format_value(target, "rate") if _finite(target) else "-"}
+
+
+def _verification_settings(detail: Mapping) -> list[tuple[str, str]]:
+    """How the rates were counted: match rule, thresholds, where the pairs came from."""
+    target = detail.get("target_fmr")
     settings = [("match rule", _plain(detail.get("match_rule") or "distance <= threshold")),
                 ("default (operational) threshold", format_value(detail.get("default_threshold"))),
                 ("target FMR", format_value(target, "rate") if _finite(target) else "-")]
@@ -504,18 +521,16 @@ def _verification(detail: Mapping, palette: charts.GroupPalette, order: Mapping[
                   f"{format_count(detail.get('max_impostor_pairs'))} per group)"),
                  ("images without a face", f"{format_count(detail.get('images_without_face'))} (their pairs count "
                                             "as non-matches: generalised rates)")]
-    det = detail.get("det") or {}
-    # Intersections' curves are in results.json: a dozen crossing lines read as noise.
-    det_charts = [{"grouping": str(g), "chart": charts.det_chart(str(g), {k: curves[k] for k in
-                                                                         _order_groups(g, curves, order)},
-                                                                 palette, target_fmr=target)}
-                  for g, curves in (det.get("by_group") or {}).items()
-                  if g != ALL and GROUPING_JOIN not in str(g) and len(curves) > 1]
+    return settings
+
+
+def _fmr_matrices(detail: Mapping, palette: charts.GroupPalette) -> list[dict]:
+    """One cross-group FMR matrix per grouping: at the global FMR threshold (NIST's framing) where it is
+    estimable, else at the default threshold; cells shaded by their share of the largest."""
     matrices = []
     for grouping, m in (detail.get("cross_group_fmr") or {}).items():
         groups = [str(g) for g in m.get("groups") or []]
         by_threshold = m.get("fmr") or {}
-        # One matrix: at the global FMR threshold (NIST's framing) where it is estimable, else the default.
         preferred = [n for n in by_threshold if n != "default"] if detail.get("global_threshold_estimable", True) \
             else ["default"]
         for name, cells in [(n, c) for n, c in by_threshold.items() if n in preferred][:1]:
@@ -536,14 +551,23 @@ def _verification(detail: Mapping, palette: charts.GroupPalette, order: Mapping[
             matrices.append({"grouping": str(grouping), "threshold_name": "default threshold" if name == "default"
                              else "global FMR threshold", "threshold": format_value(cells.get("threshold")),
                              "groups": groups, "rows": rows})
-    fdr = []
-    for grouping, by_threshold in (detail.get("fairness_discrepancy_rate") or {}).items():
-        for name, row in by_threshold.items():
-            fdr.append({"grouping": str(grouping), "threshold": "default" if name == "default" else "global FMR",
-                        "value": format_value(row.get("value")),
-                        "ci": format_interval(row.get("ci_low"), row.get("ci_high")) or "-",
-                        "fmr_gap": format_value(row.get("largest_fmr_difference"), "rate"),
-                        "fnmr_gap": format_value(row.get("largest_fnmr_difference"), "rate")})
+    return matrices
+
+
+def _fdr_rows(detail: Mapping) -> list[dict]:
+    """The fairness discrepancy rate per grouping and threshold, with its largest FMR and FNMR gaps."""
+    return [{"grouping": str(grouping), "threshold": "default" if name == "default" else "global FMR",
+             "value": format_value(row.get("value")),
+             "ci": format_interval(row.get("ci_low"), row.get("ci_high")) or "-",
+             "fmr_gap": format_value(row.get("largest_fmr_difference"), "rate"),
+             "fnmr_gap": format_value(row.get("largest_fnmr_difference"), "rate")}
+            for grouping, by_threshold in (detail.get("fairness_discrepancy_rate") or {}).items()
+            for name, row in by_threshold.items()]
+
+
+def _summary_rows(detail: Mapping, palette: charts.GroupPalette) -> list[dict]:
+    """The ISO/IEC 19795-10-style table: per group, counts, failure to acquire, FNMR and FMR at the
+    operational threshold, with intervals."""
     summary = []
     for row in detail.get("summary") or []:
         fta = row.get("fta_ci") or [None, None]
@@ -559,10 +583,7 @@ def _verification(detail: Mapping, palette: charts.GroupPalette, order: Mapping[
                         "fmr": format_value(row.get("fmr_at_default"), "rate"),
                         "fmr_ci": format_interval(*fmr, "rate") or "-",
                         "impostor_pairs": format_count(row.get("fmr_at_default_pairs"))})
-    return {"skipped": None, "settings": settings, "det": det_charts,
-            "matrices": matrices, "fdr": fdr, "summary": _sort_rows(summary, order),
-            "generalised": _plain(detail.get("generalised_note")) if detail.get("generalised_note") else None,
-            "target_fmr": format_value(target, "rate") if _finite(target) else "-"}
+    return summary
 
 
 #: A probe detail longer than this (eigenvalue spectra, pair counts) stays in results.json.
