@@ -242,23 +242,8 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
         if size is None or len(people) < size:
             values[g, lab] = {m: np.full(n_draws, np.nan) for m in METRICS}
             continue
-        pos = np.flatnonzero(mask)
-        idx_of = {p: pos[i] for p, i in pd.Series(persons[mask]).groupby(persons[mask], sort=False)
-                  .indices.items()}
-        per_draw = {m: np.empty(n_draws) for m in METRICS if m != "relative_log_volume_per_dim"}
-        eigs = []
-        for b in range(n_draws):
-            chosen = rng.choice(len(people), size=size, replace=False)
-            rows = [idx_of[people[i]] for i in chosen]
-            one = np.array([r[rng.integers(len(r))] for r in rows])
-            every = np.concatenate(rows)
-            figs, eig = _draw_figures(x[one], x[every], persons[every], metric=metric,
-                                      threshold=threshold)
-            for m, v in figs.items():
-                per_draw[m][b] = v
-            eigs.append(eig)
-        values[g, lab] = per_draw
-        mean_eig = np.mean(eigs, axis=0)
+        values[g, lab], mean_eig = _group_draws(x, persons, mask, people, size=size, n_draws=n_draws, rng=rng,
+                                                metric=metric, threshold=threshold)
         spectra[f"{g}: {lab}"] = {"top_eigenvalues": mean_eig[:N_EIGENVALUES_REPORTED].tolist(),
                                   "total_variance": float(mean_eig.sum())}
     estimates = {key: {m: subsample_estimate(draws, len(people_of[key]), size) for m, draws in v.items()}
@@ -285,6 +270,30 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
                "unit": "people (one image each; all their images for spread_ratio)",
                "spectra": spectra}
     return VolumeResult(figures, disparities_out, details)
+
+
+def _group_draws(x: np.ndarray, persons: np.ndarray, mask: np.ndarray, people: np.ndarray, *, size: int,
+                 n_draws: int, rng: np.random.Generator, metric: str,
+                 threshold: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One group's figures on ``n_draws`` subsamples of ``size`` people, and its mean eigenvalue spectrum.
+
+    Each draw takes ``size`` people without replacement and one image of
+    each (all their images for the spread ratio).
+    """
+    pos = np.flatnonzero(mask)
+    idx_of = {p: pos[i] for p, i in pd.Series(persons[mask]).groupby(persons[mask], sort=False).indices.items()}
+    per_draw = {m: np.empty(n_draws) for m in METRICS if m != "relative_log_volume_per_dim"}
+    eigs = []
+    for b in range(n_draws):
+        chosen = rng.choice(len(people), size=size, replace=False)
+        rows = [idx_of[people[i]] for i in chosen]
+        one = np.array([r[rng.integers(len(r))] for r in rows])
+        every = np.concatenate(rows)
+        figs, eig = _draw_figures(x[one], x[every], persons[every], metric=metric, threshold=threshold)
+        for m, v in figs.items():
+            per_draw[m][b] = v
+        eigs.append(eig)
+    return per_draw, np.mean(eigs, axis=0)
 
 
 def subsample_estimate(draws: np.ndarray, n_people: int, size: int | None) -> NormalEstimate:
