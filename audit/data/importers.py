@@ -510,6 +510,42 @@ def _collect(kind: str, src: Path, options: dict[str, Any]) -> Collected:
     return collectors[kind](src, **{k: v for k, v in options.items() if v is not None})
 
 
+def _read_images(collected, image_root: Path, images_dir: Path, *, prefix: str, copy: bool,
+                 show_progress: bool) -> list[dict[str, str]]:
+    """Hash (and with ``copy``, copy) every collected image; a file that cannot be read is excluded
+    with its reason.  Returns one manifest row per image read."""
+    rows_out: list[dict[str, str]] = []
+    sources = [str(image_root / row["source"]) for row in collected.rows]
+    made_dirs: set[Path] = set()
+    for row, digest in zip(collected.rows, digest_files(
+            sources, keep_data=copy, progress_label="Reading images" if show_progress else None)):
+        if digest.reason is not None:
+            collected.exclusions.append(("", prefix + row["source"], digest.reason))
+            continue
+        if copy:
+            target = images_dir / row["source"]
+            if target.parent not in made_dirs:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made_dirs.add(target.parent)
+            target.write_bytes(digest.data)
+        out = {PATH_COLUMN: f"{IMAGES_FOLDER}/{row['source']}", SHA256_COLUMN: digest.sha256}
+        out.update({c: row.get(c, "") for c in collected.columns})
+        rows_out.append(out)
+    return rows_out
+
+
+def _link_references(build: Path, image_root: Path, rows_out: list[dict[str, str]]) -> list[str]:
+    """The folders a linked dataset reads from: the image root, and the real folder of any source
+    file that is itself a link elsewhere."""
+    references = [str(image_root)]
+    resolve = Resolver()
+    for out in rows_out:
+        real = resolve(os.path.join(build, out[PATH_COLUMN]))
+        if not is_inside(real, references):
+            references.append(os.path.dirname(real))
+    return references
+
+
 def import_dataset(kind: str, src: str | os.PathLike, dest: str | os.PathLike, *, copy: bool = False,
                    overwrite: bool = False, show_progress: bool = False, **options: Any) -> ImportSummary:
     """Import the dataset at ``src`` (of ``kind``) into the dataset folder ``dest``.
@@ -540,36 +576,15 @@ def import_dataset(kind: str, src: str | os.PathLike, dest: str | os.PathLike, *
     with staged_destination(dest, sources=[src], overwrite=overwrite) as build, \
             writing(dest, what="the dataset folder", elsewhere=DEST_ELSEWHERE, prefer_path=True):
         images_dir = build / IMAGES_FOLDER
-        rows_out: list[dict[str, str]] = []
-        sources = [str(image_root / row["source"]) for row in collected.rows]
-        made_dirs: set[Path] = set()
-        for row, digest in zip(collected.rows, digest_files(
-                sources, keep_data=copy, progress_label="Reading images" if show_progress else None)):
-            if digest.reason is not None:
-                collected.exclusions.append(("", prefix + row["source"], digest.reason))
-                continue
-            if copy:
-                target = images_dir / row["source"]
-                if target.parent not in made_dirs:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    made_dirs.add(target.parent)
-                target.write_bytes(digest.data)
-            out = {PATH_COLUMN: f"{IMAGES_FOLDER}/{row['source']}", SHA256_COLUMN: digest.sha256}
-            out.update({c: row.get(c, "") for c in collected.columns})
-            rows_out.append(out)
+        rows_out = _read_images(collected, image_root, images_dir, prefix=prefix, copy=copy,
+                                show_progress=show_progress)
         if not rows_out:
             raise DatasetError(f"None of the {len(collected.rows)} image(s) in {str(src)!r} could be read; "
                                "see the reasons in the exclusions.")
         references: list[str] = []
         if not copy:
             os.symlink(image_root, images_dir, target_is_directory=True)
-            references = [str(image_root)]
-            resolve = Resolver()
-            for out in rows_out:
-                real = resolve(os.path.join(build, out[PATH_COLUMN]))
-                # A source file that is itself a link elsewhere: its real folder is a reference too.
-                if not is_inside(real, references):
-                    references.append(os.path.dirname(real))
+            references = _link_references(build, image_root, rows_out)
 
         table = pd.DataFrame(rows_out, columns=[PATH_COLUMN, SHA256_COLUMN, *collected.columns])
         exclusions = exclusions_frame(collected.exclusions)
