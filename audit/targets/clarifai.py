@@ -261,6 +261,40 @@ def _read_pat(pat_file: str | os.PathLike | None) -> _Secret:
     return _Secret(value)
 
 
+def _config_from_options(*, model_id: Any, version_id: Any, user_id: Any, app_id: Any, api_base: Any,
+                         batch_size: Any, image_format: Any, jpeg_quality: Any, max_requests: Any, concurrency: Any,
+                         requests_per_second: Any, threshold: Any, dimension: Any, timeout: Any,
+                         connect_timeout: Any, max_retries: Any, retry_base_delay: Any,
+                         retry_max_delay: Any) -> ClarifaiConfig:
+    """The client's settings from ``--target-option`` strings, each checked and named when wrong."""
+
+    def optional_int(name: str, value: Any, minimum: int = 1) -> int | None:
+        return None if value in (None, "") else option_int(name, value, minimum=minimum)
+
+    return ClarifaiConfig(
+        model_id=str(model_id).strip(),
+        version_id=(str(version_id).strip() or None) if version_id is not None else None,
+        user_id=(str(user_id).strip() or None) if user_id is not None else None,
+        app_id=(str(app_id).strip() or None) if app_id is not None else None,
+        api_base=str(api_base or os.environ.get(ENV_API_BASE) or DEFAULT_API_BASE).rstrip("/"),
+        batch_size=option_int("batch_size", batch_size, minimum=1,
+                              maximum=MAX_INPUTS_PER_REQUEST),
+        image_format=option_choice("image_format", image_format, IMAGE_FORMATS),
+        jpeg_quality=option_int("jpeg_quality", jpeg_quality, minimum=1, maximum=100),
+        max_requests=optional_int("max_requests", max_requests),
+        concurrency=option_int("concurrency", concurrency, minimum=1, maximum=MAX_CONCURRENCY),
+        requests_per_second=(None if requests_per_second in (None, "") else
+                             option_float("requests_per_second", requests_per_second,
+                                          positive=True)),
+        threshold=option_float("threshold", threshold, positive=True),
+        dimension=optional_int("dimension", dimension),
+        timeout=option_float("timeout", timeout, positive=True),
+        connect_timeout=option_float("connect_timeout", connect_timeout, positive=True),
+        retry=RetryConfig(max_retries=option_int("max_retries", max_retries, minimum=0),
+                          base_delay=option_float("retry_base_delay", retry_base_delay),
+                          max_delay=option_float("retry_max_delay", retry_max_delay)))
+
+
 class ClarifaiTarget(Target):
     """Clarifai's face embedding model over REST (whole images in, one face vector out)."""
 
@@ -324,31 +358,12 @@ class ClarifaiTarget(Target):
                              f"in shell history and process lists. Set {ENV_PAT} or pass "
                              f"--target-option pat_file=FILE.")
         if config is None:
-            def optional_int(name: str, value: Any, minimum: int = 1) -> int | None:
-                return None if value in (None, "") else option_int(name, value, minimum=minimum)
-
-            config = ClarifaiConfig(
-                model_id=str(model_id).strip(),
-                version_id=(str(version_id).strip() or None) if version_id is not None else None,
-                user_id=(str(user_id).strip() or None) if user_id is not None else None,
-                app_id=(str(app_id).strip() or None) if app_id is not None else None,
-                api_base=str(api_base or os.environ.get(ENV_API_BASE) or DEFAULT_API_BASE).rstrip("/"),
-                batch_size=option_int("batch_size", batch_size, minimum=1,
-                                      maximum=MAX_INPUTS_PER_REQUEST),
-                image_format=option_choice("image_format", image_format, IMAGE_FORMATS),
-                jpeg_quality=option_int("jpeg_quality", jpeg_quality, minimum=1, maximum=100),
-                max_requests=optional_int("max_requests", max_requests),
-                concurrency=option_int("concurrency", concurrency, minimum=1, maximum=MAX_CONCURRENCY),
-                requests_per_second=(None if requests_per_second in (None, "") else
-                                     option_float("requests_per_second", requests_per_second,
-                                                  positive=True)),
-                threshold=option_float("threshold", threshold, positive=True),
-                dimension=optional_int("dimension", dimension),
-                timeout=option_float("timeout", timeout, positive=True),
-                connect_timeout=option_float("connect_timeout", connect_timeout, positive=True),
-                retry=RetryConfig(max_retries=option_int("max_retries", max_retries, minimum=0),
-                                  base_delay=option_float("retry_base_delay", retry_base_delay),
-                                  max_delay=option_float("retry_max_delay", retry_max_delay)))
+            config = _config_from_options(
+                model_id=model_id, version_id=version_id, user_id=user_id, app_id=app_id, api_base=api_base,
+                batch_size=batch_size, image_format=image_format, jpeg_quality=jpeg_quality,
+                max_requests=max_requests, concurrency=concurrency, requests_per_second=requests_per_second,
+                threshold=threshold, dimension=dimension, timeout=timeout, connect_timeout=connect_timeout,
+                max_retries=max_retries, retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay)
         self.config = config
         self._pat = _Secret(api_key) if api_key else _read_pat(pat_file)
         self._sleep = sleep
