@@ -13,7 +13,7 @@ from audit.errors import InputError
 from audit.gate import evaluate_policy
 from audit.policy import Policy, Rule
 from audit.results import (FLAG_FEW_ERRORS, FLAG_NOT_ESTIMABLE, FLAG_SMALL_GROUP, FLAG_UNDEFINED,
-                           disparities_to_dicts, figures_to_dicts)
+                           Results)
 from probes.stats import (
     DEFAULT_MIN_PEOPLE,
     figures_frame,
@@ -154,7 +154,7 @@ def test_a_gate_rule_on_a_group_with_zero_errors_is_judged_on_the_upper_bound():
                        "e": [0.0] * 60 + [1.0] * 3 + [0.0] * 57})
     figs, disp = group_figures(df, probe="detection", metric="failure_rate", value="e", groupings=[["race"]],
                                better="lower", kind="rate")
-    results = {"figures": figures_to_dicts(figs), "disparities": disparities_to_dicts(disp)}
+    results = Results(figs, disp)
     rule = Rule(id="cap", metric="detection.failure_rate", grouping="race", group="A", max=0.05)
     (check,) = evaluate_policy(Policy(rules=(rule,)), results).checks
     assert check.judged_on == "ci_high" and check.judged_value == pytest.approx(0.0596, abs=5e-5)
