@@ -20,7 +20,9 @@ Variants (``--variants``, comma list):
 * ``cosine``: the method with a cosine learning-rate decay to 0;
 * ``averaged``: the method trained on per-identity averaged chips (identities
   with 3+ training images), the method's second experiment;
-* ``noise``: the method with embedding noise 0.01 (a regulariser).
+* ``noise``: the method with embedding noise 0.01 (a regulariser);
+* ``beta05``: the method with DCGAN's beta1 = 0.5 (its learning rate kept);
+* ``noise-beta05``: both of the above.
 
 Example (about 10 minutes per variant on a quiet 2-core CPU at the defaults)::
 
@@ -57,6 +59,8 @@ VARIANTS = {
     "cosine": {"lr_schedule": "cosine"},
     "averaged": {},
     "noise": {"noise_std": 0.01},
+    "beta05": {"betas": (0.5, 0.999)},
+    "noise-beta05": {"noise_std": 0.01, "betas": (0.5, 0.999)},
 }
 
 

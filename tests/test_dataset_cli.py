@@ -353,7 +353,7 @@ def test_balance_through_the_cli(tmp_path):
     result = invoke("balance", source, tmp_path / "bal3", "--by", "race,gender", "--per-group", "8",
                     "--allow-smaller")
     assert result.exit_code == 0
-    assert "  --allow-smaller: 1 group(s) got fewer than 8: Black / Female" in result.stdout
+    assert "  --allow-smaller: 1 group(s) have fewer than 8 images: Black / Female" in result.stdout
 
     result = invoke("balance", source, tmp_path / "bal", "--by", "race", "--per-group", "2")
     assert result.exit_code == 2 and "is not empty" in result.stderr

@@ -200,13 +200,6 @@ def balance_command(src: Path, dest: Path, by: tuple[str, ...], per_group: int, 
         click.echo(f"  {g.group:<{width}}  {_n(g.n_images_available):>9}  {_n(g.n_people_available):>7}  "
                    f"{_n(g.n_images_selected):>7}  {_n(g.n_people_selected):>7}{mark}")
     click.echo(f"  {_n(len(selection.table))} images in all")
-    if selection.short_groups:
-        click.echo(f"  --allow-smaller: {len(selection.short_groups)} group(s) got fewer than "
-                   f"{per_group}: {', '.join(selection.short_groups)}")
-    if selection.split_identities:
-        click.echo(f"  {len(selection.split_identities)} identities with images in several groups "
-                   f"were left out, e.g. {selection.split_identities[0]}")
-    if selection.n_missing_values:
-        click.echo(f"  {_n(selection.n_missing_values)} images with a blank {' or '.join(selection.by)} "
-                   "were left out")
+    for note in selection.notes():
+        click.echo(f"  {note}")
     click.echo(f"Next: audit dataset describe {summary.dest}")

@@ -67,6 +67,20 @@ class BalancedSelection:
     #: Images left out because one of the ``by`` attributes is blank.
     n_missing_values: int
 
+    def notes(self) -> list[str]:
+        """What the selection could not do as asked, in words (dataset.json and the command's output)."""
+        notes = []
+        if self.short_groups:
+            notes.append(f"--allow-smaller: {len(self.short_groups)} group(s) have fewer than "
+                         f"{self.per_group} images: {', '.join(self.short_groups)}")
+        if self.split_identities:
+            notes.append(f"{len(self.split_identities)} identities have images in more than one "
+                         f"group and were left out, e.g. {self.split_identities[0]!r}")
+        if self.n_missing_values:
+            notes.append(f"{self.n_missing_values:,} images have a blank {' or '.join(self.by)} "
+                         "and were left out")
+        return notes
+
 
 def _group_seed(seed: int, label: str) -> int:
     digest = hashlib.sha256(f"{seed}\0{label}".encode("utf-8")).digest()
@@ -226,16 +240,7 @@ def balance_dataset(dataset: Dataset, dest: str | os.PathLike, *, by: Sequence[s
 
         references = [] if copy else [str(dataset.root), *[
             str(r) for r in dataset.info.get("references", ()) or ()]]
-        notes = []
-        if selection.short_groups:
-            notes.append(f"--allow-smaller: {len(selection.short_groups)} group(s) have fewer than "
-                         f"{per_group} images: {', '.join(selection.short_groups)}")
-        if selection.split_identities:
-            notes.append(f"{len(selection.split_identities)} identities have images in more than one "
-                         f"group and were left out, e.g. {selection.split_identities[0]!r}")
-        if selection.n_missing_values:
-            notes.append(f"{selection.n_missing_values} images have a blank {' or '.join(selection.by)} "
-                         "and were left out")
+        notes = selection.notes()
         write_dataset_folder(build, manifest=manifest, exclusions=exclusions_frame([]), info={
             "created_by": "audit dataset balance",
             "kind": "balanced",
