@@ -139,8 +139,8 @@ def main() -> None:
           f"(a ceiling of about {write_rate / per_worker:,.0f} such workers per client).")
     print(f"\nEstimate for {MILLION:,} images, each worker a core like this one's, linear scaling:")
     for n_workers in (1, 10, 100):
-        hours = MILLION / (n_workers * per_worker) / 3600
-        print(f"  {n_workers:>3} workers: {hours:8.1f} h")
+        minutes = MILLION / (n_workers * per_worker) / 60
+        print(f"  {n_workers:>3} workers: " + (f"{minutes / 60:6.1f} h" if minutes >= 90 else f"{minutes:6.0f} min"))
 
 
 if __name__ == "__main__":
