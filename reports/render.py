@@ -602,6 +602,25 @@ def _details(detail: Mapping | None, probe: str) -> list[tuple[str, str]]:
     return rows
 
 
+def _target(target: Mapping) -> dict:
+    return {"name": _plain(target.get("name")), "version": _plain(target.get("version")),
+            "fingerprint": _plain(target.get("fingerprint")), "dimension": _plain(target.get("dimension")),
+            "metric": _plain(target.get("metric")), "default_threshold": format_value(target.get("default_threshold")),
+            "details": _details(target.get("details"), "target")}
+
+
+def _sections(has_verdict: bool, others: list[dict]) -> list[tuple[str, str]]:
+    """The contents: anchor and title of each section, in the report's order."""
+    sections = [("contents", "Contents")]
+    if has_verdict:
+        sections.append(("policy", "Policy verdict"))
+    sections += [("dataset", "Dataset"), ("detection", PROBE_TITLES["detection"]),
+                 ("inversion", PROBE_TITLES["inversion"]), ("volume", PROBE_TITLES["volume"]),
+                 ("verification", PROBE_TITLES["verification"])]
+    sections += [(f"probe-{o['name']}", f"Other probe: {o['name']}") for o in others]
+    return sections + [("method", "Method and limits"), ("privacy", "Privacy")]
+
+
 def build_context(results: Results | Mapping, *, run_dir: Path, no_faces: bool = False) -> dict:
     """Everything the templates show, formatted; the templates only lay it out.
 
@@ -641,25 +660,13 @@ def build_context(results: Results | Mapping, *, run_dir: Path, no_faces: bool =
     metrics_used = list(dict.fromkeys(f"{f.get('probe')}.{f.get('metric')}" for f in figures))
     verdict = _verdict(results)
     tool = results.get("tool") or {}
-    sections = [("contents", "Contents")]
-    if verdict is not None:
-        sections.append(("policy", "Policy verdict"))
-    sections += [("dataset", "Dataset"), ("detection", PROBE_TITLES["detection"]),
-                 ("inversion", PROBE_TITLES["inversion"]), ("volume", PROBE_TITLES["volume"]),
-                 ("verification", PROBE_TITLES["verification"])]
-    sections += [(f"probe-{o['name']}", f"Other probe: {o['name']}") for o in others]
-    sections += [("method", "Method and limits"), ("privacy", "Privacy")]
     return {
         "css": Markup(_read_template_file(STYLESHEET)),
         "title": f"Bias audit of {_plain(target.get('name'))}",
         "tool": {"name": _plain(tool.get("name", "face-bias-audit")), "version": _plain(tool.get("version"))},
         "created_at": _plain(results.get("created_at")), "schema_version": _plain(results.get("schema_version")),
         "command_line": _plain(results.get("command_line")), "seed": _plain(results.get("seed")),
-        "target": {"name": _plain(target.get("name")), "version": _plain(target.get("version")),
-                   "fingerprint": _plain(target.get("fingerprint")), "dimension": _plain(target.get("dimension")),
-                   "metric": _plain(target.get("metric")),
-                   "default_threshold": format_value(target.get("default_threshold")),
-                   "details": _details(target.get("details"), "target")},
+        "target": _target(target),
         "dataset": _dataset(results, order, palette),
         "settings": [(str(k).replace("_", " "), _plain(v)) for k, v in settings.items()],
         "environment": [(k, _plain(v)) for k, v in environment.items() if k != "libraries"],
@@ -667,7 +674,7 @@ def build_context(results: Results | Mapping, *, run_dir: Path, no_faces: bool =
         "verdict": verdict, "findings": findings, "no_faces": no_faces, "ran": ran,
         "probes_not_run": [PROBE_TITLES[p] for p in PROBES if not ran[p]],
         "detection": detection, "inversion": inversion, "volume": volume, "verification": verification,
-        "others": others, "sections": sections,
+        "others": others, "sections": _sections(verdict is not None, others),
         "metric_glossary": [{"key": k, "title": describe_metric(k).title, "meaning": describe_metric(k).meaning,
                              "better": better_text(describe_metric(k).better)} for k in metrics_used],
         "flag_text": list(FLAG_TEXT.items()),

@@ -122,6 +122,22 @@ def pick_identities(sizes: Sequence[tuple[str, int]], target: int, *, seed: int)
     return picked[::-1]
 
 
+def _images_per_identity(identities: Sequence[str], keys: Sequence[tuple[str, ...]]
+                         ) -> tuple[dict[tuple[str, ...], dict[str, int]], list[str]]:
+    """Images of each identity in each group; identities whose images fall in several groups are set
+    apart (they cannot be kept whole in one group) and returned sorted."""
+    groups_of: dict[str, set[tuple[str, ...]]] = {}
+    for identity, key in zip(identities, keys):
+        groups_of.setdefault(identity, set()).add(key)
+    split = sorted(i for i, g in groups_of.items() if len(g) > 1)
+    sizes: dict[tuple[str, ...], dict[str, int]] = {}
+    for identity, key in zip(identities, keys):
+        if len(groups_of[identity]) == 1:
+            sizes.setdefault(key, {})
+            sizes[key][identity] = sizes[key].get(identity, 0) + 1
+    return sizes, split
+
+
 def select_balanced(dataset: Dataset, *, by: Sequence[str], per_group: int, seed: int = DEFAULT_SEED,
                     allow_smaller: bool = False) -> BalancedSelection:
     """Choose ``per_group`` images for every intersection of ``by``, keeping identities whole.
@@ -142,15 +158,7 @@ def select_balanced(dataset: Dataset, *, by: Sequence[str], per_group: int, seed
     keys = list(zip(*(eligible[a].tolist() for a in by)))
     identities = eligible[IDENTITY_COLUMN].tolist()
 
-    groups_of: dict[str, set[tuple[str, ...]]] = {}
-    for identity, key in zip(identities, keys):
-        groups_of.setdefault(identity, set()).add(key)
-    split = sorted(i for i, g in groups_of.items() if len(g) > 1)
-    sizes: dict[tuple[str, ...], dict[str, int]] = {}
-    for identity, key in zip(identities, keys):
-        if len(groups_of[identity]) == 1:
-            sizes.setdefault(key, {})
-            sizes[key][identity] = sizes[key].get(identity, 0) + 1
+    sizes, split = _images_per_identity(identities, keys)
 
     orders = [sorted(set(eligible[a])) for a in by]
     chosen: set[str] = set()
