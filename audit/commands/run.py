@@ -60,11 +60,7 @@ from audit.runner import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PROBES
 @face_options
 @scheduler_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epochs, image_size, batch_size,
-        lr, validate_every, average_identities, generator_channels, train_datasets, generator_paths, train_balance,
-        train_per_group, generator_seeds, near_duplicate_distance, identity_loss, device, seed, n_resamples,
-        correction, pairs_file, max_requests, policy_path, baseline_path, junit_path, no_report, no_faces,
-        cache_path, no_cache, detector, upsample, min_score, workers, scheduler, quiet):
+def run(junit_path: Path | None, quiet: bool, **options) -> None:
     """Audit a face model for demographic bias: embed, probe, report, gate.
 
     Embeds every image of the dataset through the target (cached), trains
@@ -83,23 +79,10 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
       audit run --dataset s3://bucket/balanced --scheduler tcp://10.0.0.5:8786 --out runs/dlib
     """
     if junit_path is not None:
-        if policy_path is None:
+        if options["policy_path"] is None:
             raise click.UsageError("--junit writes the policy's verdict: give --policy too.")
         check_writable_file(junit_path, what="the JUnit file", option="--junit")
-    config = RunConfig(
-        dataset_dir=dataset_dir, out_dir=out_dir, target_spec=target_spec, target_options=tuple(target_option),
-        group_by=parse_group_by(group_by), probes=tuple(p.strip() for p in probes.split(",") if p.strip()),
-        face_config=make_face_config(detector, upsample, min_score), cache_path=cache_path,
-        use_cache=not no_cache, workers=workers, scheduler=scheduler, seed=seed, epochs=epochs,
-        image_size=int(image_size), batch_size=batch_size, lr=lr, validate_every=validate_every,
-        average_identities=average_identities, generator_channels=generator_channels, identity_loss=identity_loss,
-        train_datasets=tuple(train_datasets), generator_paths=tuple(generator_paths), train_balance=train_balance,
-        train_per_group=train_per_group, generator_seeds=generator_seeds,
-        near_duplicate_distance=near_duplicate_distance, n_resamples=n_resamples, correction=correction,
-        pairs_file=pairs_file,
-        report=not no_report, no_faces=no_faces, policy_path=policy_path, baseline_path=baseline_path,
-        max_requests=max_requests, device=device, show_progress=not quiet,
-        command_line=shlex.join(["audit", *sys.argv[1:]]))
+    config = run_config(options, show_progress=not quiet)
     outcome = run_audit(config)
     click.echo(f"Results: {outcome.out_dir / 'results.json'}")
     for kind, path in outcome.report_files.items():
@@ -111,3 +94,31 @@ def run(target_spec, target_option, dataset_dir, out_dir, group_by, probes, epoc
         if junit_path is not None:
             write_junit(junit_path, verdict_to_junit(outcome.verdict))
         sys.exit(outcome.exit_code)
+
+
+#: Options that reach RunConfig under their own name, unchanged.
+_SAME_NAME = ("dataset_dir", "out_dir", "target_spec", "cache_path", "workers", "scheduler", "seed", "epochs",
+              "batch_size", "lr", "validate_every", "average_identities", "generator_channels", "identity_loss",
+              "train_balance", "train_per_group", "generator_seeds", "near_duplicate_distance", "n_resamples",
+              "correction", "pairs_file", "no_faces", "policy_path", "baseline_path", "max_requests", "device")
+
+
+#: Options converted on their way to RunConfig.
+_CONVERTED = ("target_option", "group_by", "probes", "detector", "upsample", "min_score", "no_cache", "image_size",
+              "train_datasets", "generator_paths", "no_report")
+
+
+def run_config(options: dict, *, show_progress: bool) -> RunConfig:
+    """The run's settings from the command's options (RunConfig checks them all before any work)."""
+    o = options
+    forgotten = set(o) - set(_SAME_NAME) - set(_CONVERTED)
+    if forgotten:   # an option added to the command but not passed on would be silently ignored
+        raise RuntimeError(f"audit run: options {sorted(forgotten)} do not reach RunConfig")
+    return RunConfig(
+        **{name: o[name] for name in _SAME_NAME},
+        target_options=tuple(o["target_option"]), group_by=parse_group_by(o["group_by"]),
+        probes=tuple(p.strip() for p in o["probes"].split(",") if p.strip()),
+        face_config=make_face_config(o["detector"], o["upsample"], o["min_score"]), use_cache=not o["no_cache"],
+        image_size=int(o["image_size"]), train_datasets=tuple(o["train_datasets"]),
+        generator_paths=tuple(o["generator_paths"]), report=not o["no_report"], show_progress=show_progress,
+        command_line=shlex.join(["audit", *sys.argv[1:]]))
