@@ -1,7 +1,7 @@
 """Generator training throughput: the published recipe against ours, on the same data.
 
 (a) **published**: a torch ``Dataset`` that opens and decodes one PNG chip
-    per item, a ``DataLoader`` (batch 200, shuffled) that collates them into
+    per item, a ``DataLoader`` (batch 300, shuffled) that collates them into
     float32 batches on the host, each batch copied to the device, fp32,
     PyTorch's default Adam;
 (b) **ours**: :func:`probes.inversion.training.train_steps` on the whole
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=128, help="embedding dimension (default 128, dlib)")
     parser.add_argument("--image-size", type=int, default=64, choices=(64, 128))
     parser.add_argument("--base-channels", type=int, default=512, help="generator width (default 512)")
-    parser.add_argument("--batch", type=int, default=200, help="the published batch size (default 200)")
+    parser.add_argument("--batch", type=int, default=300, help="the method's batch size (default 300)")
     parser.add_argument("--large-batch", type=int, default=0,
                         help="also time ours with this batch (0: off; e.g. 1000 on a GPU)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (default 3)")

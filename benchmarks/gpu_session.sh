@@ -3,7 +3,7 @@
 # about 15 minutes in all, results under $OUT).  Run from the repository root:
 #   bash benchmarks/gpu_session.sh            (OUT defaults to ./gpu-out)
 # It installs the project, then:
-#   1. generator training, samples/s: the method's recipe (DataLoader, fp32, batch 200) against
+#   1. generator training, samples/s: the method's recipe (DataLoader, fp32, batch 300) against
 #      ours (device-resident uint8, batch 1000, bf16), goal >= 150,000 samples/s on an H100;
 #   2. dlib's descriptor in PyTorch on CUDA (faces/s, exactness is checked by the self-check);
 #   3. the CUDA-only tests (the CPU and CUDA trainings agree).
