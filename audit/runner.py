@@ -434,15 +434,20 @@ class AuditRun:
                                            n_permutations=self.config.n_resamples, seed=self.config.seed)
         self.tests[key] = tests
 
+    def _record(self, probe: str, result, *, tests_key: str | None = None) -> None:
+        """A probe's result (:class:`probes.result.ProbeResult`) into the run's figures, tests and details."""
+        self.figures.extend(result.figures)
+        self.disparities.extend(result.disparities)
+        if tests_key is not None:
+            self.tests[tests_key] = result.tests
+        self.probe_details[probe] = result.details
+
     def _detection(self) -> None:
         from probes.detection import detection_probe
 
         result = detection_probe(self.embset.table, attributes=self.group_by, groupings=self.groupings,
                                  n_resamples=self.config.n_resamples, seed=self.config.seed)
-        self.figures.extend(result.figures)
-        self.disparities.extend(result.disparities)
-        self.tests["detection.failure_rate"] = result.tests
-        self.probe_details["detection"] = result.details
+        self._record("detection", result, tests_key="detection.failure_rate")
 
     def _volume(self, ok: np.ndarray) -> None:
         from probes.volume import volume_probe
@@ -450,9 +455,7 @@ class AuditRun:
         result = volume_probe(self.embset.vectors[ok], self._samples(ok), groupings=self.groupings,
                               person="identity", metric=self.target.metric,
                               threshold=self.target.default_threshold, seed=self.config.seed)
-        self.figures.extend(result.figures)
-        self.disparities.extend(result.disparities)
-        self.probe_details["volume"] = result.details
+        self._record("volume", result)
 
     def _verification(self, ok: np.ndarray) -> None:
         from probes.verification import read_lfw_pairs, verification_probe
@@ -474,9 +477,7 @@ class AuditRun:
                                     person="identity", metric=self.target.metric,
                                     threshold=self.target.default_threshold, pairs=pairs,
                                     seed=self.config.seed, acquired=np.asarray(ok, dtype=bool))
-        self.figures.extend(result.figures)
-        self.disparities.extend(result.disparities)
-        self.probe_details["verification"] = result.details
+        self._record("verification", result)
 
     def _inversion(self, ok: np.ndarray, out: Path) -> None:
         from audit.generator_stage import training_size_warning

@@ -9,30 +9,18 @@ successes, ``no_face`` and ``error`` ones as failures, none dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import pandas as pd
 
-from audit.results import Disparity, Figure
 from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK
+from probes.result import ProbeResult
 from probes.stats import group_figures, permutation_test
 
 PROBE = "detection"
 METRIC = "failure_rate"
 #: How many of the commonest failure reasons results.json lists.
 TOP_REASONS = 20
-
-
-@dataclass
-class DetectionResult:
-    """``figures`` and ``disparities`` for results.json; ``tests`` (permutation tests by grouping) and
-    ``details`` (status counts, reasons, the per-attribute table) for the report."""
-
-    figures: list[Figure]
-    disparities: list[Disparity]
-    tests: dict[str, dict]
-    details: dict = field(default_factory=dict)
 
 
 def detection_table(table: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame:
@@ -58,7 +46,7 @@ def detection_table(table: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFr
 
 
 def detection_probe(table: pd.DataFrame, *, attributes: Sequence[str], groupings: Sequence[Sequence[str]],
-                    person: str = "identity", n_resamples: int, seed: int) -> DetectionResult:
+                    person: str = "identity", n_resamples: int, seed: int) -> ProbeResult:
     """Failure rate per group (exact intervals, people as the unit), pairwise disparities, and a
     permutation test per grouping of whether the groups differ at all.
 
@@ -80,7 +68,7 @@ def detection_probe(table: pd.DataFrame, *, attributes: Sequence[str], groupings
                     table.loc[failed, "reason"].value_counts().head(TOP_REASONS).items()},
         "table": detection_table(table, attributes).reset_index().to_dict("records"),
     }
-    return DetectionResult(figures, disparities, tests, details)
+    return ProbeResult(figures, disparities, details, tests)
 
 
 def summarize_detection(table: pd.DataFrame, attributes: Sequence[str]) -> str:

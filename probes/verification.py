@@ -60,7 +60,6 @@ an interval, and an ISO/IEC 19795-10-style summary table per group.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -69,12 +68,13 @@ import pandas as pd
 
 from audit.distances import check_metric
 from audit.errors import InputError
-from audit.results import ALL, FLAG_NOT_ESTIMABLE, Disparity, Figure, grouping_name
+from audit.results import ALL, FLAG_NOT_ESTIMABLE, grouping_name
 from probes.compare import difference, pairs_of
 from probes.estimates import (Estimate, ProportionEstimate, QuantileEstimate, clustered_proportion,
                               pair_proportion)
 from probes.pairs import (ImpostorPairs, fmr_threshold_estimable, min_impostor_pairs, not_estimable_reason,
                           pair_distances, sample_cross_pairs, sample_impostor_pairs, threshold_at_fmr)
+from probes.result import ProbeResult
 from probes.stats import (DEFAULT_CONFIDENCE, DEFAULT_MIN_PEOPLE, check_columns, check_confidence,
                           check_groupings, figure_from_estimate, GroupedFigures, iter_groups, rate_flags)
 from probes.volume import check_embeddings
@@ -94,13 +94,6 @@ FDR_ALPHA = 0.5
 RATE_KINDS = ("gap", "ratio")
 THRESHOLD_KINDS = ("gap",)
 IMPOSTOR_SOURCES = ("generated", "given")
-
-
-@dataclass
-class VerificationResult:
-    figures: list[Figure]
-    disparities: list[Disparity]
-    details: dict = field(default_factory=dict)
 
 
 def fmr_label(target_fmr: float) -> str:
@@ -213,7 +206,7 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
                        image_id: str = "image_id", max_impostor_pairs: int = DEFAULT_MAX_IMPOSTOR_PAIRS,
                        max_cross_pairs: int = DEFAULT_MAX_CROSS_PAIRS, confidence: float = DEFAULT_CONFIDENCE,
                        min_people: int = DEFAULT_MIN_PEOPLE,
-                       acquired: np.ndarray | None = None) -> VerificationResult:
+                       acquired: np.ndarray | None = None) -> ProbeResult:
     """FMR, FNMR and the FMR-``target_fmr`` thresholds per group; see the module docstring.
 
     ``embeddings[i]`` is the vector of ``samples.iloc[i]``; rows where
@@ -295,7 +288,7 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
         "pair_counts": pair_counts, "thresholds_by_group": own_thresholds, "det": det,
         "cross_group_fmr": matrix, "fairness_discrepancy_rate": fdr, "summary": summary,
     }
-    return VerificationResult(figures, disparities_out, details)
+    return ProbeResult(figures, disparities_out, details)
 
 
 def _rules_and_thresholds(names: dict, threshold: float, target_fmr: float, global_t: Estimate, global_ok: bool,

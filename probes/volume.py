@@ -73,7 +73,6 @@ groups (:mod:`probes.compare`); the relative volume has none of its own
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -82,8 +81,9 @@ from sklearn.covariance import ledoit_wolf_shrinkage
 
 from audit.distances import check_metric, cross_distances
 from audit.errors import InputError
-from audit.results import ALL, FLAG_SMALL_GROUP, Disparity, Figure, grouping_name
+from audit.results import ALL, FLAG_SMALL_GROUP, grouping_name
 from probes.estimates import NormalEstimate
+from probes.result import ProbeResult
 from probes.stats import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MIN_PEOPLE,
@@ -113,15 +113,6 @@ METRICS = {  # name -> (better, disparity kinds)
     "impostor_match_rate": ("lower", ("gap", "ratio")),
     "spread_ratio": ("higher", ("gap", "ratio")),
 }
-
-
-@dataclass
-class VolumeResult:
-    """``figures`` and ``disparities`` for results.json, ``details`` (JSON-ready) for the report."""
-
-    figures: list[Figure]
-    disparities: list[Disparity]
-    details: dict = field(default_factory=dict)
 
 
 def check_embeddings(embeddings: np.ndarray, samples: pd.DataFrame) -> np.ndarray:
@@ -216,7 +207,7 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
                  subsample_size: int | None = None, n_draws: int = DEFAULT_N_DRAWS, seed: int = 0,
                  min_people: int = DEFAULT_MIN_PEOPLE,
                  max_subsample_size: int = DEFAULT_MAX_SUBSAMPLE_SIZE,
-                 confidence: float = DEFAULT_CONFIDENCE) -> VolumeResult:
+                 confidence: float = DEFAULT_CONFIDENCE) -> ProbeResult:
     """Volume, dimensionality and crowding of each group on equal-size subsamples of people.
 
     ``embeddings[i]`` is the vector of ``samples.iloc[i]``.  See the module
@@ -269,7 +260,7 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
                "threshold": float(threshold), "dimension": int(x.shape[1]),
                "unit": "people (one image each; all their images for spread_ratio)",
                "spectra": spectra}
-    return VolumeResult(figures, disparities_out, details)
+    return ProbeResult(figures, disparities_out, details)
 
 
 def _group_draws(x: np.ndarray, persons: np.ndarray, mask: np.ndarray, people: np.ndarray, *, size: int,
