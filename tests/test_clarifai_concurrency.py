@@ -8,7 +8,6 @@ every thread back.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +21,12 @@ from audit.errors import InputError, TargetStopped
 from audit.targets.clarifai import ClarifaiTarget
 from audit.targets.throttle import RequestGate
 from tests.fake_clarifai import FakeClarifai, face_like_image
+from tests.test_embedding import FolderDataset
 
 KEY = "fake-pat-concurrency-0123456789"
 FAST = {"retry_base_delay": "0.001", "retry_max_delay": "0.004", "timeout": "10", "batch_size": "1"}
 LATENCY = 0.3
 N_IMAGES = 32
-
-
-@dataclass
-class FolderDataset:
-    root: Path
-    table: pd.DataFrame
-
-    def absolute_path(self, path) -> Path:
-        return self.root / path
 
 
 @pytest.fixture()

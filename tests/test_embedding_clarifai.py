@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,18 +13,10 @@ from audit.embedding import Embedder
 from audit.errors import TargetStopped
 from audit.targets.clarifai import ClarifaiTarget
 from tests.fake_clarifai import FakeClarifai, face_like_image
+from tests.test_embedding import FolderDataset
 
 KEY = "fake-pat-embed-0123456789"
 FAST = {"retry_base_delay": "0.001", "retry_max_delay": "0.004", "timeout": "2", "batch_size": "4"}
-
-
-@dataclass
-class FolderDataset:
-    root: Path
-    table: pd.DataFrame
-
-    def absolute_path(self, path) -> Path:
-        return self.root / path
 
 
 @pytest.fixture()
