@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from audit.errors import EXIT_GATE_FAILED, EXIT_OK, PolicyError
 from audit.policy import Policy, Rule, load_policy
-from audit.results import BLOCKING_FLAGS, Disparity, Results, blocking_flags, json_safe
+from audit.json_model import to_json
+from audit.result_sections import Check, VerdictSection, subject_label
+from audit.results import BLOCKING_FLAGS, Disparity, Results, blocking_flags
 
 __all__ = ["Check", "Verdict", "load_policy", "evaluate_policy", "verdict_to_junit",
            "format_verdict_table", "verdict_to_json"]
@@ -49,13 +51,6 @@ MSG_NO_DIRECTION = ("rule {rule!r}: figure {metric!r} ({grouping} / {group}) has
 REASON_UNDEFINED = ("the figure is undefined (NaN{flags}): a rule never passes on a missing number. "
                     "See why the group has no data in results.json (n_images, flags).")
 NOTE_NO_INTERVAL = "no confidence interval: judged on the estimate"
-
-
-def _subject_label(grouping: str, group: str | None, kind: str | None) -> str:
-    """``race / Black`` for a figure, ``race gap Black vs White`` for a disparity between two groups."""
-    if kind is None:
-        return f"{grouping} / {group}"
-    return f"{grouping} {kind} {group}" if group else f"{grouping} {kind}"
 
 
 def _pair_label(disparity: Disparity) -> str | None:
@@ -99,7 +94,7 @@ class _Subject:
 
     @property
     def subject(self) -> str:
-        return _subject_label(self.grouping, self.group, self.kind)
+        return subject_label(self.grouping, self.group, self.kind)
 
 
 def _subjects(results: Results) -> list[_Subject]:
@@ -117,46 +112,6 @@ def _subjects(results: Results) -> list[_Subject]:
 def _as_results(results: Results | Mapping, which: str) -> Results:
     """Results as read by :func:`audit.results.load_results`; a plain dict is checked the same way."""
     return results if isinstance(results, Results) else Results.from_dict(results, source=f"{which} results")
-
-
-@dataclass(frozen=True)
-class Check:
-    """One rule judged on one figure or disparity.
-
-    ``judged_on`` is ``"ci_high"``, ``"ci_low"`` or ``"estimate"``; for a
-    baseline check ``judged_value`` is the worsening (absolute or relative)
-    and ``baseline_value`` the baseline's number it was compared with.
-    """
-
-    rule_id: str
-    description: str
-    metric: str
-    grouping: str
-    group: str | None
-    kind: str | None
-    estimate: float
-    ci_low: float | None
-    ci_high: float | None
-    judged_on: str
-    judged_value: float
-    bound: float
-    operator: str
-    passed: bool
-    reason: str
-    note: str = ""
-    baseline_value: float | None = None
-    against_baseline: bool = False
-    flags: tuple[str, ...] = ()
-
-    @property
-    def subject(self) -> str:
-        """``race / Black`` for a figure, ``race gap Black vs White`` for a disparity."""
-        return _subject_label(self.grouping, self.group, self.kind)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["flags"] = list(self.flags)
-        return json_safe(d)
 
 
 @dataclass(frozen=True)
@@ -188,18 +143,15 @@ class Verdict:
         return (f"FAILED: {len(self.failures)} of {n} checks of policy {self.policy_name!r} "
                 f"failed (rules: {rules}).")
 
+    def to_section(self) -> VerdictSection:
+        """The verdict as results.json records it."""
+        return VerdictSection(policy=self.policy_name, policy_file=self.policy_source, passed=self.passed,
+                              exit_code=self.exit_code, n_checks=len(self.checks), n_failed=len(self.failures),
+                              compared_with_baseline=self.compared_with_baseline, summary=self.summary(),
+                              checks=list(self.checks))
+
     def to_dict(self) -> dict:
-        return {
-            "policy": self.policy_name,
-            "policy_file": self.policy_source,
-            "passed": self.passed,
-            "exit_code": self.exit_code,
-            "n_checks": len(self.checks),
-            "n_failed": len(self.failures),
-            "compared_with_baseline": self.compared_with_baseline,
-            "summary": self.summary(),
-            "checks": [check.to_dict() for check in self.checks],
-        }
+        return to_json(self.to_section())
 
 
 def _prefix(policy: Policy) -> str:

@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from audit.errors import ResultsError
+from audit.json_model import from_json, json_safe, to_json
 from audit.outputs import replacing
+from audit.result_sections import (DatasetSection, DetectionSection, EnvironmentSection, FindingsSummary,
+                                   PermutationTest, ProbeSections, TargetSection, ToolSection, VerdictSection)
 
 SCHEMA_VERSION = "1.1"
 RESULTS_FILE = "results.json"
@@ -147,22 +150,6 @@ class Disparity:
         return f"{self.probe}.{self.metric}"
 
 
-def json_safe(value: Any) -> Any:
-    """JSON has no NaN: write it as null so that every JSON parser reads the file."""
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
-        try:
-            return json_safe(value.item())
-        except (TypeError, ValueError):
-            pass
-    return value
-
-
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write a JSON file so that a crash never leaves half a file behind (NaN written as null)."""
     path = Path(path)
@@ -189,45 +176,60 @@ _COUNT_FIELDS = ("n_images", "n_people", "count")
 _BOOL_FIELDS = ("finding", "worst_pair")
 
 
+#: Sections of results.json and their types, in the file's order (figures and disparities are typed
+#: by :func:`_entry`, which names a bad entry by its index).
+SECTION_TYPES: dict[str, Any] = {
+    "tool": ToolSection, "created_at": str | None, "command_line": str | None, "seed": int | None,
+    "duration_seconds": float | None, "target": TargetSection, "dataset": DatasetSection,
+    "settings": dict[str, Any], "environment": EnvironmentSection, "detection": DetectionSection | None,
+    "findings": FindingsSummary | None, "tests": dict[str, dict[str, PermutationTest]],
+    "probes": ProbeSections, "policy_verdict": VerdictSection | None,
+}
+
+
 @dataclass
 class Results:
     """One run's results: what ``audit run`` writes and ``audit gate`` and ``audit report`` read.
 
-    ``figures`` and ``disparities`` are typed (:class:`Figure`,
-    :class:`Disparity`); every other section of results.json (``tool``,
-    ``dataset``, ``target``, ``settings``, ``environment``, ``detection``,
-    ``findings``, ``tests``, ``probes``, ``policy_verdict``...) is kept as
-    JSON data under its name, in the file's order.  :meth:`from_dict` is the
-    one place that checks the schema version and each entry's shape, so
-    nothing downstream parses results.json again.
+    Every section is typed (:mod:`audit.result_sections`); ``settings`` is
+    the run's options as given, kept for the record.  :meth:`from_dict` is
+    the one place that checks the schema version and every field's type,
+    so nothing downstream parses results.json again.  Keys of a newer minor
+    version are kept in ``extra`` and written back.
     """
 
-    figures: list[Figure]
-    disparities: list[Disparity]
-    sections: dict[str, Any] = field(default_factory=dict)
+    figures: list[Figure] = field(default_factory=list)
+    disparities: list[Disparity] = field(default_factory=list)
+    _: KW_ONLY
+    tool: ToolSection = field(default_factory=ToolSection)
+    created_at: str | None = None
+    command_line: str | None = None
+    seed: int | None = None
+    duration_seconds: float | None = None
+    target: TargetSection = field(default_factory=TargetSection)
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+    settings: dict[str, Any] = field(default_factory=dict)
+    environment: EnvironmentSection = field(default_factory=EnvironmentSection)
+    detection: DetectionSection | None = None
+    findings: FindingsSummary | None = None
+    tests: dict[str, dict[str, PermutationTest]] = field(default_factory=dict)
+    probes: ProbeSections = field(default_factory=ProbeSections)
+    policy_verdict: VerdictSection | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
-
-    @property
-    def probes(self) -> dict:
-        """Each probe's details (``probes`` section): what the report draws beyond the figures."""
-        value = self.sections.get("probes")
-        return value if isinstance(value, dict) else {}
-
-    def section(self, name: str) -> Any:
-        return self.sections.get(name)
 
     def to_dict(self) -> dict:
         """results.json as written: ``schema_version`` first, then the sections in order."""
         out: dict[str, Any] = {"schema_version": self.schema_version}
-        sections = dict(self.sections)
-        sections.setdefault("figures", None)
-        sections.setdefault("disparities", None)
-        for key, value in sections.items():
-            if key == "figures":
-                value = figures_to_dicts(self.figures)
-            elif key == "disparities":
-                value = disparities_to_dicts(self.disparities)
-            out[key] = value
+        for name in SECTION_TYPES:
+            if name == "detection":      # the file's order: detection, then the two lists
+                out[name] = to_json(self.detection)
+                out["figures"] = figures_to_dicts(self.figures)
+                out["disparities"] = disparities_to_dicts(self.disparities)
+            else:
+                out[name] = to_json(getattr(self, name))
+        for key, value in self.extra.items():
+            out.setdefault(key, to_json(value))
         return json_safe(out)
 
     @classmethod
@@ -240,13 +242,17 @@ class Results:
             raise ResultsError(f"{source} has schema_version {data['schema_version']!r}; this version "
                                f"of the tool reads {SCHEMA_VERSION.split('.')[0]}.x. Re-run the audit or "
                                "use a matching version of the tool.")
-        typed: dict[str, list] = {}
+        typed: dict[str, Any] = {}
         for key, kind in (("figures", Figure), ("disparities", Disparity)):
             if not isinstance(data.get(key), list):
                 raise ResultsError(f"{source} lacks the list {key!r}.")
             typed[key] = [_entry(kind, key, index, entry, source) for index, entry in enumerate(data[key])]
-        sections = {k: v for k, v in data.items() if k != "schema_version"}
-        return cls(typed["figures"], typed["disparities"], sections, str(data["schema_version"]))
+        for name, kind in SECTION_TYPES.items():
+            if data.get(name) is not None:
+                typed[name] = from_json(kind, data[name], f"{source}: {name}")
+        extra = {k: v for k, v in data.items() if k not in SECTION_TYPES and k not in typed
+                 and k != "schema_version"}
+        return cls(**typed, extra=extra, schema_version=str(data["schema_version"]))
 
 
 def _entry(kind: type, key: str, index: int, entry: Any, source: str) -> Any:

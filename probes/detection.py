@@ -13,6 +13,8 @@ from typing import Sequence
 
 import pandas as pd
 
+from audit.json_model import from_json, json_safe
+from audit.result_sections import DetectionRow, DetectionSection
 from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK
 from probes.result import ProbeResult
 from probes.stats import group_figures, permutation_test
@@ -62,12 +64,11 @@ def detection_probe(table: pd.DataFrame, *, attributes: Sequence[str], groupings
                                                   n_permutations=n_resamples, seed=seed)
              for grouping in groupings}
     failed = table["status"].to_numpy() != STATUS_OK
-    details = {
-        "by_status": {str(k): int(v) for k, v in table["status"].value_counts().items()},
-        "reasons": {str(k): int(v) for k, v in
-                    table.loc[failed, "reason"].value_counts().head(TOP_REASONS).items()},
-        "table": detection_table(table, attributes).reset_index().to_dict("records"),
-    }
+    details = DetectionSection(
+        by_status={str(k): int(v) for k, v in table["status"].value_counts().items()},
+        reasons={str(k): int(v) for k, v in table.loc[failed, "reason"].value_counts().head(TOP_REASONS).items()},
+        table=from_json(list[DetectionRow], json_safe(detection_table(table, attributes).reset_index()
+                                                      .to_dict("records")), "detection table"))
     return ProbeResult(figures, disparities, details, tests)
 
 

@@ -68,6 +68,8 @@ import pandas as pd
 
 from audit.distances import check_metric
 from audit.errors import InputError
+from audit.json_model import from_json, json_safe
+from audit.result_sections import VerificationSection
 from audit.results import ALL, FLAG_NOT_ESTIMABLE, grouping_name
 from probes.compare import difference, pairs_of
 from probes.estimates import (Estimate, ProportionEstimate, QuantileEstimate, clustered_proportion,
@@ -288,7 +290,7 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
         "pair_counts": pair_counts, "thresholds_by_group": own_thresholds, "det": det,
         "cross_group_fmr": matrix, "fairness_discrepancy_rate": fdr, "summary": summary,
     }
-    return ProbeResult(figures, disparities_out, details)
+    return ProbeResult(figures, disparities_out, from_json(VerificationSection, json_safe(details), "verification"))
 
 
 def _rules_and_thresholds(names: dict, threshold: float, target_fmr: float, global_t: Estimate, global_ok: bool,

@@ -81,6 +81,8 @@ from sklearn.covariance import ledoit_wolf_shrinkage
 
 from audit.distances import check_metric, cross_distances
 from audit.errors import InputError
+from audit.json_model import from_json, json_safe
+from audit.result_sections import Spectrum, VolumeSection
 from audit.results import ALL, FLAG_SMALL_GROUP, grouping_name
 from probes.estimates import NormalEstimate
 from probes.result import ProbeResult
@@ -256,10 +258,10 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
     figures = collected.figures()
     disparities_out = collected.disparities({name: kinds for name, (_, kinds) in METRICS.items()},
                                             confidence=confidence)
-    details = {"subsample_size": size, "n_draws": n_draws, "seed": seed, "metric": metric,
-               "threshold": float(threshold), "dimension": int(x.shape[1]),
-               "unit": "people (one image each; all their images for spread_ratio)",
-               "spectra": spectra}
+    details = VolumeSection(subsample_size=size, n_draws=n_draws, seed=seed, metric=metric,
+                            threshold=float(threshold), dimension=int(x.shape[1]),
+                            unit="people (one image each; all their images for spread_ratio)",
+                            spectra=from_json(dict[str, Spectrum], json_safe(spectra), "volume spectra"))
     return ProbeResult(figures, disparities_out, details)
 
 

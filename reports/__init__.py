@@ -16,6 +16,6 @@ __all__ = ["render_report"]
 
 def render_report(*args, **kwargs):
     """Lazy alias of :func:`reports.render.render_report` (keeps ``import reports`` light)."""
-    from reports.render import render_report as _render_report
+    from reports.render import render_report as _render_report  # matplotlib, WeasyPrint: on use
 
     return _render_report(*args, **kwargs)

@@ -28,6 +28,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 import numpy as np
 import seaborn as sns
 
+from audit.result_sections import DetCurve, DistanceSamples, EpochRecord
+from audit.results import Figure
 from reports.text import format_value
 
 __all__ = ["GroupStyle", "GroupPalette", "DPI", "PAGE_WIDTH_IN", "to_data_uri", "composition_chart",
@@ -171,30 +173,30 @@ def composition_chart(groupings: Mapping[str, Mapping[str, Mapping]], palette: G
         return to_data_uri(fig)
 
 
-def interval_chart(rows: Sequence[Mapping], palette: GroupPalette, *, unit: str, xlabel: str,
+def interval_chart(rows: Sequence[Figure], palette: GroupPalette, *, unit: str, xlabel: str,
                    reference: float | None = None) -> str:
     """Each group's value with its 95% interval, groupings stacked; the population as a dashed line.
 
     Rows with flags (small group, few errors, undefined) are drawn hollow and
     marked with a dagger, so a reader does not lean on them.
     """
-    plotted = [r for r in rows if r.get("grouping") != "all"]
-    population = next((r for r in rows if r.get("grouping") == "all" and _finite(r.get("value"))), None)
+    plotted = [r for r in rows if r.grouping != "all"]
+    population = next((r for r in rows if r.grouping == "all" and _finite(r.value)), None)
     with matplotlib.rc_context(_RC):
-        fig = _new_figure(0.6 + 0.2 * len(plotted) + 0.15 * len({r["grouping"] for r in plotted}))
+        fig = _new_figure(0.6 + 0.2 * len(plotted) + 0.15 * len({r.grouping for r in plotted}))
         ax = fig.subplots()
         labels, y, previous = [], 0.0, None
         positions = []
         for row in plotted:
-            if previous is not None and row["grouping"] != previous:
+            if previous is not None and row.grouping != previous:
                 ax.axhline(y - 0.5 + 0.5, color="#bbbbbb", linewidth=0.6)
                 y += 0.6
-            previous = row["grouping"]
+            previous = row.grouping
             positions.append(y)
-            flagged = bool(row.get("flags"))
-            labels.append(f"{row['group']}{' †' if flagged else ''}")
-            style = palette.style(row["grouping"], row["group"])
-            value, low, high = row.get("value"), row.get("ci_low"), row.get("ci_high")
+            flagged = bool(row.flags)
+            labels.append(f"{row.group}{' †' if flagged else ''}")
+            style = palette.style(row.grouping, row.group)
+            value, low, high = row.value, row.ci_low, row.ci_high
             if _finite(low) and _finite(high):
                 ax.plot([low, high], [y, y], color=style.colour, linewidth=1.6, solid_capstyle="butt")
                 ax.plot([low, high], [y, y], linestyle="none", marker="|", color=style.colour, markersize=6)
@@ -207,8 +209,8 @@ def interval_chart(rows: Sequence[Mapping], palette: GroupPalette, *, unit: str,
                         transform=ax.get_yaxis_transform())
             y += 1.0
         if population is not None:
-            ax.axvline(population["value"], color=ALL_COLOUR, linestyle="--", linewidth=0.9,
-                       label=f"all people: {format_value(population['value'], unit)}")
+            ax.axvline(population.value, color=ALL_COLOUR, linestyle="--", linewidth=0.9,
+                       label=f"all people: {format_value(population.value, unit)}")
         if reference is not None:
             ax.axvline(reference, color="#777777", linestyle=":", linewidth=0.9)
         ax.set_yticks(positions, labels)
@@ -216,9 +218,9 @@ def interval_chart(rows: Sequence[Mapping], palette: GroupPalette, *, unit: str,
         # Grouping names as small headings to the right of the first row of each block.
         seen = set()
         for pos, row in zip(positions, plotted):
-            if row["grouping"] not in seen:
-                seen.add(row["grouping"])
-                ax.text(1.0, pos, row["grouping"], transform=ax.get_yaxis_transform(), ha="right",
+            if row.grouping not in seen:
+                seen.add(row.grouping)
+                ax.text(1.0, pos, row.grouping, transform=ax.get_yaxis_transform(), ha="right",
                         va="center", fontsize=7, color="#555555", style="italic")
         ax.grid(axis="y", visible=False)
         ax.set_xlabel(xlabel)
@@ -237,12 +239,13 @@ def _threshold_lines(ax, thresholds: Mapping[str, float]) -> None:
         ax.axvline(value, color=colour, linestyle=linestyle, linewidth=1.0, label=f"{label} ({value:.3g})")
 
 
-def distribution_panels(grouping: str, distributions: Mapping[str, Mapping[str, Sequence[float]]],
+def distribution_panels(grouping: str, distributions: Mapping[str, DistanceSamples],
                         thresholds: Mapping[str, float], palette: GroupPalette, *, ncols: int = 3) -> str:
     """Per group: reconstruction ("genuine") distances against the random-pair baseline, thresholds marked."""
     groups = list(distributions)
     nrows = max(1, math.ceil(len(groups) / ncols))
-    values = [v for g in groups for part in distributions[g].values() for v in (part or []) if _finite(v)]
+    values = [v for g in groups for part in (distributions[g].genuine, distributions[g].random_pair) for v in part
+              if _finite(v)]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     for t in thresholds.values():
         if _finite(t):
@@ -253,8 +256,8 @@ def distribution_panels(grouping: str, distributions: Mapping[str, Mapping[str, 
         axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
         for ax, group in zip(axes.flat, groups):
             style = palette.style(grouping, group)
-            genuine = [v for v in distributions[group].get("genuine") or [] if _finite(v)]
-            random_pair = [v for v in distributions[group].get("random_pair") or [] if _finite(v)]
+            genuine = [v for v in distributions[group].genuine if _finite(v)]
+            random_pair = [v for v in distributions[group].random_pair if _finite(v)]
             if random_pair:
                 ax.hist(random_pair, bins=bins, density=True, color=BASELINE_COLOUR, alpha=0.45,
                         label="random pairs of different people", hatch="....", edgecolor="white",
@@ -298,11 +301,11 @@ def sweep_chart(grouping: str, thresholds: Sequence[float], by_group: Mapping[st
         return to_data_uri(fig)
 
 
-def training_curve(history: Sequence[Mapping], best_epoch: int | None) -> str:
+def training_curve(history: Sequence[EpochRecord], best_epoch: int | None) -> str:
     """Training loss and validation distance per epoch; the kept (best) epoch marked."""
-    epochs = [h.get("epoch") for h in history]
-    loss = [np.nan if h.get("train_loss") is None else h["train_loss"] for h in history]
-    val = [np.nan if h.get("val_mean_distance") is None else h["val_mean_distance"] for h in history]
+    epochs = [h.epoch for h in history]
+    loss = [np.nan if h.train_loss is None else h.train_loss for h in history]
+    val = [np.nan if h.val_mean_distance is None else h.val_mean_distance for h in history]
     with matplotlib.rc_context(_RC):
         fig = _new_figure(2.5)
         ax = fig.subplots()
@@ -328,7 +331,7 @@ def training_curve(history: Sequence[Mapping], best_epoch: int | None) -> str:
         return to_data_uri(fig)
 
 
-def det_chart(grouping: str, curves: Mapping[str, Mapping[str, Sequence[float]]], palette: GroupPalette, *,
+def det_chart(grouping: str, curves: Mapping[str, DetCurve], palette: GroupPalette, *,
               target_fmr: float | None = None) -> str:
     """Detection error trade-off per group: FNMR against FMR, both on log scales.
 
@@ -340,8 +343,8 @@ def det_chart(grouping: str, curves: Mapping[str, Mapping[str, Sequence[float]]]
         fig = _new_figure(3.2)
         ax = fig.subplots()
         for group, curve in curves.items():
-            fmr = np.asarray([np.nan if v is None else v for v in curve.get("fmr") or []], dtype=float)
-            fnmr = np.asarray([np.nan if v is None else v for v in curve.get("fnmr") or []], dtype=float)
+            fmr = np.asarray(curve.fmr, dtype=float)
+            fnmr = np.asarray(curve.fnmr, dtype=float)
             keep = (fmr > 0) & (fnmr > 0)
             if not keep.any():
                 continue
@@ -361,11 +364,11 @@ def det_chart(grouping: str, curves: Mapping[str, Mapping[str, Sequence[float]]]
         return to_data_uri(fig)
 
 
-def distinct_groups(rows: Iterable[Mapping]) -> dict[str, list[str]]:
+def distinct_groups(figures: Iterable[Figure]) -> dict[str, list[str]]:
     """Groupings -> groups in first-seen order (for building a palette from figures)."""
     out: dict[str, list[str]] = {}
-    for row in rows:
-        groups = out.setdefault(str(row.get("grouping")), [])
-        if str(row.get("group")) not in groups:
-            groups.append(str(row.get("group")))
+    for figure in figures:
+        groups = out.setdefault(figure.grouping, [])
+        if figure.group not in groups:
+            groups.append(figure.group)
     return out

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from audit.results import Disparity, Figure
+
 
 __all__ = ["MetricText", "METRICS", "FLAG_TEXT", "describe_metric", "format_value", "format_interval",
            "format_ratio", "format_count", "format_p", "disparity_sentence", "finding_sentence", "findings_by_pair",
@@ -224,24 +226,24 @@ def format_interval(low, high, unit: str = "number", *, ratio: bool = False) -> 
     return f"{fmt(low)}{joiner}{fmt(high)}"
 
 
-def _figure_index(figures: Iterable[Mapping]) -> dict[tuple, Mapping]:
-    return {(f.get("probe"), f.get("metric"), f.get("grouping"), f.get("group")): f for f in figures}
+def _figure_index(figures: Iterable[Figure]) -> dict[tuple, Figure]:
+    return {(f.probe, f.metric, f.grouping, f.group): f for f in figures}
 
 
-def _high_low(disparity: Mapping, figure_index: Mapping, better: str | None) -> tuple[str, str]:
+def _high_low(disparity: Disparity, figure_index: Mapping, better: str | None) -> tuple[str, str]:
     """Which of worst/best group has the higher value, from the figures if possible."""
-    worst, best = disparity.get("worst_group"), disparity.get("best_group")
-    key = (disparity.get("probe"), disparity.get("metric"), disparity.get("grouping"))
+    worst, best = disparity.worst_group, disparity.best_group
+    key = (disparity.probe, disparity.metric, disparity.grouping)
     fw, fb = figure_index.get((*key, worst)), figure_index.get((*key, best))
-    if fw and fb and _finite(fw.get("value")) and _finite(fb.get("value")):
-        return (worst, best) if fw["value"] >= fb["value"] else (best, worst)
+    if fw and fb and _finite(fw.value) and _finite(fb.value):
+        return (worst, best) if fw.value >= fb.value else (best, worst)
     return (best, worst) if better == "higher" else (worst, best)
 
 
-def _better_of(key: str, figures: Iterable[Mapping]) -> str | None:
+def _better_of(key: str, figures: Iterable[Figure]) -> str | None:
     for f in figures:
-        if f"{f.get('probe')}.{f.get('metric')}" == key and f.get("better"):
-            return f["better"]
+        if f.key == key and f.better:
+            return f.better
     return describe_metric(key).better
 
 
@@ -253,7 +255,7 @@ def _gap_words(metric: MetricText, value, low, high) -> tuple[str, str]:
     return format_value(value), format_interval(low, high)
 
 
-def disparity_sentence(disparity: Mapping, figures: Iterable[Mapping] = ()) -> str:
+def disparity_sentence(disparity: Disparity, figures: Iterable[Figure] = ()) -> str:
     """One comparison of two groups in plain words, with its 95% interval and what the correction said.
 
     E.g. "Reconstructions of Black faces are matched to their originals 1.3x
@@ -262,13 +264,13 @@ def disparity_sentence(disparity: Mapping, figures: Iterable[Mapping] = ()) -> s
     and the adjusted p-value where the run corrected for its comparisons.
     """
     figures = list(figures)
-    key = f"{disparity.get('probe')}.{disparity.get('metric')}"
+    key = disparity.key
     metric = describe_metric(key)
     index = _figure_index(figures)
     better = _better_of(key, figures)
-    kind = disparity.get("kind")
-    value, low, high = disparity.get("value"), disparity.get("ci_low"), disparity.get("ci_high")
-    grouping = disparity.get("grouping")
+    kind = disparity.kind
+    value, low, high = disparity.value, disparity.ci_low, disparity.ci_high
+    grouping = disparity.grouping
     if not _finite(value):
         return (f"{metric.title} by {grouping}: the {DISPARITY_KIND_TEXT.get(kind, kind)} is undefined "
                 "(a group has no data, or a ratio of values that are not positive).")
@@ -288,29 +290,30 @@ def disparity_sentence(disparity: Mapping, figures: Iterable[Mapping] = ()) -> s
             sentence += " The interval includes no difference: this may be chance."
     else:
         sentence += " (no confidence interval was computed)."
-    if _finite(disparity.get("p_adjusted")):
-        verdict = "A finding" if disparity.get("finding") else "Not a finding"
-        p = format_p(disparity["p_adjusted"])
+    if _finite(disparity.p_adjusted):
+        verdict = "A finding" if disparity.finding else "Not a finding"
+        p = format_p(disparity.p_adjusted)
         sentence += f" {verdict} (adjusted p {p if p.startswith('<') else '= ' + p})."
-    flags = [FLAG_SHORT.get(flag, flag) for flag in disparity.get("flags") or []]
+    flags = [FLAG_SHORT.get(flag, flag) for flag in disparity.flags]
     if flags:
         sentence += f" Caution: {', '.join(flags)}."
     return sentence[0].upper() + sentence[1:]
 
 
-def findings_by_pair(disparities: Iterable[Mapping]) -> list[list[Mapping]]:
+def findings_by_pair(disparities: Iterable[Disparity]) -> list[list[Disparity]]:
     """The findings, one list per compared pair (its ratio and its gap), strongest evidence first."""
-    pairs: dict[tuple, list[Mapping]] = {}
+    pairs: dict[tuple, list[Disparity]] = {}
     for d in disparities:
-        if d.get("finding") and d.get("grouping") != "all":
-            key = (d.get("probe"), d.get("metric"), d.get("grouping"),
-                   tuple(sorted(str(g) for g in (d.get("worst_group"), d.get("best_group")))))
-            pairs.setdefault(key, []).append(d)
-    groups = list(pairs.values())
-    return sorted(groups, key=lambda ds: min(float(d.get("p_adjusted") or 1.0) for d in ds))
+        if d.finding and d.grouping != "all":
+            pairs.setdefault((d.probe, d.metric, d.grouping, d.pair), []).append(d)
+    return sorted(pairs.values(), key=lambda ds: min(_p_adjusted(d) for d in ds))
 
 
-def finding_sentence(pair: list[Mapping], figures: Iterable[Mapping] = ()) -> str:
+def _p_adjusted(d: Disparity) -> float:
+    return d.p_adjusted if _finite(d.p_adjusted) else 1.0
+
+
+def finding_sentence(pair: list[Disparity], figures: Iterable[Figure] = ()) -> str:
     """One finding in plain words: the ratio (or gap), both groups' values, the difference, the adjusted p.
 
     E.g. "The detector fails on Black images 2.1x as often as on White
@@ -318,32 +321,32 @@ def finding_sentence(pair: list[Mapping], figures: Iterable[Mapping] = ()) -> st
     (95% CI 1–3.4 points). Adjusted p = 0.003."
     """
     figures = list(figures)
-    by_kind = {d.get("kind"): d for d in pair}
+    by_kind = {d.kind: d for d in pair}
     first = by_kind.get("ratio") or by_kind.get("gap") or pair[0]
-    key = f"{first.get('probe')}.{first.get('metric')}"
+    key = first.key
     metric = describe_metric(key)
     index = _figure_index(figures)
     hi_group, lo_group = _high_low(first, index, _better_of(key, figures))
-    fig_key = (first.get("probe"), first.get("metric"), first.get("grouping"))
+    fig_key = (first.probe, first.metric, first.grouping)
     hi_fig, lo_fig = index.get((*fig_key, hi_group)), index.get((*fig_key, lo_group))
     if "ratio" in by_kind:
         r = by_kind["ratio"]
         template = metric.ratio_sentence or "{title} is {ratio}x as high for {high} faces as for {low} faces"
-        sentence = template.format(title=metric.title, ratio=format_ratio(r.get("value")), high=hi_group, low=lo_group)
-        interval = format_interval(r.get("ci_low"), r.get("ci_high"), ratio=True)
+        sentence = template.format(title=metric.title, ratio=format_ratio(r.value), high=hi_group, low=lo_group)
+        interval = format_interval(r.ci_low, r.ci_high, ratio=True)
         sentence += f" (95% CI {interval})" if interval else ""
     else:
         sentence = f"{metric.title} is higher for {hi_group} faces than for {lo_group} faces"
     if hi_fig and lo_fig:
-        sentence += (f": {format_value(hi_fig.get('value'), metric.unit)} against "
-                     f"{format_value(lo_fig.get('value'), metric.unit)}")
+        sentence += (f": {format_value(hi_fig.value, metric.unit)} against "
+                     f"{format_value(lo_fig.value, metric.unit)}")
     if "gap" in by_kind:
         g = by_kind["gap"]
-        gap, interval = _gap_words(metric, g.get("value"), g.get("ci_low"), g.get("ci_high"))
+        gap, interval = _gap_words(metric, g.value, g.ci_low, g.ci_high)
         sentence += f", a difference of {gap}" + (f" (95% CI {interval})" if interval else "")
-    p = format_p(min(float(d.get("p_adjusted") or 1.0) for d in pair))
+    p = format_p(min(_p_adjusted(d) for d in pair))
     sentence += f". Adjusted p {p}." if p.startswith("<") else f". Adjusted p = {p}."
-    flags = sorted({FLAG_SHORT.get(flag, flag) for d in pair for flag in d.get("flags") or []})
+    flags = sorted({FLAG_SHORT.get(flag, flag) for d in pair for flag in d.flags})
     if flags:
         sentence += f" Caution: {', '.join(flags)}."
     return sentence[0].upper() + sentence[1:]

@@ -257,7 +257,7 @@ def _policy_verdict(figures: list[dict]) -> dict:
             checks.append({"rule_id": "fnmr-cap", "description": "FNMR at the default threshold stays under 5%",
                            "metric": "verification.fnmr_at_default", "grouping": "race", "group": f["group"],
                            "kind": None, "estimate": f["value"], "ci_low": f["ci_low"], "ci_high": f["ci_high"],
-                           "judged_value": f["ci_high"], "bound": 0.05, "operator": "<=", "passed": passed,
+                           "judged_on": "ci_high", "judged_value": f["ci_high"], "bound": 0.05, "operator": "<=", "passed": passed,
                            "reason": "" if passed else f"upper bound {f['ci_high']:.4g} > 0.05"})
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
 

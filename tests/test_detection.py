@@ -25,8 +25,8 @@ def test_failure_rates_count_every_image():
     assert rates["A"].value == pytest.approx(1 / 20) and rates["A"].n_people == 20
     assert rates["B"].value == pytest.approx(8 / 20)
     assert rates["A"].ci_low < rates["A"].value < rates["A"].ci_high
-    assert result.details["by_status"] == {"ok": 31, "no_face": 7, "error": 2}
-    assert result.details["reasons"] == {"no face found": 7, "unreadable": 2}
+    assert result.details.by_status == {"ok": 31, "no_face": 7, "error": 2}
+    assert result.details.reasons == {"no face found": 7, "unreadable": 2}
     assert [d for d in result.disparities if d.kind == "gap"]
     assert result.tests["race"]["p_value"] < 0.05
 

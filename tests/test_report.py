@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import replace
 from html import unescape
 from html.parser import HTMLParser
 
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 
 from audit.cli import cli
 from audit.errors import InputError
+from audit.results import Disparity, Figure, Results
 from report_fixtures import HOSTILE_RACES, build_run, rendered_run
 from reports import render
 from reports.figures import GroupPalette
@@ -117,33 +119,31 @@ def test_numbers_are_formatted_as_the_report_writes_them():
 
 
 def test_disparity_sentence_reads_as_plain_words_with_its_interval():
-    figures = [{"probe": "inversion", "metric": "success_rate_at_default", "grouping": "race", "group": g,
-                "value": v, "better": "lower"} for g, v in (("Black", 0.52), ("Asian", 0.4))]
-    disparity = {"probe": "inversion", "metric": "success_rate_at_default", "grouping": "race",
-                 "kind": "ratio", "value": 1.3, "ci_low": 1.1, "ci_high": 1.5,
-                 "worst_group": "Black", "best_group": "Asian", "flags": []}
+    figures = [Figure("inversion", "success_rate_at_default", "race", g, v, better="lower")
+               for g, v in (("Black", 0.52), ("Asian", 0.4))]
+    disparity = Disparity("inversion", "success_rate_at_default", "race", "ratio", 1.3, ci_low=1.1, ci_high=1.5,
+                          worst_group="Black", best_group="Asian")
     assert disparity_sentence(disparity, figures) == (
         "Reconstructions of Black faces are matched to their originals 1.3x as often as those of Asian faces "
         "at the default threshold (95% CI 1.1\u20131.5).")
-    unsure = dict(disparity, ci_low=0.9, flags=["small_group"], p_value=0.09, p_adjusted=0.6, finding=False)
+    unsure = replace(disparity, ci_low=0.9, flags=["small_group"], p_value=0.09, p_adjusted=0.6, finding=False)
     assert disparity_sentence(unsure, figures).endswith(
         "(95% CI 0.9\u20131.5). The interval includes no difference: this may be chance. Not a finding (adjusted "
         "p = 0.6). Caution: small group.")
 
 
 def test_higher_is_better_metric_puts_the_higher_group_first():
-    figures = [{"probe": "volume", "metric": "spread_ratio", "grouping": "race", "group": g, "value": v,
-                "better": "higher"} for g, v in (("White", 1.1), ("Black", 0.9))]
-    disparity = {"probe": "volume", "metric": "spread_ratio", "grouping": "race", "kind": "ratio",
-                 "value": 1.1 / 0.9, "ci_low": 1.05, "ci_high": 1.3, "worst_group": "Black",
-                 "best_group": "White"}
+    figures = [Figure("volume", "spread_ratio", "race", g, v, better="higher")
+               for g, v in (("White", 1.1), ("Black", 0.9))]
+    disparity = Disparity("volume", "spread_ratio", "race", "ratio", 1.1 / 0.9, ci_low=1.05, ci_high=1.3,
+                          worst_group="Black", best_group="White")
     assert disparity_sentence(disparity, figures).startswith(
         "Spread ratio is 1.22x as high for White faces as for Black faces")
 
 
 def test_gap_of_a_rate_is_written_in_percentage_points():
-    disparity = {"probe": "verification", "metric": "fnmr_at_default", "grouping": "gender", "kind": "gap",
-                 "value": 0.023, "ci_low": 0.01, "ci_high": 0.04, "worst_group": "Female", "best_group": "Male"}
+    disparity = Disparity("verification", "fnmr_at_default", "gender", "gap", 0.023, ci_low=0.01, ci_high=0.04,
+                          worst_group="Female", best_group="Male")
     assert disparity_sentence(disparity) == (
         "False non-match rate (default threshold) is 2.3 percentage points higher for Female faces than for "
         "Male faces (95% CI 1\u20134 points).")
@@ -157,12 +157,13 @@ def test_unknown_metric_keeps_its_raw_name():
 
 
 def test_a_finding_reads_as_ratio_values_and_difference_with_intervals():
-    figures = [{"probe": "detection", "metric": "failure_rate", "grouping": "race", "group": g, "value": v,
-                "better": "lower"} for g, v in (("Black", 0.041), ("White", 0.019))]
-    common = {"probe": "detection", "metric": "failure_rate", "grouping": "race", "worst_group": "Black",
-              "best_group": "White", "flags": [], "finding": True}
-    pair = [dict(common, kind="ratio", value=2.16, ci_low=1.4, ci_high=3.2, p_adjusted=0.003),
-            dict(common, kind="gap", value=0.022, ci_low=0.01, ci_high=0.034, p_adjusted=0.002)]
+    figures = [Figure("detection", "failure_rate", "race", g, v, better="lower")
+               for g, v in (("Black", 0.041), ("White", 0.019))]
+    common = {"worst_group": "Black", "best_group": "White", "finding": True}
+    pair = [Disparity("detection", "failure_rate", "race", "ratio", 2.16, ci_low=1.4, ci_high=3.2, p_adjusted=0.003,
+                      **common),
+            Disparity("detection", "failure_rate", "race", "gap", 0.022, ci_low=0.01, ci_high=0.034,
+                      p_adjusted=0.002, **common)]
     assert finding_sentence(pair, figures) == (
         "The detector fails on Black images 2.16x as often as on White images (95% CI 1.4\u20133.2): 4.1% against "
         "1.9%, a difference of 2.2 percentage points (95% CI 1\u20133.4 points). Adjusted p = 0.002.")
@@ -171,12 +172,12 @@ def test_a_finding_reads_as_ratio_values_and_difference_with_intervals():
 
 def test_findings_are_grouped_by_pair_strongest_first_and_only_findings():
     def d(metric, pair, kind, p, finding=True, grouping="race"):
-        return {"probe": "p", "metric": metric, "grouping": grouping, "kind": kind, "worst_group": pair[0],
-                "best_group": pair[1], "p_adjusted": p, "finding": finding}
+        return Disparity("p", metric, grouping, kind, 1.0, worst_group=pair[0], best_group=pair[1], p_adjusted=p,
+                         finding=finding)
     ds = [d("a", ("X", "Y"), "gap", 0.01), d("a", ("Y", "X"), "ratio", 0.02), d("b", ("X", "Z"), "gap", 0.001),
           d("b", ("X", "Y"), "gap", 0.3, finding=False), d("c", ("all", "all"), "gap", 0.0, grouping="all")]
     groups = findings_by_pair(ds)
-    assert [[x["metric"] for x in g] for g in groups] == [["b"], ["a", "a"]]
+    assert [[x.metric for x in g] for g in groups] == [["b"], ["a", "a"]]
 
 
 def test_palette_gives_each_group_one_colour_and_intersections_their_first_values_colour():
@@ -353,7 +354,7 @@ def test_first_page_has_target_dataset_verdict_and_only_corrected_findings(full)
     summary = results["findings"]
     assert f"{summary['n_comparisons']:,} comparisons" in cover and "Holm's correction" in unescape(cover)
     sentences = re.findall(r"<li><span class=\"where\">.*?</li>", cover, re.S)
-    found = findings_by_pair(results["disparities"])
+    found = findings_by_pair(Results.from_dict(results).disparities)
     assert 0 < len(sentences) == min(len(found), render.FIRST_PAGE_FINDINGS)
     assert all("95% CI" in s and "Adjusted p " in s for s in sentences)
     # only findings: a pair whose comparisons all failed the correction is never on the first page

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from audit.errors import InputError
+from audit.json_model import to_json
+from audit.result_sections import VerificationSection
 from audit.results import FLAG_FEW_ERRORS, FLAG_NOT_ESTIMABLE, FLAG_UNDEFINED
 from probes.pairs import threshold_at_fmr
 from probes.verification import read_lfw_pairs, verification_probe
@@ -52,11 +54,11 @@ def test_exact_rates_and_counts_on_given_pairs_with_the_match_rule_d_at_most_t()
     assert (fmr["X"].value, fmr["X"].n_images) == (0.0, 1)
     assert (fmr["Y"].value, fmr["Y"].count, fmr["Y"].n_images) == (1.0, 2, 2)
     assert FLAG_FEW_ERRORS in fmr["Y"].flags
-    assert res.details["pairs_dropped_unknown_images"] == 1
-    assert res.details["match_rule"] == "distance <= threshold"
+    assert to_json(res.details)["pairs_dropped_unknown_images"] == 1
+    assert to_json(res.details)["match_rule"] == "distance <= threshold"
     # global threshold at FMR 0.3 over the 4 impostor distances 0.1, 0.9, 10, 20.4: at most floor(1.2) = 1 of
     # them may match, so t = 0.1 (d <= 0.1 matches one pair)
-    assert res.details["global_threshold_at_target_fmr"] == pytest.approx(0.1)
+    assert to_json(res.details)["global_threshold_at_target_fmr"] == pytest.approx(0.1)
     assert by(res, "fmr_at_fmr_3e-1")["all"].value == pytest.approx(1 / 4)
     assert by(res, "fnmr_at_fmr_3e-1")["all"].value == pytest.approx(1.0)  # no genuine distance <= 0.1
     # 4 pairs cannot estimate a threshold at FMR 0.3 (30 / 0.3 = 100 pairs needed)
@@ -92,7 +94,7 @@ def test_generated_pairs_global_threshold_and_group_spread():
     x, df = people_in_space(rng, {"A": (120, 1.0), "B": (120, 0.6)})
     res = verification_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=0.8,
                              max_impostor_pairs=60_000)
-    counts = res.details["pair_counts"]
+    counts = to_json(res.details)["pair_counts"]
     assert counts["race: A"]["genuine_pairs"] == 120 * 3
     assert counts["all: all"]["genuine_pairs"] == 240 * 3
     # 360 images of 120 people: 64,620 - 360 = 64,260 distinct impostor pairs, 60,000 drawn without replacement
@@ -111,7 +113,7 @@ def test_generated_pairs_global_threshold_and_group_spread():
         if not math.isnan(f.value) and not math.isnan(f.ci_low):
             assert f.ci_low - 1e-12 <= f.value <= f.ci_high + 1e-12, (f.metric, f.group)
             assert f.ci_high > f.ci_low, (f.metric, f.group)  # never a zero-width interval
-    json.dumps(res.details)  # JSON-serialisable
+    json.dumps(to_json(res.details))  # JSON-serialisable
 
 
 def test_a_threshold_from_too_few_impostor_pairs_is_not_estimable_with_its_count():
@@ -121,14 +123,14 @@ def test_a_threshold_from_too_few_impostor_pairs_is_not_estimable_with_its_count
     res = verification_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=0.8)
     thr = by(res, "threshold_at_fmr_1e-3")["A"]
     assert FLAG_NOT_ESTIMABLE in thr.flags and thr.n_images == 1_710
-    assert res.details["pair_counts"]["race: A"]["impostor_pairs"] == {
+    assert to_json(res.details)["pair_counts"]["race: A"]["impostor_pairs"] == {
         "possible": 1_710, "used": 1_710, "distinct": True, "sampled": False, "with_both_faces": 1_710}
-    assert "needs at least 30,000" in res.details["thresholds_by_group"]["race: A"]["reason"]
-    assert "1,710 were available" in res.details["thresholds_by_group"]["race: A"]["reason"]
+    assert "needs at least 30,000" in to_json(res.details)["thresholds_by_group"]["race: A"]["reason"]
+    assert "1,710 were available" in to_json(res.details)["thresholds_by_group"]["race: A"]["reason"]
     for metric in ("fnmr_at_fmr_1e-3", "fmr_at_fmr_1e-3", "fnmr_at_own_fmr_1e-3"):
         assert FLAG_NOT_ESTIMABLE in by(res, metric)["A"].flags, metric
     assert FLAG_NOT_ESTIMABLE not in by(res, "fmr_at_default")["A"].flags
-    assert res.details["global_threshold_estimable"] is False
+    assert to_json(res.details)["global_threshold_estimable"] is False
     # and a gate rule on it fails with that reason
     from audit.gate import evaluate_policy
     from audit.policy import Policy, Rule
@@ -169,9 +171,9 @@ def test_images_without_a_face_make_generalised_rates():
     fnmr, fmr = by(res, "fnmr_at_default"), by(res, "fmr_at_default")
     assert (fnmr["X"].value, fnmr["X"].count, fnmr["X"].n_images) == (1.0, 2, 2)  # a1-a2 now fails too
     assert (fmr["all"].count, fmr["all"].n_images) == (2, 4)  # a2-d1 cannot match: still 2 of 4
-    assert res.details["images_without_face"] == 1
-    assert "fnmr_at_default" in res.details["generalised_rates"]
-    assert res.details["pair_counts"]["race: X"]["genuine_pairs_without_face"] == 1
+    assert to_json(res.details)["images_without_face"] == 1
+    assert "fnmr_at_default" in to_json(res.details)["generalised_rates"]
+    assert to_json(res.details)["pair_counts"]["race: X"]["genuine_pairs_without_face"] == 1
     with pytest.raises(InputError, match=r"acquired must be a boolean array with one entry per row"):
         verification_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=1.0,
                            acquired=np.ones(3, bool))
@@ -182,23 +184,24 @@ def test_auditor_views_det_matrix_fdr_and_summary():
     x, df = people_in_space(rng, {"A": (80, 1.0), "B": (80, 0.6)})
     res = verification_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=0.8,
                              max_cross_pairs=5_000)
-    det = res.details["det"]
+    assert isinstance(res.details, VerificationSection)
+    det = to_json(res.details)["det"]
     assert len(det["by_group"]["race"]["A"]["fmr"]) == len(det["thresholds"]) > 10
     assert np.all(np.diff(det["by_group"]["race"]["A"]["fmr"]) >= 0)  # FMR grows with the threshold
     assert np.all(np.diff(det["by_group"]["race"]["A"]["fnmr"]) <= 0)
-    matrix = res.details["cross_group_fmr"]["race"]
+    matrix = to_json(res.details)["cross_group_fmr"]["race"]
     assert matrix["groups"] == ["A", "B"] and matrix["pairs"][0][1] == 5_000
     at_default = matrix["fmr"]["default"]["value"]
     assert at_default[1][1] > at_default[0][0]  # the crowded group confuses its own people more
     assert at_default[0][1] == at_default[1][0]
-    fdr = res.details["fairness_discrepancy_rate"]["race"]["default"]
+    fdr = to_json(res.details)["fairness_discrepancy_rate"]["race"]["default"]
     assert fdr["ci_low"] <= fdr["value"] <= fdr["ci_high"] <= 1
     fmr = by(res, "fmr_at_default", "race")
     fnmr = by(res, "fnmr_at_default", "race")
     a_fmr = abs(fmr["A"].value - fmr["B"].value)
     a_fnmr = abs(fnmr["A"].value - fnmr["B"].value)
     assert fdr["value"] == pytest.approx(1 - 0.5 * a_fmr - 0.5 * a_fnmr)
-    summary = {(r["grouping"], r["group"]): r for r in res.details["summary"]}
+    summary = {(r["grouping"], r["group"]): r for r in to_json(res.details)["summary"]}
     assert summary["race", "A"]["n_images"] == 240 and summary["race", "A"]["failed_to_acquire"] == 0
     assert summary["race", "A"]["fmr_at_default"] == pytest.approx(fmr["A"].value)
 

@@ -11,6 +11,7 @@ import pytest
 
 from audit.distances import cross_distances
 from audit.errors import InputError
+from audit.json_model import to_json
 from audit.results import FLAG_SMALL_GROUP, FLAG_UNDEFINED
 from probes.volume import volume_probe
 
@@ -73,7 +74,7 @@ def test_equal_size_subsampling_removes_the_dependence_on_group_size():
     sd = np.ones(16)
     x, df = clouds(rng, {"small": (50, sd), "large": (500, sd)})
     res = volume_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=4.0, n_draws=20)
-    assert res.details["subsample_size"] == 25   # half the smallest group
+    assert res.details.subsample_size == 25   # half the smallest group
     for metric in ("log_volume_per_dim", "nn_distance_impostor", "effective_dimensionality"):
         gap = next(d for d in res.disparities if d.metric == metric and d.kind == "gap")
         assert gap.ci_low <= 0 <= gap.ci_high, metric  # same distribution: no difference
@@ -90,13 +91,13 @@ def test_groups_smaller_than_the_subsample_are_flagged_and_undefined():
     rng = np.random.default_rng(3)
     x, df = clouds(rng, {"A": (40, np.ones(4)), "B": (40, np.ones(4)), "C": (5, np.ones(4))})
     res = volume_probe(x, df, groupings=[["race"]], metric="cosine", threshold=0.3, n_draws=3)
-    assert res.details["subsample_size"] == 20  # half of 40: C has fewer than 30 people, not eligible
+    assert to_json(res.details)["subsample_size"] == 20  # half of 40: C has fewer than 30 people, not eligible
     c = figs(res, "log_volume_per_dim")["C"]
     assert math.isnan(c.value) and {FLAG_SMALL_GROUP, FLAG_UNDEFINED} <= set(c.flags)
     assert c.n_people == 5
     assert not math.isnan(figs(res, "log_volume_per_dim")["A"].value)
-    json.dumps(res.details)  # JSON-serialisable
-    assert set(res.details["spectra"]) == {"all: all", "race: A", "race: B"}
+    json.dumps(to_json(res.details))  # JSON-serialisable
+    assert set(to_json(res.details)["spectra"]) == {"all: all", "race: A", "race: B"}
 
 
 def test_bad_embeddings_say_what_to_pass():
