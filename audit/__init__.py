@@ -1,7 +1,8 @@
 """Bias-probing audit tool for face recognition models.
 
-Data flows one way: ``audit`` (datasets, faces, targets, cache, runner) ->
-``probes`` (inversion, volume, verification, statistics) -> ``reports``.
+The layers (CLI, commands, runner, probes and reports, the embed stage,
+targets and data, the core) and the contract that enforces them are in
+``docs/architecture.md`` and ``pyproject.toml`` (``[tool.importlinter]``).
 """
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ an exit code.  Each command lives in :mod:`audit.commands`.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -120,8 +121,6 @@ def _register_commands(modules: tuple[tuple[str, str], ...] = COMMAND_MODULES) -
     A command silently missing from ``audit --help`` reads as "no such
     feature"; a broken installation must say so instead.
     """
-    import importlib
-
     for module_name, attribute in modules:
         try:
             cli.add_command(getattr(importlib.import_module(module_name), attribute))

@@ -20,6 +20,8 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
+from audit import __version__
+
 #: Folder for crash logs (default: the system's temporary folder).
 LOG_DIR_ENV_VAR = "AUDIT_LOG_DIR"
 LOG_PREFIX = "face-bias-audit-crash-"
@@ -43,8 +45,6 @@ def where_it_failed(exc: BaseException) -> str:
 
 def write_crash_log(exc: BaseException, *, command: Sequence[str]) -> Path | None:
     """Write the traceback and the context a bug report needs; the log's path, or None if it cannot."""
-    from audit import __version__
-
     folder = os.environ.get(LOG_DIR_ENV_VAR) or tempfile.gettempdir()
     try:
         os.makedirs(folder, exist_ok=True)

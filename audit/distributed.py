@@ -48,10 +48,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from audit import __version__
 from audit.embed_items import ItemResult, apply_outcome, default_workers
 from audit.errors import AuditError, ClusterError, ClusterStopped, InputError, TargetError
 from audit.faces import FaceAligner, FaceConfig
+from audit.data.remote import read_locations
 from audit.images import ImageReadError
+from audit.images import content_hash as hash_of, decode_image
 from audit.targets.base import STATUS_ERROR, STATUS_OK, Target
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,9 +165,7 @@ def open_cluster(spec: SchedulerSpec, *, connect_timeout: float = DEFAULT_CONNEC
 
 def _worker_versions() -> dict[str, str]:
     """Runs on each worker: the versions that decide whether its vectors match the client's."""
-    import audit
-
-    return {"face-bias-audit": audit.__version__, "python": platform.python_version()}
+    return {"face-bias-audit": __version__, "python": platform.python_version()}
 
 
 def check_workers(client: "Client", spec: SchedulerSpec, *,
@@ -244,9 +245,6 @@ def embed_chunk(items: list[tuple[int, str]], job: ChunkJob) -> list["ItemResult
     problem with the run itself (a target that differs from the client's)
     raises.
     """
-    from audit.data.remote import read_locations
-    from audit.images import content_hash as hash_of, decode_image
-
     aligner = _aligner(job.face_config)
     results: list[ItemResult] = []
     payloads = read_locations([location for _, location in items])   # one round trip per chunk

@@ -19,7 +19,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 
 import numpy as np
@@ -30,13 +30,12 @@ from audit.embed_items import ItemResult, apply_outcome, default_workers
 from audit.errors import InputError, TargetError, TargetStopped
 from audit.faces import FaceAligner, FaceConfig
 from audit.data.remote import read_image_at
+from audit.distributed import SchedulerSpec, can_embed_on_workers, make_job, process_on_cluster
 from audit.images import ImageReadError, decode_png, encode_png
 from audit.outputs import file_sha256
 from audit.progress import progress
 from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, Target
 
-if TYPE_CHECKING:  # pragma: no cover
-    from audit.distributed import SchedulerSpec
 
 log = logging.getLogger(__name__)
 
@@ -369,8 +368,6 @@ class Embedder:
         # (a resumed run with one chunk left must embed it here, not expect workers to).
         use_pool = self.scheduler is None and self.workers > 1 and len(chunks) > 1
         if self.scheduler is not None:   # a cluster's workers embed whatever they can receive
-            from audit.distributed import can_embed_on_workers
-
             embed_in_workers = aligned and can_embed_on_workers(target)
         else:
             embed_in_workers = aligned and bool(target.parallel_safe) and use_pool
@@ -383,8 +380,6 @@ class Embedder:
         target = self.target
         with progress(f"Embedding ({target.name})", sum(map(len, plan.chunks)), enabled=self.show_progress) as bar:
             if self.scheduler is not None:
-                from audit.distributed import make_job, process_on_cluster
-
                 job = make_job(target, face_config=self.face_config, align_sizes=plan.sizes,
                                chip_size=plan.chip_size, embed_on_workers=plan.embed_in_workers,
                                keep_image=plan.keep_image)

@@ -26,11 +26,15 @@ import numpy as np
 import pandas as pd
 
 from audit import __version__
+from audit.data.manifest import load_dataset
 from audit.errors import InputError
+from audit.outputs import check_writable_folder
+from audit.pipeline import default_group_by, open_embedder, open_target
 from audit.targets.base import STATUS_OK, Target
 from probes.inversion.artifact import (GeneratorArtifact, generator_cache_dir, generator_key,
                                        is_complete, read_artifact, write_artifact)
 from probes.inversion.splits import SPLIT_TRAIN, SPLIT_VAL, split_identities
+from probes.inversion.splits import average_identities as average_chips
 from probes.inversion.training import TrainingConfig, train_generator
 from probes.inversion.training_set import (BALANCE_GROUP_BY, MIN_TRAINING_IMAGES, REASON_BALANCE,
                                            REASON_NEAR_DUPLICATE, REASON_NO_FACE, REASON_NO_LABEL,
@@ -237,8 +241,6 @@ class GeneratorRequest:
 def obtain_generator(request: GeneratorRequest, training: TrainingSet, *, embed_fn, folder: Path | None,
                      cache_path: Path | None) -> GeneratorArtifact:
     """A finished generator for ``training``: from ``folder`` or the cache if done, else trained there."""
-    from probes.inversion.splits import average_identities as average_chips
-
     train = training.rows(SPLIT_TRAIN)
     val = training.rows(SPLIT_VAL)
     hashes = training.table["content_hash"].astype(str).to_numpy()
@@ -339,10 +341,6 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
                              use_cache: bool, face_config, workers: int | None,
                              show_progress: bool, scheduler: str | None = None) -> GeneratorArtifact:
     """``audit generator train``: every setting checked first, then corpus, exclusions, training."""
-    from audit.data.manifest import load_dataset
-    from audit.outputs import check_writable_folder
-    from audit.pipeline import default_group_by, open_embedder, open_target
-
     check_writable_folder(Path(out_dir), what="the generator folder", option="--out")
     config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, validate_every=validate_every, seed=seed,
                             device=device, image_size=image_size, base_channels=generator_channels,

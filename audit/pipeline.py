@@ -9,9 +9,13 @@ from typing import Iterator, Sequence
 import pandas as pd
 
 from audit.cache import EmbeddingCache, default_cache_path
+from audit.data.manifest import load_dataset
+from audit.data.remote import is_url, load_remote_dataset
+from audit.distributed import parse_scheduler
 from audit.embedding import Embedder
 from audit.errors import InputError
 from audit.faces import FaceConfig
+from audit.targets import get_target, parse_target_options
 from audit.targets.base import Target
 
 #: Attributes audited when --group-by is not given, where the dataset has them.
@@ -22,9 +26,6 @@ MAX_DEFAULT_GROUP_VALUES = 12
 
 def load_dataset_for_run(folder: Path | str, *, group_by: Sequence[str] | None):
     """A dataset folder, local or at a URL (``file://``, ``s3://``: see :mod:`audit.data.remote`)."""
-    from audit.data.manifest import load_dataset
-    from audit.data.remote import is_url, load_remote_dataset
-
     if is_url(folder):
         return load_remote_dataset(str(folder), group_by=group_by)
     return load_dataset(folder, group_by=group_by)
@@ -41,8 +42,6 @@ def default_group_by(dataset) -> tuple[str, ...]:
 
 
 def open_target(spec: str, option_pairs: Sequence[str] = (), **extra) -> Target:
-    from audit.targets import get_target, parse_target_options
-
     options = parse_target_options(list(option_pairs))
     options.update({k: v for k, v in extra.items() if v is not None})
     return get_target(spec, **options)
@@ -64,8 +63,6 @@ def build_embedder(target: Target, *, face_config: FaceConfig, cache: EmbeddingC
     """An :class:`Embedder` on an opened cache; ``scheduler`` (``--scheduler``) puts it on a Dask cluster."""
     spec = None
     if scheduler is not None:
-        from audit.distributed import parse_scheduler
-
         if workers is not None:
             raise InputError(f"--workers {workers} and --scheduler {scheduler!r} both say where detection "
                              "runs: give --scheduler local:N for N local processes on a Dask cluster, "

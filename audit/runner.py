@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -22,28 +22,42 @@ import numpy as np
 import pandas as pd
 
 from audit import __version__
+from audit.cache import default_cache_path
+from audit.data.describe import describe_dataset
+from audit.data.manifest import load_dataset
 from audit.errors import InputError, OutputError
-from audit.faces import FaceConfig
+from audit.gate import evaluate_policy, load_policy
+from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, build_training_set,
+                                   check_artifact_against_audit, dataset_keys, identity_model_for, obtain_generator,
+                                   seeded_configs, training_size_warning)
+from audit.json_model import Record, from_json, json_safe
 from audit.outputs import check_writable_folder, write_atomic, writing
-from audit.pipeline import (build_embedder, default_group_by, load_dataset_for_run,
-                            open_target, opened_cache)
-from audit.results import (ALL, CORRECTIONS, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, FLAG_UNSTABLE,
-                           GROUPS_FILE, RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, Results, grouping_name,
+from audit.pipeline import build_embedder, default_group_by, load_dataset_for_run, open_target, opened_cache
+from audit.result_sections import (DatasetSection, EnvironmentSection, FindingsSummary, InversionSection,
+                                   PermutationTest, ProbeSections, TargetSection, ToolSection, VerificationSection)
+from audit.results import (ALL, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, FLAG_UNSTABLE, GROUPS_FILE,
+                           RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, Results, grouping_name, load_results,
                            write_json_atomic)
+from audit.run_config import RunConfig
 from audit.targets.base import STATUS_OK
-from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE,
-                                       DEFAULT_LR, DEFAULT_VALIDATE_EVERY)
+from probes.detection import detection_probe
+from probes.findings import mark_findings
+from probes.inversion.artifact import check_target, read_artifact
+from probes.inversion.metrics import DEFAULT_FMR
+from probes.inversion.probe import Reconstructor, measure_reconstructions, run_inversion_probe
+from probes.inversion.splits import group_labels, split_identities, test_every_person
+from probes.inversion.training import resolve_device
+from probes.inversion.training_set import default_near_duplicate_distance
+from probes.pairs import fmr_threshold_estimable, not_estimable_reason, sample_impostor_pairs
+from probes.stats import figures_frame, group_figures, permutation_test
+from probes.verification import read_lfw_pairs, verification_probe
+from probes.volume import volume_probe
+from reports.render import render_report
 
 log = logging.getLogger(__name__)
 
-PROBES = ("detection", "inversion", "volume", "verification")
-DEFAULT_PROBES = PROBES
-DEFAULT_SEED = 0
-DEFAULT_N_RESAMPLES = 1000
 #: Real different-person pairs drawn (distinct, without replacement) to find the threshold at FMR 1e-3.
 DEFAULT_IMPOSTOR_PAIRS = 200_000
-#: How findings are chosen among the disparities (--correction).
-DEFAULT_CORRECTION = "holm"
 LIBRARIES = ("torch", "dlib-bin", "numpy", "pandas", "scipy", "scikit-learn", "jinja2", "weasyprint",
              "seaborn", "matplotlib", "httpx", "onnxruntime")
 
@@ -55,98 +69,6 @@ MSG_CHECKPOINT_WRITE = ("Cannot write the generator's checkpoints in {folder!r} 
 
 DETECTIONS_FILE = "detections.csv"
 INVERSION_SAMPLES_FILE = "inversion_samples.csv"
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything ``audit run`` needs, validated at construction."""
-
-    dataset_dir: Path | str           # a local folder, or a URL (file://, s3://) for cluster workers
-    out_dir: Path
-    target_spec: str = "dlib"
-    target_options: tuple[str, ...] = ()
-    group_by: tuple[str, ...] | None = None
-    probes: tuple[str, ...] = DEFAULT_PROBES
-    face_config: FaceConfig = FaceConfig()
-    cache_path: Path | None = None
-    use_cache: bool = True
-    workers: int | None = None
-    scheduler: str | None = None      # --scheduler: a Dask scheduler's address, or local[:N]
-    seed: int = DEFAULT_SEED
-    epochs: int = DEFAULT_EPOCHS
-    image_size: int = DEFAULT_IMAGE_SIZE
-    batch_size: int = DEFAULT_BATCH_SIZE
-    lr: float = DEFAULT_LR
-    validate_every: int = DEFAULT_VALIDATE_EVERY
-    average_identities: bool = False
-    generator_channels: int = DEFAULT_BASE_CHANNELS
-    identity_loss: float = 0.0
-    #: Train the generator on these corpora and test every audit person (``--train-dataset``).
-    train_datasets: tuple[Path, ...] = ()
-    #: Finished generator folders to use instead of training (``--generator``, repeatable).
-    generator_paths: tuple[Path, ...] = ()
-    train_balance: str = "group-by"
-    train_per_group: int | None = None
-    generator_seeds: int = 1
-    near_duplicate_distance: float | None = None
-    n_resamples: int = DEFAULT_N_RESAMPLES
-    correction: str = DEFAULT_CORRECTION
-    pairs_file: Path | None = None
-    report: bool = True
-    no_faces: bool = False
-    policy_path: Path | None = None
-    baseline_path: Path | None = None
-    max_requests: int | None = None
-    device: str = "auto"
-    show_progress: bool = True
-    command_line: str = ""
-
-    def __post_init__(self) -> None:
-        unknown = [p for p in self.probes if p not in PROBES]
-        if unknown or not self.probes:
-            raise InputError(f"--probes {','.join(self.probes)!r}: unknown probe(s) {unknown}; "
-                             f"choose from {', '.join(PROBES)}.")
-        if self.epochs < 1:
-            raise InputError(f"--epochs {self.epochs!r}: must be at least 1.")
-        if self.image_size not in (64, 128):
-            raise InputError(f"--image-size {self.image_size!r}: must be 64 or 128.")
-        if self.n_resamples < 100:
-            raise InputError(f"--resamples {self.n_resamples!r}: use at least 100 for a 95% interval.")
-        if self.train_datasets and self.generator_paths:
-            raise InputError("--generator and --train-dataset exclude each other: either reuse finished "
-                             "generators or train one on a corpus.")
-        if self.generator_seeds < 1:
-            raise InputError(f"--generator-seeds {self.generator_seeds!r}: must be at least 1.")
-        if self.generator_paths and self.generator_seeds != 1:
-            raise InputError("--generator-seeds trains generators; with --generator, pass one --generator "
-                             "folder per seed instead.")
-        if self.train_per_group is not None and self.train_per_group < 1:
-            raise InputError(f"--train-per-group {self.train_per_group!r}: must be at least 1.")
-        if self.correction not in CORRECTIONS:
-            raise InputError(f"--correction {self.correction!r}: choose {' or '.join(CORRECTIONS)} (Holm: "
-                             "family-wise error, the default; bh: Benjamini-Hochberg false discovery rate).")
-        if "inversion" in self.probes:
-            self.training_config()   # every training setting is checked before any image is embedded
-
-    def training_config(self):
-        """The generator's training settings (validated: a bad value fails before the embed stage)."""
-        from probes.inversion.training import TrainingConfig
-
-        return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                              validate_every=self.validate_every, seed=self.seed, device=self.device,
-                              image_size=self.image_size, base_channels=self.generator_channels,
-                              identity_weight=self.identity_loss)
-
-    def settings(self) -> dict:
-        """The settings results.json records (paths as given, never secrets)."""
-        data = asdict(self)
-        data["train_datasets"] = [str(p) for p in self.train_datasets]
-        data["generator_paths"] = [str(p) for p in self.generator_paths]
-        data["face_config"] = asdict(self.face_config)
-        data["target_options"] = [o.split("=", 1)[0] + "=..." if "key" in o.lower() or "pat" in o.lower()
-                                  else o for o in self.target_options]
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()
-                if k not in ("show_progress", "command_line")}
 
 
 @dataclass
@@ -222,8 +144,6 @@ def mark_no_signal(figures: Sequence[Figure], disparities: Sequence[Disparity], 
 
 def _group_means(samples: pd.DataFrame, column: str, grouping: Sequence[str]) -> pd.DataFrame:
     """Mean of ``column`` per (generator, group of ``grouping``): rows generator, columns group."""
-    from probes.inversion.splits import group_labels
-
     frame = pd.DataFrame({"generator": samples["generator"].to_numpy(),
                           "group": group_labels(samples, list(grouping)),
                           "value": pd.to_numeric(samples[column], errors="coerce").to_numpy()})
@@ -292,7 +212,7 @@ class AuditRun:
         self.config = config
         self.figures: list[Figure] = []
         self.disparities: list[Disparity] = []
-        self.probe_details: dict[str, dict] = {}
+        self.probe_details: dict[str, Record] = {}
         self.tests: dict[str, dict] = {}
         self.inversion_samples: pd.DataFrame | None = None
         self.findings: dict = {}
@@ -321,8 +241,6 @@ class AuditRun:
             self.target = target
             self.identity_model = None
             if "inversion" in config.probes:   # a black box with --identity-loss is refused before any call
-                from audit.generator_stage import identity_model_for
-
                 self.identity_model = identity_model_for(target, config.identity_loss)
             embedder = build_embedder(target, face_config=config.face_config, cache=cache,
                                       workers=config.workers, show_progress=config.show_progress,
@@ -347,8 +265,6 @@ class AuditRun:
         if policy is not None:
             outcome.verdict = self._gate(results, out, policy, baseline)
         if config.report:
-            from reports.render import render_report
-
             outcome.report_files = render_report(out, no_faces=config.no_faces)
         return outcome
 
@@ -372,9 +288,6 @@ class AuditRun:
 
     def _load_corpora(self) -> list:
         """The training corpora and saved generators, read before any target call: a typo must not cost a run."""
-        from audit.data.manifest import load_dataset
-        from probes.inversion.artifact import read_artifact
-
         if "inversion" not in self.config.probes:
             return []
         self.artifacts = [read_artifact(path) for path in self.config.generator_paths]
@@ -382,8 +295,6 @@ class AuditRun:
 
     def _check_generators(self, embedder) -> None:
         """A saved generator must have learned this target's embeddings (no embedding paid yet)."""
-        from probes.inversion.artifact import check_target
-
         for artifact in getattr(self, "artifacts", []):
             check_target(artifact, fingerprint=self.target.fingerprint(), preprocessing=embedder.preprocessing)
 
@@ -391,9 +302,6 @@ class AuditRun:
         """The policy and baseline, read before any work: a typo in them must not cost a run."""
         if self.config.policy_path is None:
             return None, None
-        from audit.gate import load_policy
-        from audit.results import load_results
-
         policy = load_policy(self.config.policy_path)
         baseline = load_results(self.config.baseline_path) if self.config.baseline_path else None
         return policy, baseline
@@ -415,8 +323,6 @@ class AuditRun:
 
     def _summarize(self, samples: pd.DataFrame, *, probe: str, metric: str, value: str, kind: str,
                    better: str | None, disparity_kinds: Sequence[str] = DISPARITY_KINDS) -> None:
-        from probes.stats import group_figures
-
         figures, disparities = group_figures(
             samples, probe=probe, metric=metric, value=value, person="identity",
             groupings=self.groupings, better=better, kind=kind, n_resamples=self.config.n_resamples,
@@ -425,8 +331,6 @@ class AuditRun:
         self.disparities.extend(disparities)
 
     def _permutation(self, samples: pd.DataFrame, *, key: str, value: str) -> None:
-        from probes.stats import permutation_test
-
         tests = {}
         for grouping in self.groupings:
             name = "*".join(grouping)
@@ -443,28 +347,22 @@ class AuditRun:
         self.probe_details[probe] = result.details
 
     def _detection(self) -> None:
-        from probes.detection import detection_probe
-
         result = detection_probe(self.embset.table, attributes=self.group_by, groupings=self.groupings,
                                  n_resamples=self.config.n_resamples, seed=self.config.seed)
         self._record("detection", result, tests_key="detection.failure_rate")
 
     def _volume(self, ok: np.ndarray) -> None:
-        from probes.volume import volume_probe
-
         result = volume_probe(self.embset.vectors[ok], self._samples(ok), groupings=self.groupings,
                               person="identity", metric=self.target.metric,
                               threshold=self.target.default_threshold, seed=self.config.seed)
         self._record("volume", result)
 
     def _verification(self, ok: np.ndarray) -> None:
-        from probes.verification import read_lfw_pairs, verification_probe
-
         samples = self._samples()
         if samples.loc[ok, "identity"].duplicated().sum() == 0:
-            self.probe_details["verification"] = {
-                "skipped": "the dataset has no identity with two or more images: verification needs "
-                           "genuine pairs (LFW has them; UTKFace does not)."}
+            self.probe_details["verification"] = VerificationSection(
+                skipped="the dataset has no identity with two or more images: verification needs "
+                        "genuine pairs (LFW has them; UTKFace does not).")
             return
         pairs = None
         pairs_file = self.config.pairs_file
@@ -480,12 +378,6 @@ class AuditRun:
         self._record("verification", result)
 
     def _inversion(self, ok: np.ndarray, out: Path) -> None:
-        from audit.generator_stage import training_size_warning
-        from probes.inversion.probe import run_inversion_probe
-        from probes.inversion.splits import split_identities
-        from probes.inversion.metrics import DEFAULT_FMR
-        from probes.pairs import fmr_threshold_estimable, not_estimable_reason, sample_impostor_pairs
-
         config = self.config
         usable = ok & (self.embset.table["chip_status"].to_numpy() == STATUS_OK)
         rows = np.flatnonzero(usable)
@@ -538,21 +430,14 @@ class AuditRun:
             details["generator_spread"] = generator_spread(samples, self.groupings)
             mark_unstable(disparities, samples, self.groupings)
         self._permutation(samples, key="inversion.mean_distance", value="distance")
-        self.probe_details["inversion"] = details
+        self.probe_details["inversion"] = from_json(InversionSection, json_safe(details), "inversion")
 
     def _findings(self) -> None:
         """Correct every disparity's p-value for all the run's comparisons, once, after every probe."""
-        from probes.findings import mark_findings
-
         self.findings = mark_findings(self.disparities, self.config.correction)
 
     def _inversion_on_corpus(self, table, vectors, rows, impostors, training, identity_model, embed_fn, out):
         """Generators trained on a corpus (or given): every audit person is a test person."""
-        from audit.generator_stage import AuditSide, dataset_keys
-        from probes.inversion.probe import Reconstructor, measure_reconstructions
-        from probes.inversion.splits import test_every_person
-        from probes.inversion.training import resolve_device
-
         config = self.config
         audit = AuditSide(dataset_keys(self.dataset, self.embset.table["content_hash"].astype(str).tolist()),
                           self.embset.vectors[self.embset.ok])
@@ -577,25 +462,18 @@ class AuditRun:
 
     def _saved_generators(self, audit, details: dict) -> tuple[list, list[str]]:
         """The ``--generator`` folders, each refused if it saw an audit image or person."""
-        from audit.generator_stage import check_artifact_against_audit
-        from probes.inversion.training_set import default_near_duplicate_distance
-
         config = self.config
         max_distance = (config.near_duplicate_distance if config.near_duplicate_distance is not None
                         else default_near_duplicate_distance(self.target.default_threshold))
         for artifact in self.artifacts:
             check_artifact_against_audit(artifact, audit, metric=self.target.metric, max_distance=max_distance)
-        details["training_set"] = self.artifacts[0].info.get("training_set", {})
+        details["training_set"] = self.artifacts[0].info.get("training_set") or None
         details["training_source"] = "a saved generator (--generator)"
         return self.artifacts, ["--generator " + str(a.folder) for a in self.artifacts]
 
     def _trained_generators(self, audit, training, identity_model, embed_fn, out: Path,
                             details: dict) -> tuple[list, list[str]]:
         """One generator per seed, trained on the corpora minus the audit set (or found in the cache)."""
-        from audit.cache import default_cache_path
-        from audit.generator_stage import (CorpusSettings, GeneratorRequest, build_training_set, obtain_generator,
-                                           seeded_configs, training_size_warning)
-
         config = self.config
         settings = CorpusSettings(tuple(config.train_datasets), balance=config.train_balance,
                                   per_group=config.train_per_group,
@@ -622,45 +500,38 @@ class AuditRun:
 
     # -- outputs -----------------------------------------------------------------
     def _results(self, started: float) -> Results:
-        from audit.data.describe import describe_dataset
-
         dataset = self.dataset
         table = dataset.table
-        device = self.probe_details.get("inversion", {}).get("device", "cpu")
-        return Results(list(self.figures), list(self.disparities), {
-            "tool": {"name": "face-bias-audit", "version": __version__},
-            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "command_line": self.config.command_line,
-            "seed": self.config.seed,
-            "duration_seconds": round(time.monotonic() - started, 1),
-            "target": self.target.info().to_dict(),
-            "dataset": {"path": str(self.config.dataset_dir), "n_images": int(len(table)),
-                        "n_identities": int(table["identity"].nunique()),
-                        "has_identities": bool(dataset.has_identities),
-                        "group_by": list(self.group_by),
-                        "n_excluded": int(len(dataset.exclusions)),
-                        "describe": describe_dataset(dataset, self.group_by)},
-            "settings": self.config.settings(),
-            "environment": environment(device),
-            "detection": self.probe_details.get("detection"),
-            "figures": None,        # placeholders: the typed lists are written here, in this order
-            "disparities": None,
-            "findings": self.findings,
-            "tests": self.tests,
-            "probes": {k: v for k, v in self.probe_details.items() if k != "detection"},
-            "policy_verdict": None,
-        }, SCHEMA_VERSION)
+        details = dict(self.probe_details)
+        inversion = details.get("inversion")
+        device = getattr(inversion, "device", None) or "cpu"
+        return Results(
+            figures=list(self.figures), disparities=list(self.disparities),
+            tool=ToolSection(name="face-bias-audit", version=__version__),
+            created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            command_line=self.config.command_line, seed=self.config.seed,
+            duration_seconds=round(time.monotonic() - started, 1),
+            target=from_json(TargetSection, json_safe(self.target.info().to_dict()), "target"),
+            dataset=DatasetSection(path=str(self.config.dataset_dir), n_images=int(len(table)),
+                                   n_identities=int(table["identity"].nunique()),
+                                   has_identities=bool(dataset.has_identities), group_by=list(self.group_by),
+                                   n_excluded=int(len(dataset.exclusions)),
+                                   describe=json_safe(describe_dataset(dataset, self.group_by))),
+            settings=json_safe(self.config.settings()),
+            environment=from_json(EnvironmentSection, environment(device), "environment"),
+            detection=details.pop("detection", None),
+            findings=from_json(FindingsSummary, json_safe(self.findings), "findings"),
+            tests=from_json(dict[str, dict[str, PermutationTest]], json_safe(self.tests), "tests"),
+            probes=ProbeSections(inversion=details.pop("inversion", None), volume=details.pop("volume", None),
+                                 verification=details.pop("verification", None), extra=details),
+            schema_version=SCHEMA_VERSION)
 
     def _write_groups_csv(self, out: Path) -> None:
-        from probes.stats import figures_frame
-
         self._write_table(out / GROUPS_FILE, figures_frame(self.figures))
 
     def _gate(self, results: Results, out: Path, policy, baseline):
-        from audit.gate import evaluate_policy
-
         verdict = evaluate_policy(policy, results, baseline=baseline)
-        results.sections["policy_verdict"] = verdict.to_dict()
+        results.policy_verdict = verdict.to_section()
         self._write_results(out, results)
         return verdict
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from audit.errors import AuditError, InputError
-from audit.runner import RunConfig, run_audit
+from audit.run_config import RunConfig
+from audit.runner import run_audit
 from audit.targets import get_target
 from tests.corpus.datasets import face_dataset
 from tests.fake_targets import ProjectionTarget

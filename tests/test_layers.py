@@ -1,11 +1,13 @@
 """The import contract of pyproject.toml holds, and breaking a layer breaks the check.
 
 ``lint-imports`` (import-linter) reads every import, those inside functions
-included, so a layer cannot be crossed by hiding an import in a function.
+included, so a layer cannot be crossed by hiding an import in a function;
+and an import inside a function must say why it is there.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -52,3 +54,24 @@ def test_an_import_across_a_layer_breaks_the_check(tmp_path, module, line):
     done = lint_imports(root)
     assert done.returncode != 0, done.stdout
     assert "1 broken" in done.stdout
+
+
+def test_an_import_inside_a_function_says_why():
+    """Imports sit at the top of their module; one of the project's modules imported inside a function
+    (a heavy library loaded on use, or a cycle at import time) carries its reason in a comment."""
+    silent = []
+    for package in PACKAGES:
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            for function in ast.walk(ast.parse("\n".join(lines))):
+                if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(function):
+                    module = (node.module if isinstance(node, ast.ImportFrom)
+                              else node.names[0].name if isinstance(node, ast.Import) else None)
+                    if module is None or module.split(".")[0] not in PACKAGES:
+                        continue
+                    nearby = lines[max(0, node.lineno - 3):node.lineno]
+                    if not any("#" in line for line in nearby):
+                        silent.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not silent, "imports inside functions without a reason:\n" + "\n".join(silent)

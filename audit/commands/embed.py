@@ -9,8 +9,11 @@ import click
 
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
                                     scheduler_option, target_options)
+from audit.embedding_io import export_embeddings
 from audit.errors import InputError
 from audit.outputs import check_writable_file, write_atomic
+from audit.pipeline import build_embedder, describe_failures, load_dataset_for_run, open_target, opened_cache
+from probes.detection import summarize_detection
 
 EXPORT_FORMATS = (".npz", ".csv", ".parquet")
 #: Images without a vector named on the terminal; --failures writes them all.
@@ -43,10 +46,6 @@ def embed(target_spec, target_option, dataset_dir, export_path, failures_path, c
       audit embed --target dlib --dataset balanced/ --export vectors.npz
       audit embed --dataset s3://bucket/balanced --scheduler tcp://10.0.0.5:8786
     """
-    from audit.embedding_io import export_embeddings
-    from audit.pipeline import build_embedder, describe_failures, load_dataset_for_run, open_target, opened_cache
-    from probes.detection import summarize_detection
-
     if export_path is not None:
         if export_path.suffix.lower() not in EXPORT_FORMATS:
             raise InputError(f"--export {str(export_path)!r}: unknown extension {export_path.suffix!r}; "

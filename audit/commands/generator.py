@@ -55,7 +55,7 @@ def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epo
     Example:
       audit generator train --target dlib --dataset utkface/ --exclude balanced/ --out gen/dlib --epochs 30
     """
-    from audit.generator_stage import train_generator_artifact
+    from audit.generator_stage import train_generator_artifact  # brings torch: loaded when training starts
 
     artifact = train_generator_artifact(
         target_spec=target_spec, target_options=tuple(target_option), datasets=tuple(datasets),

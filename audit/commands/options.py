@@ -7,7 +7,11 @@ from typing import Callable
 
 import click
 
+from audit.data.remote import is_url
+from audit.distributed import parse_scheduler
+from audit.errors import InputError
 from audit.faces import DEFAULT_MIN_SCORE, DEFAULT_UPSAMPLE, FaceConfig
+from audit.outputs import write_atomic, writing
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR,
                                        DEFAULT_VALIDATE_EVERY)
 
@@ -28,8 +32,6 @@ class DatasetLocation(click.ParamType):
     name = "folder|URL"
 
     def convert(self, value, param, ctx):
-        from audit.data.remote import is_url
-
         if isinstance(value, str) and is_url(value):
             return value
         return click.Path(exists=True, file_okay=False, path_type=Path).convert(value, param, ctx)
@@ -44,9 +46,6 @@ def dataset_option(func: Callable) -> Callable:
 def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Refuse a malformed --scheduler before the dataset is read; the string itself is kept."""
     if value is not None:
-        from audit.distributed import parse_scheduler
-        from audit.errors import InputError
-
         try:
             parse_scheduler(value)
         except InputError as exc:
@@ -134,8 +133,6 @@ def training_options(func: Callable) -> Callable:
 
 def write_junit(path: Path, xml: str) -> None:
     """Write the verdict's JUnit XML (its folder made if needed); an unwritable path is an input error."""
-    from audit.outputs import write_atomic, writing
-
     with writing(path.parent, what="the folder of the JUnit file", option="--junit"):
         path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, xml, what="the JUnit file", option="--junit")

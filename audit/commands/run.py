@@ -11,9 +11,10 @@ import click
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
                                     parse_group_by, scheduler_option, target_options, training_options,
                                     write_junit)
+from audit.gate import format_verdict_table, verdict_to_junit
 from audit.outputs import check_writable_file
 from audit.results import CORRECTIONS
-from audit.runner import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig, run_audit
+from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig
 
 
 @click.command()
@@ -83,13 +84,15 @@ def run(junit_path: Path | None, quiet: bool, **options) -> None:
             raise click.UsageError("--junit writes the policy's verdict: give --policy too.")
         check_writable_file(junit_path, what="the JUnit file", option="--junit")
     config = run_config(options, show_progress=not quiet)
+    # The runner brings torch, the probes and the report's renderer: loaded only when a run starts,
+    # so that 'audit --help' and 'audit gate' in CI stay quick.
+    from audit.runner import run_audit
+
     outcome = run_audit(config)
     click.echo(f"Results: {outcome.out_dir / 'results.json'}")
     for kind, path in outcome.report_files.items():
         click.echo(f"Report ({kind}): {path}")
     if outcome.verdict is not None:
-        from audit.gate import format_verdict_table, verdict_to_junit
-
         click.echo(format_verdict_table(outcome.verdict))
         if junit_path is not None:
             write_junit(junit_path, verdict_to_junit(outcome.verdict))

@@ -35,10 +35,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from audit import __version__
 from audit.data.csv_records import CsvRecord, read_csv_records
 from audit.errors import DatasetError
 from audit.images import ImageReadError, read_regular_file
 from audit.outputs import replacing
+from audit.progress import Progress
 
 MANIFEST_FILE = "manifest.csv"
 #: What an import could not use (``row``, ``path``, ``reason``), beside the manifest.
@@ -271,7 +273,6 @@ def digest_files(paths: Sequence[str], *, keep_data: bool = False,
     chunks = [paths[i:i + HASH_CHUNK] for i in range(0, len(paths), HASH_CHUNK)]
     bar = None
     if progress_label:
-        from audit.progress import Progress
         bar = Progress(progress_label, len(paths))
         bar.__enter__()
     try:
@@ -770,8 +771,6 @@ def write_exclusions(dest: str | os.PathLike, exclusions: pd.DataFrame | Iterabl
 
 def write_info(dest: str | os.PathLike, info: Mapping[str, Any]) -> Path:
     """Write ``dest/dataset.json``: how the folder was made, and its image references."""
-    from audit import __version__
-
     payload = {"format": DATASET_FORMAT, "format_version": DATASET_FORMAT_VERSION,
                "tool_version": __version__, **info}
     path = Path(dest) / INFO_FILE

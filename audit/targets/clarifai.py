@@ -55,7 +55,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from audit.errors import InputError, TargetError, TargetStopped
-from audit.targets import option_choice, option_float, option_int
+from audit.targets.options import option_choice, option_float, option_int
 from audit.targets.base import EmbedOutcome, Metric, Target
 from audit.targets.throttle import RequestGate
 

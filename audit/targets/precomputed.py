@@ -32,7 +32,7 @@ import numpy as np
 
 from audit.errors import InputError, TargetError
 from audit.outputs import file_sha256
-from audit.targets import option_choice, option_float
+from audit.targets.options import option_choice, option_float
 from audit.targets.base import EmbedOutcome, Metric, Target
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class PrecomputedTarget(Target):
             self.chip_size = self._reembed.chip_size
 
     def _build_reembed(self, spec: str, options: dict) -> Target:
-        from audit.targets import get_target
+        from audit.targets import get_target  # the registry imports this module: a cycle at import time
 
         if spec.split(":", 1)[0].strip().lower() == "precomputed":
             raise InputError(f"reembed={spec!r}: the reembed target must be a model, not "

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from probes.inversion.config import IMAGE_SIZES, UPSAMPLING
 from probes.inversion.defaults import DEFAULT_BASE_CHANNELS, DEFAULT_IMAGE_SIZE
 
-IMAGE_SIZES = (64, 128)
 #: The projection's spatial size: 4x4, as in DCGAN.
 START_SIZE = 4
 
@@ -112,10 +112,6 @@ class ResizeConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2, mode="nearest")
         return self.relu(self.bn(self.conv(x)))
-
-
-#: How each stage doubles the image: the method's transposed convolutions, or resize + conv.
-UPSAMPLING = ("transposed", "resize")
 
 
 class InversionGenerator(nn.Module):

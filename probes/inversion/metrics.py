@@ -227,8 +227,6 @@ def reconstruction_distances(real: np.ndarray, vectors: np.ndarray, found: np.nd
     where there is a vector: a success needs both (see
     ``audit.embedding.Embedder.embed_arrays``).
     """
-    from audit.distances import paired_distances
-
     vectors = np.asarray(vectors, dtype=np.float64)
     has_vector = np.all(np.isfinite(vectors), axis=1)
     found = np.asarray(found, dtype=bool) & has_vector

@@ -1,0 +1,113 @@
+"""What ``audit run`` is asked to do: its settings, checked before anything is embedded.
+
+Importable without torch: the command line builds a :class:`RunConfig`
+(and so refuses every bad setting) before it loads the runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from audit.errors import InputError
+from audit.faces import FaceConfig
+from audit.results import CORRECTIONS
+from probes.inversion.config import TrainingConfig
+from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE,
+                                       DEFAULT_LR, DEFAULT_VALIDATE_EVERY)
+
+PROBES = ("detection", "inversion", "volume", "verification")
+DEFAULT_PROBES = PROBES
+DEFAULT_SEED = 0
+DEFAULT_N_RESAMPLES = 1000
+#: How findings are chosen among the disparities (--correction).
+DEFAULT_CORRECTION = "holm"
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``audit run`` needs, validated at construction."""
+
+    dataset_dir: Path | str           # a local folder, or a URL (file://, s3://) for cluster workers
+    out_dir: Path
+    target_spec: str = "dlib"
+    target_options: tuple[str, ...] = ()
+    group_by: tuple[str, ...] | None = None
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    face_config: FaceConfig = FaceConfig()
+    cache_path: Path | None = None
+    use_cache: bool = True
+    workers: int | None = None
+    scheduler: str | None = None      # --scheduler: a Dask scheduler's address, or local[:N]
+    seed: int = DEFAULT_SEED
+    epochs: int = DEFAULT_EPOCHS
+    image_size: int = DEFAULT_IMAGE_SIZE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lr: float = DEFAULT_LR
+    validate_every: int = DEFAULT_VALIDATE_EVERY
+    average_identities: bool = False
+    generator_channels: int = DEFAULT_BASE_CHANNELS
+    identity_loss: float = 0.0
+    #: Train the generator on these corpora and test every audit person (``--train-dataset``).
+    train_datasets: tuple[Path, ...] = ()
+    #: Finished generator folders to use instead of training (``--generator``, repeatable).
+    generator_paths: tuple[Path, ...] = ()
+    train_balance: str = "group-by"
+    train_per_group: int | None = None
+    generator_seeds: int = 1
+    near_duplicate_distance: float | None = None
+    n_resamples: int = DEFAULT_N_RESAMPLES
+    correction: str = DEFAULT_CORRECTION
+    pairs_file: Path | None = None
+    report: bool = True
+    no_faces: bool = False
+    policy_path: Path | None = None
+    baseline_path: Path | None = None
+    max_requests: int | None = None
+    device: str = "auto"
+    show_progress: bool = True
+    command_line: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.probes if p not in PROBES]
+        if unknown or not self.probes:
+            raise InputError(f"--probes {','.join(self.probes)!r}: unknown probe(s) {unknown}; "
+                             f"choose from {', '.join(PROBES)}.")
+        if self.epochs < 1:
+            raise InputError(f"--epochs {self.epochs!r}: must be at least 1.")
+        if self.image_size not in (64, 128):
+            raise InputError(f"--image-size {self.image_size!r}: must be 64 or 128.")
+        if self.n_resamples < 100:
+            raise InputError(f"--resamples {self.n_resamples!r}: use at least 100 for a 95% interval.")
+        if self.train_datasets and self.generator_paths:
+            raise InputError("--generator and --train-dataset exclude each other: either reuse finished "
+                             "generators or train one on a corpus.")
+        if self.generator_seeds < 1:
+            raise InputError(f"--generator-seeds {self.generator_seeds!r}: must be at least 1.")
+        if self.generator_paths and self.generator_seeds != 1:
+            raise InputError("--generator-seeds trains generators; with --generator, pass one --generator "
+                             "folder per seed instead.")
+        if self.train_per_group is not None and self.train_per_group < 1:
+            raise InputError(f"--train-per-group {self.train_per_group!r}: must be at least 1.")
+        if self.correction not in CORRECTIONS:
+            raise InputError(f"--correction {self.correction!r}: choose {' or '.join(CORRECTIONS)} (Holm: "
+                             "family-wise error, the default; bh: Benjamini-Hochberg false discovery rate).")
+        if "inversion" in self.probes:
+            self.training_config()   # every training setting is checked before any image is embedded
+
+    def training_config(self) -> TrainingConfig:
+        """The generator's training settings (validated: a bad value fails before the embed stage)."""
+        return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                              validate_every=self.validate_every, seed=self.seed, device=self.device,
+                              image_size=self.image_size, base_channels=self.generator_channels,
+                              identity_weight=self.identity_loss)
+
+    def settings(self) -> dict:
+        """The settings results.json records (paths as given, never secrets)."""
+        data = asdict(self)
+        data["train_datasets"] = [str(p) for p in self.train_datasets]
+        data["generator_paths"] = [str(p) for p in self.generator_paths]
+        data["face_config"] = asdict(self.face_config)
+        data["target_options"] = [o.split("=", 1)[0] + "=..." if "key" in o.lower() or "pat" in o.lower()
+                                  else o for o in self.target_options]
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()
+                if k not in ("show_progress", "command_line")}
