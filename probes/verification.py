@@ -60,6 +60,7 @@ an interval, and an ISO/IEC 19795-10-style summary table per group.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -213,9 +214,7 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
 
     ``embeddings[i]`` is the vector of ``samples.iloc[i]``; rows where
     ``acquired`` is False (no face found) are not read and may hold NaN.
-    Long because it is the probe's one sequence (pairs, the global
-    threshold, each group's figures and records, the cross-group matrix)
-    over one set of pairs and one random stream; each step is a named helper.
+    One random stream (``seed``) draws every impostor sample, in a fixed order.
     """
     groupings = check_groupings(groupings)
     check_columns(samples, {person: "the person column",
@@ -224,39 +223,99 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
     x = _checked_embeddings(embeddings, samples, acquired, metric)
     confidence = check_confidence(confidence)
     _check_pair_settings(target_fmr, impostor_pairs, pairs)
-    persons = pd.factorize(samples[person].to_numpy())[0]
     rng = np.random.default_rng(seed)
     label = fmr_label(target_fmr)
-
     groups = [(grouping_name(attrs), lab, mask) for attrs in [[]] + groupings
               for lab, mask in iter_groups(samples, attrs)]
+    measured = _measure_pairs(x, acquired, pd.factorize(samples[person].to_numpy())[0], groups, metric=metric,
+                              pairs=pairs, samples=samples, image_id=image_id, impostor_pairs=impostor_pairs,
+                              max_impostor_pairs=max_impostor_pairs, rng=rng)
+    global_t, global_ok, global_pairs = measured.global_threshold(target_fmr)
+    names = {"fnmr_at_default": "lower", "fmr_at_default": "lower", f"fnmr_at_fmr_{label}": "lower",
+             f"fmr_at_fmr_{label}": "lower", f"threshold_at_fmr_{label}": "higher",
+             f"fnmr_at_own_fmr_{label}": "lower"}
+    tables = _GroupTables(_det_thresholds(measured.everyone()[1], target_fmr))
+    for g, lab, mask in groups:
+        tables.add(measured, g, lab, mask, names=names, label=label, threshold=threshold, target_fmr=target_fmr,
+                   global_t=global_t, global_ok=global_ok, confidence=confidence, min_people=min_people)
+    disparities_out = tables.collected.disparities(
+        {m: THRESHOLD_KINDS if m.startswith("threshold_") else RATE_KINDS for m in names}, confidence=confidence)
+    matrix = _cross_group_fmr(x, acquired, measured.persons, groups, thresholds={
+        "default": threshold, f"global_fmr_{label}": global_t.value}, max_pairs=max_cross_pairs, rng=rng,
+        metric=metric, confidence=confidence)
+    fdr = {g: _fairness_discrepancy(tables.collected, g, label, confidence)
+           for g in dict.fromkeys(g for g, _, _ in groups) if g != ALL}
+    details = {
+        **_rules_and_thresholds(names, threshold, target_fmr, global_t, global_ok, global_pairs, confidence),
+        "pairs": "given" if pairs is not None else "generated",
+        "impostor_pairs": impostor_pairs, "pairs_dropped_unknown_images": measured.dropped,
+        "max_impostor_pairs": max_impostor_pairs, "seed": seed, "metric": metric,
+        "images_without_face": int((~acquired).sum()), **tables.details(),
+        "cross_group_fmr": matrix, "fairness_discrepancy_rate": fdr,
+    }
+    return ProbeResult(tables.collected.figures(), disparities_out,
+                       from_json(VerificationSection, json_safe(details), "verification"))
+
+
+@dataclass
+class _MeasuredPairs:
+    """The run's pairs and their distances: every genuine pair, and each group's impostor sample."""
+
+    persons: np.ndarray
+    acquired: np.ndarray
+    genuine_a: np.ndarray
+    genuine_b: np.ndarray
+    genuine_d: np.ndarray
+    impostors: dict[tuple[str, str], tuple[ImpostorPairs, np.ndarray]]
+    dropped: int
+
+    def everyone(self) -> tuple[ImpostorPairs, np.ndarray]:
+        return self.impostors[ALL, ALL]
+
+    def global_threshold(self, target_fmr: float) -> tuple[Estimate, bool, int]:
+        """The threshold at ``target_fmr`` over everyone's impostor pairs, whether it is estimable, the pairs."""
+        sample, distances = self.everyone()
+        estimate = threshold_estimate(distances, self.persons[sample.a], self.persons[sample.b], target_fmr)
+        n_pairs = int(np.isfinite(distances).sum())
+        return estimate, fmr_threshold_estimable(n_pairs, target_fmr), n_pairs
+
+
+def _measure_pairs(x: np.ndarray, acquired: np.ndarray, persons: np.ndarray, groups: list, *, metric: str,
+                   pairs: pd.DataFrame | None, samples: pd.DataFrame, image_id: str, impostor_pairs: str,
+                   max_impostor_pairs: int, rng: np.random.Generator) -> _MeasuredPairs:
+    """Genuine pairs (given, or every pair of one person's images) and each group's impostor pairs, measured."""
     dropped = 0
+    ia = ib = None
     if pairs is not None:
         ga, gb, ia, ib, dropped = _given_pairs(pairs, samples, image_id)
     else:
         ga, gb = _all_genuine_pairs(persons)
-    genuine_d = _distances(x, acquired, ga, gb, metric)
     impostors = {(g, lab): _impostors_of(mask, persons, x, acquired, metric=metric,
                                          given=(ia, ib) if impostor_pairs == "given" else None,
                                          max_pairs=max_impostor_pairs, rng=rng)
                  for g, lab, mask in groups}
-    everyone, everyone_d = impostors[ALL, ALL]
-    global_t = threshold_estimate(everyone_d, persons[everyone.a], persons[everyone.b], target_fmr)
-    global_pairs = int(np.isfinite(everyone_d).sum())
-    global_ok = fmr_threshold_estimable(global_pairs, target_fmr)
+    return _MeasuredPairs(persons, acquired, ga, gb, _distances(x, acquired, ga, gb, metric), impostors, dropped)
 
-    names = {"fnmr_at_default": "lower", "fmr_at_default": "lower", f"fnmr_at_fmr_{label}": "lower",
-             f"fmr_at_fmr_{label}": "lower", f"threshold_at_fmr_{label}": "higher",
-             f"fnmr_at_own_fmr_{label}": "lower"}
-    collected = GroupedFigures()
-    pair_counts, own_thresholds, summary = {}, {}, []
-    det = {"fmr_levels": [], "thresholds": [], "by_group": {}}
-    det_thresholds = _det_thresholds(everyone_d, target_fmr)
-    det["thresholds"] = det_thresholds.tolist()
-    for g, lab, mask in groups:
-        gk = mask[ga] & mask[gb]
-        g_persons, g_d = persons[ga[gk]], genuine_d[gk]
-        sample, i_d = impostors[g, lab]
+
+class _GroupTables:
+    """Each group's figures, and what the probe records beside them: pair counts, the group's own
+    threshold, its DET curve and its line of the summary table."""
+
+    def __init__(self, det_thresholds: np.ndarray) -> None:
+        self.collected = GroupedFigures()
+        self.pair_counts: dict[str, dict] = {}
+        self.own_thresholds: dict[str, dict] = {}
+        self.det = {"fmr_levels": [], "thresholds": det_thresholds.tolist(), "by_group": {}}
+        self.det_thresholds = det_thresholds
+        self.summary: list[dict] = []
+
+    def add(self, measured: _MeasuredPairs, g: str, lab: str, mask: np.ndarray, *, names: dict, label: str,
+            threshold: float, target_fmr: float, global_t: Estimate, global_ok: bool, confidence: float,
+            min_people: int) -> None:
+        persons = measured.persons
+        gk = mask[measured.genuine_a] & mask[measured.genuine_b]
+        g_persons, g_d = persons[measured.genuine_a[gk]], measured.genuine_d[gk]
+        sample, i_d = measured.impostors[g, lab]
         pa, pb = persons[sample.a], persons[sample.b]
         n_acquired_pairs = int(np.isfinite(i_d).sum())
         own = threshold_estimate(i_d, pa, pb, target_fmr)
@@ -264,33 +323,19 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
         n_imp_people = len(np.unique(np.concatenate([pa, pb])))
         values = _group_rates(g_persons, g_d, pa, pb, i_d, label=label, default=threshold, global_t=global_t,
                               global_ok=global_ok, own=own, own_ok=own_ok)
-        _add_figures(collected, values, names, grouping=g, group=lab, confidence=confidence, min_people=min_people)
-        pair_counts[f"{g}: {lab}"] = {"genuine_pairs": int(gk.sum()),
-                                      "genuine_pairs_without_face": int(np.isnan(g_d).sum()),
-                                      "impostor_pairs": {**sample.counts(), "with_both_faces": n_acquired_pairs}}
-        own_thresholds[f"{g}: {lab}"] = _own_threshold_record(own, own_ok, n_acquired_pairs, n_imp_people,
-                                                              target_fmr, confidence)
-        det["by_group"].setdefault(g, {})[lab] = _det_curve(g_d, i_d, det_thresholds)
-        summary.append(_summary_row(g, lab, mask, acquired, persons, values, confidence))
-    figures = collected.figures()
-    disparities_out = collected.disparities(
-        {m: THRESHOLD_KINDS if m.startswith("threshold_") else RATE_KINDS for m in names}, confidence=confidence)
+        _add_figures(self.collected, values, names, grouping=g, group=lab, confidence=confidence,
+                     min_people=min_people)
+        self.pair_counts[f"{g}: {lab}"] = {"genuine_pairs": int(gk.sum()),
+                                           "genuine_pairs_without_face": int(np.isnan(g_d).sum()),
+                                           "impostor_pairs": {**sample.counts(), "with_both_faces": n_acquired_pairs}}
+        self.own_thresholds[f"{g}: {lab}"] = _own_threshold_record(own, own_ok, n_acquired_pairs, n_imp_people,
+                                                                   target_fmr, confidence)
+        self.det["by_group"].setdefault(g, {})[lab] = _det_curve(g_d, i_d, self.det_thresholds)
+        self.summary.append(_summary_row(g, lab, mask, measured.acquired, persons, values, confidence))
 
-    matrix = _cross_group_fmr(x, acquired, persons, groups, thresholds={
-        "default": threshold, f"global_fmr_{label}": global_t.value}, max_pairs=max_cross_pairs, rng=rng,
-        metric=metric, confidence=confidence)
-    fdr = {g: _fairness_discrepancy(collected, g, label, confidence)
-           for g in dict.fromkeys(g for g, _, _ in groups) if g != ALL}
-    details = {
-        **_rules_and_thresholds(names, threshold, target_fmr, global_t, global_ok, global_pairs, confidence),
-        "pairs": "given" if pairs is not None else "generated",
-        "impostor_pairs": impostor_pairs, "pairs_dropped_unknown_images": dropped,
-        "max_impostor_pairs": max_impostor_pairs, "seed": seed, "metric": metric,
-        "images_without_face": int((~acquired).sum()),
-        "pair_counts": pair_counts, "thresholds_by_group": own_thresholds, "det": det,
-        "cross_group_fmr": matrix, "fairness_discrepancy_rate": fdr, "summary": summary,
-    }
-    return ProbeResult(figures, disparities_out, from_json(VerificationSection, json_safe(details), "verification"))
+    def details(self) -> dict:
+        return {"pair_counts": self.pair_counts, "thresholds_by_group": self.own_thresholds, "det": self.det,
+                "summary": self.summary}
 
 
 def _rules_and_thresholds(names: dict, threshold: float, target_fmr: float, global_t: Estimate, global_ok: bool,
