@@ -99,13 +99,10 @@ def from_json(kind: Any, data: Any, where: str) -> Any:
     if kind is Any:
         return data
     origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (types.UnionType, typing.Union):
-        options = [a for a in args if a is not type(None)]
-        if data is None:
-            if len(options) < len(args):
-                return None
-            return from_json(options[0], data, where)
-        return from_json(options[0], data, where)
+    if origin in (types.UnionType, typing.Union):   # the schema's unions are all ``X | None``
+        if data is None and type(None) in args:
+            return None
+        return from_json(next(a for a in args if a is not type(None)), data, where)
     if dataclasses.is_dataclass(kind):
         return _record(kind, data, where)
     if origin is list or kind is list:
