@@ -409,6 +409,34 @@ class ThresholdSweep(Record):
 
 
 @dataclass(kw_only=True)
+class GroupLeakageRecord(Record):
+    """One group's identity-leakage thresholds and curve (``probes.inversion.leakage``).
+
+    ``thresholds`` the same-group threshold at each FMR (key ``1e-2``);
+    ``curve`` the success at each of the section's ``curve_fmrs`` (None
+    where too few pairs); ``not_estimable`` the metrics whose threshold
+    rests on too few pairs, with the reason.
+    """
+
+    n_people: int = 0
+    n_type2_people: int = 0
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    curve: list[float | None] = field(default_factory=list)
+    not_estimable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class LeakageSection(Record):
+    """The identity-leakage figures' settings: one gallery size for every group, the FMRs, the curves."""
+
+    gallery_size: int | None = None
+    fmrs: list[float] = field(default_factory=list)
+    curve_fmrs: list[float] = field(default_factory=list)
+    headline_fmr: float | None = None
+    groups: dict[str, dict[str, GroupLeakageRecord]] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
 class GeneratorSpread(Record):
     """A group's figure under each generator (``values``, one per seed) and their range."""
 
@@ -450,6 +478,7 @@ class InversionSection(Record):
     impostor_pairs: dict[str, Any] = field(default_factory=dict)
     signal: list[SignalTest] = field(default_factory=list)
     signal_summary: SignalSummary | None = None
+    leakage: LeakageSection | None = None
     distributions: dict[str, dict[str, DistanceSamples]] = field(default_factory=dict)
     sweep: ThresholdSweep | None = None
     sample_images: list[SampleImage] = field(default_factory=list)

@@ -43,6 +43,7 @@ from audit.targets.base import STATUS_OK
 from probes.detection import detection_probe
 from probes.findings import mark_findings
 from probes.inversion.artifact import check_target, read_artifact
+from probes.inversion.leakage import LeakageResult, leakage_figures
 from probes.inversion.metrics import DEFAULT_FMR
 from probes.inversion.probe import Reconstructor, measure_reconstructions, run_inversion_probe
 from probes.inversion.splits import group_labels, split_identities, test_every_person
@@ -192,6 +193,32 @@ def mark_unstable(disparities: Sequence[Disparity], samples: pd.DataFrame,
         gap = means[d.worst_group] - means[d.best_group]
         worse = gap < 0 if better == "higher" else gap > 0
         if not bool(worse.all()) and FLAG_UNSTABLE not in d.flags:
+            d.flags.append(FLAG_UNSTABLE)
+
+
+def leakage_spread(leakage: LeakageResult) -> dict:
+    """Each leakage figure per generator, per group (the same records as :func:`generator_spread`)."""
+    out: dict[str, dict[str, dict[str, dict]]] = {}
+    for (grouping, group), g in leakage.groups.items():
+        for metric, values in g.per_generator.items():
+            finite = [v for v in values if np.isfinite(v)]
+            out.setdefault(f"inversion.{metric}", {}).setdefault(grouping, {})[group] = {
+                "values": [round(float(v), 6) if np.isfinite(v) else None for v in values],
+                "min": min(finite) if finite else None, "max": max(finite) if finite else None,
+                "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else None}
+    return out
+
+
+def mark_unstable_leakage(disparities: Sequence[Disparity], leakage: LeakageResult) -> None:
+    """:func:`mark_unstable` for the leakage figures: the worst group must be worse under every generator."""
+    for d in disparities:
+        worst = leakage.groups.get((d.grouping, d.worst_group or ""))
+        best = leakage.groups.get((d.grouping, d.best_group or ""))
+        if d.probe != "inversion" or worst is None or best is None or d.metric not in worst.per_generator \
+                or d.metric not in best.per_generator:
+            continue
+        pairs = zip(worst.per_generator[d.metric], best.per_generator[d.metric])
+        if not all(w > b for w, b in pairs) and FLAG_UNSTABLE not in d.flags:
             d.flags.append(FLAG_UNSTABLE)
 
 
@@ -392,7 +419,7 @@ class AuditRun:
         if config.train_datasets or config.generator_paths:
             details, measured = self._inversion_on_corpus(table, vectors, rows, impostors, training,
                                                           identity_model, embed_fn, out)
-            samples, signal = measured.samples, measured.signal
+            samples, signal, leakage = measured.samples, measured.signal, measured.leakage
         else:
             split = split_identities(table, person="identity", stratify=list(self.group_by), seed=config.seed)
             result = run_inversion_probe(
@@ -401,8 +428,8 @@ class AuditRun:
                 impostor_distances=impostors, config=training, out_dir=out, groupings=self.groupings,
                 person="identity", seed=config.seed, average_identities=config.average_identities,
                 progress=config.show_progress, identity_model=identity_model,
-                n_generators=config.generator_seeds)
-            samples, signal = result.samples, result.signal
+                n_generators=config.generator_seeds, n_resamples=config.n_resamples)
+            samples, signal, leakage = result.samples, result.signal, result.leakage
             details = dict(result.details)
             details["split_sizes"] = {str(k): int(v) for k, v in split.value_counts().items()}
             details["training_source"] = "the audit set's own training split"
@@ -418,6 +445,10 @@ class AuditRun:
                 continue
             self._summarize(samples, probe="inversion", metric=metric, value=column, kind=kind, better=better,
                             disparity_kinds=kinds)
+        if leakage is not None:
+            leak_figures, leak_disparities = leakage_figures(leakage, groupings=[grouping_name(g) for g in self.groupings])
+            self.figures.extend(leak_figures)
+            self.disparities.extend(leak_disparities)
         figures, disparities = self.figures[start[0]:], self.disparities[start[1]:]
         details["signal_summary"] = mark_no_signal(figures, disparities, signal)
         details["impostor_pairs"] = impostor_pairs.counts()
@@ -429,6 +460,9 @@ class AuditRun:
         if samples["generator"].nunique() > 1:
             details["generator_spread"] = generator_spread(samples, self.groupings)
             mark_unstable(disparities, samples, self.groupings)
+            if leakage is not None:
+                details["generator_spread"].update(leakage_spread(leakage))
+                mark_unstable_leakage(disparities, leakage)
         self._permutation(samples, key="inversion.mean_distance", value="distance")
         self.probe_details["inversion"] = from_json(InversionSection, json_safe(details), "inversion")
 
@@ -454,7 +488,7 @@ class AuditRun:
             generators=generators, embeddings=vectors, chips=self.embset.chips[rows], table=table, split=split,
             embed_fn=embed_fn, metric=self.target.metric, default_threshold=self.target.default_threshold,
             impostor_distances=impostors, out_dir=out, groupings=self.groupings, person="identity",
-            seed=config.seed, eval_batch_size=training.eval_batch_size)
+            seed=config.seed, eval_batch_size=training.eval_batch_size, n_resamples=config.n_resamples)
         details.update(measured.details)
         details.update(_generator_details(artifacts, sources))
         details["split_sizes"] = {str(k): int(v) for k, v in split.value_counts().items()}

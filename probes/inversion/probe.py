@@ -58,6 +58,7 @@ from audit.targets.base import Metric
 from probes.inversion.metrics import (DEFAULT_FMR, crossfit_crossing_thresholds, random_pair_distances,
                                       reconstruction_distances, threshold_at_fmr, threshold_sweep,
                                       type2_distances)
+from probes.inversion.leakage import LeakageResult, leakage_by_group
 from probes.inversion.signal import SignalTest, group_signal_tests
 from probes.inversion.splits import (SPLIT_TEST, SPLIT_TEST_EXTRA, SPLIT_TRAIN, SPLIT_VAL, SPLITS,
                                      average_identities as average_identity_chips, group_labels,
@@ -85,6 +86,7 @@ class InversionResult:
     details: dict
     training: TrainingResult
     signal: list[SignalTest] = field(default_factory=list)
+    leakage: LeakageResult | None = None
 
 
 def _rounded(values: np.ndarray) -> list:
@@ -137,11 +139,12 @@ class Reconstructor:
 
 @dataclass
 class Measurement:
-    """What :func:`measure_reconstructions` returns: samples, details, signal tests."""
+    """What :func:`measure_reconstructions` returns: samples, details, signal tests, leakage per group."""
 
     samples: pd.DataFrame
     details: dict
     signal: list[SignalTest]
+    leakage: LeakageResult | None = None
 
 
 def check_probe_inputs(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.DataFrame, split: pd.Series,
@@ -171,7 +174,8 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
                         impostor_distances: np.ndarray | None, config: TrainingConfig, out_dir: Path,
                         groupings: Sequence[Sequence[str]], person: str = "identity", seed: int = 0,
                         average_identities: bool = False, samples_per_group: int = DEFAULT_SAMPLES_PER_GROUP,
-                        progress: bool = True, identity_model=None, n_generators: int = 1) -> InversionResult:
+                        progress: bool = True, identity_model=None, n_generators: int = 1,
+                        n_resamples: int = 1000) -> InversionResult:
     """Train (or resume) the generator(s) on one dataset's split and measure them on its test people.
 
     The single-dataset path: ``embeddings``, ``chips`` (uint8 aligned
@@ -210,12 +214,13 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
         generators=generators, embeddings=embeddings, chips=chips, table=table, split=split_values,
         embed_fn=embed_fn, metric=metric, default_threshold=default_threshold,
         impostor_distances=impostor_distances, out_dir=out_dir, groupings=groupings, person=person, seed=seed,
-        samples_per_group=samples_per_group, eval_batch_size=config.eval_batch_size)
+        samples_per_group=samples_per_group, eval_batch_size=config.eval_batch_size, n_resamples=n_resamples)
     details = {**measured.details, **training_details(trained[0], config),
                "generators": [generator_summary(t, f"seed {config.seed + k}", "trained in this run")
                               for k, t in enumerate(trained)],
                "average_identities": bool(average_identities)}
-    return InversionResult(samples=measured.samples, details=details, training=trained[0], signal=measured.signal)
+    return InversionResult(samples=measured.samples, details=details, training=trained[0], signal=measured.signal,
+                           leakage=measured.leakage)
 
 
 def training_details(training: TrainingResult, config: TrainingConfig) -> dict:
@@ -304,7 +309,7 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
                             default_threshold: float, impostor_distances: np.ndarray | None, out_dir: Path,
                             groupings: Sequence[Sequence[str]], person: str = "identity", seed: int = 0,
                             samples_per_group: int = DEFAULT_SAMPLES_PER_GROUP,
-                            eval_batch_size: int = 500) -> Measurement:
+                            eval_batch_size: int = 500, n_resamples: int = 1000) -> Measurement:
     """Reconstruct every test person with every generator and measure (see the module doc).
 
     ``split`` labels rows ``test`` (one image per test person: the figures)
@@ -340,7 +345,7 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
                     extra_embeddings=embeddings[extra_rows], extra_persons=persons[extra_rows],
                     attributes=attributes, person=person)
     thresholds_fixed = {"default": float(default_threshold), FMR_KEY: fmr_threshold}
-    frames, recon_vectors, fold_thresholds, first_images = [], [], [], None
+    frames, recon_vectors, recon_ok, fold_thresholds, first_images = [], [], [], [], None
     for k, generator in enumerate(generators):
         images = reconstruct(generator.model, embeddings[test_rows], device=generator.device,
                              batch_size=eval_batch_size)
@@ -352,6 +357,7 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
             vectors, ok = np.full_like(real, np.nan), np.zeros(len(real), dtype=bool)
         vectors = np.asarray(vectors, dtype=np.float64)
         recon_vectors.append(vectors)
+        recon_ok.append(np.asarray(ok, dtype=bool))
         frame, folds = _one_generator_samples(k, vectors, ok, test, metric=metric, reembedded=reembedded,
                                               thresholds=thresholds_fixed, seed=seed + 10 * k)
         fold_thresholds.extend(folds)
@@ -361,6 +367,10 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
     all_groupings: list[list[str]] = [[]] + [list(g) for g in groupings]
     labels = {grouping_name(g): group_labels(test_table, g) for g in all_groupings}
     signal = (group_signal_tests(recon_vectors, real, labels, metric=metric, seed=seed) if reembedded else [])
+    leakage = (leakage_by_group(recon_vectors, recon_ok, real, test_persons, _complete_labels(test_table, labels,
+                                                                                            all_groupings),
+                                metric=metric, extras=_other_photos(test), n_resamples=n_resamples, seed=seed)
+               if reembedded else None)
     crossing_value = float(np.mean(fold_thresholds)) if fold_thresholds else float("nan")
     thresholds = {"default": float(default_threshold), "crossing": crossing_value, FMR_KEY: fmr_threshold}
     details = _details(samples, thresholds, fold_thresholds, groupings=all_groupings, chips=chips,
@@ -369,7 +379,33 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
                        reembedded=reembedded, finest=finest, n_impostors=int(np.isfinite(impostors).sum()),
                        n_generators=len(generators))
     details["signal"] = [t.to_dict() for t in signal]
-    return Measurement(samples, details, signal)
+    if leakage is not None:
+        details["leakage"] = leakage.details()
+    return Measurement(samples, details, signal, leakage)
+
+
+def _complete_labels(table: pd.DataFrame, labels: dict[str, np.ndarray],
+                     groupings: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+    """Each grouping's labels with None for a row missing one of its attributes (it is in no group)."""
+    out = {}
+    for grouping in groupings:
+        name = grouping_name(grouping)
+        row_labels = np.asarray(labels[name], dtype=object).copy()
+        if grouping:
+            row_labels[~table[list(grouping)].notna().all(axis=1).to_numpy()] = None
+        out[name] = row_labels
+    return out
+
+
+def _other_photos(test: _TestSet) -> list[np.ndarray] | None:
+    """Each test person's other photos (real embeddings), for the type II leakage figures; None if nobody has any."""
+    if not len(test.extra_persons):
+        return None
+    by_person: dict[str, list[int]] = {}
+    for j, p in enumerate(np.asarray(test.extra_persons, dtype=object).astype(str)):
+        by_person.setdefault(p, []).append(j)
+    extra = np.asarray(test.extra_embeddings, dtype=np.float64)
+    return [extra[by_person.get(str(p), [])] for p in test.persons]
 
 
 def _details(samples: pd.DataFrame, thresholds: dict, fold_thresholds: list, *, groupings, chips, images,
