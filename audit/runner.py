@@ -112,6 +112,7 @@ def environment(device: str) -> dict:
 INVERSION_METRICS = (
     ("mean_distance", "distance", "mean", "higher", DISPARITY_KINDS),
     ("success_rate_at_default", "success_at_default", "rate", "lower", DISPARITY_KINDS),
+    ("random_match_rate_at_default", "random_match_at_default", "rate", None, ()),
     ("success_rate_at_crossing", "success_at_crossing", "rate", "lower", DISPARITY_KINDS),
     ("success_rate_at_fmr_1e-3", "success_at_fmr_1e-3", "rate", "lower", DISPARITY_KINDS),
     ("no_face_rate", "no_face", "rate", "lower", DISPARITY_KINDS),

@@ -301,6 +301,33 @@ def sweep_chart(grouping: str, thresholds: Sequence[float], by_group: Mapping[st
         return to_data_uri(fig)
 
 
+def leakage_curve(grouping: str, fmrs: Sequence[float], by_group: Mapping[str, Sequence[float | None]],
+                  palette: GroupPalette) -> str:
+    """Success against the group's own false match rate, one line per group (the inversion's DET curve).
+
+    The diagonal is what reconstructions without identity score (success =
+    FMR); the further above it, the more the group's embeddings give away.
+    """
+    with matplotlib.rc_context(_RC):
+        fig = _new_figure(3.0)
+        ax = fig.subplots()
+        x = np.asarray(fmrs, dtype=float)
+        ax.plot(x, x, color="#999999", linestyle=":", linewidth=1.0, label="no identity (chance)")
+        for group, rates in by_group.items():
+            style = palette.style(grouping, group)
+            y = np.asarray([np.nan if r is None else r for r in rates], dtype=float)
+            ax.plot(x[: len(y)], y[: len(x)], color=style.colour, linestyle=style.linestyle,
+                    marker=style.marker, markevery=max(1, len(x) // 6), markersize=4.5, linewidth=1.4,
+                    label=group)
+        ax.set_xscale("log")
+        ax.set_xlabel("false match rate against other people of the same group")
+        ax.set_ylabel("reconstructions matched")
+        ax.set_ylim(-0.02, 1.02)
+        _percent_axis(ax.yaxis)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        return to_data_uri(fig)
+
+
 def training_curve(history: Sequence[EpochRecord], best_epoch: int | None) -> str:
     """Training loss and validation distance per epoch; the kept (best) epoch marked."""
     epochs = [h.epoch for h in history]

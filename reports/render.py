@@ -33,9 +33,9 @@ from audit.result_sections import (FindingsSummary, InversionSection, SignalSumm
                                    VerdictSection, VerificationSection)
 from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, Disparity, Figure, Results, load_results
 from reports import figures as charts
-from reports.text import (CORRECTION_TEXT, FLAG_SHORT, FLAG_TEXT, METRICS, better_text, describe_metric,
-                          disparity_sentence, finding_sentence, findings_by_pair, format_count, format_interval,
-                          format_value)
+from reports.text import (CORRECTION_TEXT, FLAG_SHORT, FLAG_TEXT, LEAKAGE_KEYS, METRICS, MIXES_CROWDING,
+                          better_text, describe_metric, disparity_sentence, finding_sentence, findings_by_pair,
+                          format_count, format_interval, format_value)
 
 __all__ = ["render_report", "build_context", "render_html", "write_pdf", "is_allowed_url", "make_url_fetcher",
            "TEMPLATES_DIR", "FORMATS", "HTML_FILE", "PDF_FILE"]
@@ -320,7 +320,7 @@ def _dataset(results: Results, palette: charts.GroupPalette) -> dict:
 
 
 def _inversion(detail: InversionSection, run_dir: Path, no_faces: bool, palette: charts.GroupPalette,
-               order: Mapping[str, list[str]]) -> dict:
+               order: Mapping[str, list[str]], figures: Sequence[Figure] = ()) -> dict:
     thresholds = {k: v for k, v in detail.thresholds.items() if _finite(v)}
     threshold_rows = [{"name": charts.THRESHOLD_STYLES.get(k, (k,))[0], "value": format_value(v),
                        "success": format_value(detail.success_rate_at.get(k), "rate")} for k, v in thresholds.items()]
@@ -334,10 +334,12 @@ def _inversion(detail: InversionSection, run_dir: Path, no_faces: bool, palette:
             sweeps.append({"grouping": grouping, "chart": charts.sweep_chart(
                 grouping, detail.sweep.thresholds, ordered, thresholds, palette)})
     history = detail.history
+    leakage = _leakage(detail, palette, order, figures)
     training = [("best epoch", detail.best_epoch), ("device", detail.device),
                 ("training seconds", detail.training_seconds), ("samples per second", detail.samples_per_second)]
     return {
         **_inversion_trust(detail, order),
+        "leakage": leakage,
         "thresholds": threshold_rows, "distributions": distributions, "sweeps": sweeps,
         "samples": [] if no_faces else _sample_pairs(detail, run_dir, palette, order),
         "n_sample_images": len(detail.sample_images),
@@ -346,6 +348,44 @@ def _inversion(detail: InversionSection, run_dir: Path, no_faces: bool, palette:
         "n_epochs": len(history),
         "unavailable": detail.unavailable,
     }
+
+
+def _leakage(detail: InversionSection, palette: charts.GroupPalette, order: Mapping[str, list[str]],
+             figures: Sequence[Figure]) -> dict | None:
+    """The identity-leakage curves (success against the group's own FMR) and the threshold table:
+    each group's success and threshold at each FMR."""
+    section = detail.leakage
+    if section is None or not section.groups:
+        return None
+    curves, thresholds = [], []
+    for grouping, groups in section.groups.items():
+        ordered = _order_groups(grouping, groups, order)
+        if grouping != ALL and any(any(v is not None for v in groups[g].curve) for g in ordered):
+            curves.append({"grouping": grouping, "chart": charts.leakage_curve(
+                grouping, section.curve_fmrs, {g: groups[g].curve for g in ordered}, palette)})
+        for g in ordered:
+            record = groups[g]
+            thresholds.append({"grouping": grouping, "group": g, "n_people": format_count(record.n_people),
+                               "colour": palette.colour(grouping, g),
+                               "values": [_leakage_cell(record, figures, grouping, g, f) for f in section.fmrs]})
+    return {"gallery_size": section.gallery_size, "curves": curves, "thresholds": thresholds,
+            "fmrs": [format_value(f, "rate") for f in section.fmrs]}
+
+
+def _leakage_cell(record, figures: Sequence[Figure], grouping: str, group: str, fmr: float) -> dict:
+    metric = f"sar_at_own_fmr_{_fmr_key(fmr)}"
+    if metric in record.not_estimable:
+        return {"success": "not estimable", "ci": "", "threshold": "-"}
+    figure = next((f for f in figures if f.probe == "inversion" and f.metric == metric and f.grouping == grouping
+                   and f.group == group), None)
+    return {"success": format_value(figure.value, "rate") if figure else "-",
+            "ci": format_interval(figure.ci_low, figure.ci_high, "rate") if figure else "",
+            "threshold": format_value(record.thresholds.get(_fmr_key(fmr)))}
+
+
+def _fmr_key(fmr: float) -> str:
+    exponent = round(math.log10(fmr))
+    return f"1e{exponent}"
 
 
 def _sample_pairs(detail: InversionSection, run_dir: Path, palette: charts.GroupPalette,
@@ -417,8 +457,14 @@ def _order_groups(grouping: str, groups: Iterable[str], order: Mapping[str, list
 
 
 def _findings(summary: FindingsSummary | None, figures: list[Figure], disparities: list[Disparity]) -> dict:
-    """The first page's findings: the comparisons that survived the correction, in sentences."""
-    pairs = findings_by_pair(disparities)
+    """The first page's findings: the comparisons that survived the correction, in sentences.
+
+    Inversion figures that mix leakage with crowding (:data:`MIXES_CROWDING`)
+    are counted, never listed: a group's crowding would read as leakage.
+    """
+    every_pair = findings_by_pair(disparities)
+    pairs = [p for p in every_pair if p[0].key not in MIXES_CROWDING]
+    n_mixed = len(every_pair) - len(pairs)
     # Breadth first: the strongest finding of each metric, then the next of each, ...
     ranked, seen = [], {}
     for p in pairs:
@@ -427,10 +473,14 @@ def _findings(summary: FindingsSummary | None, figures: list[Figure], disparitie
     shown = [p for _, _, p in sorted(ranked, key=lambda t: (t[0], t[1]))[:FIRST_PAGE_FINDINGS]]
     entries = [{"where": f"{describe_metric(p[0].key).title}, by {p[0].grouping}",
                 "sentence": finding_sentence(p, figures)} for p in shown]
+    leakage_found = any(p[0].probe == "inversion" and p[0].key not in MIXES_CROWDING for p in pairs)
+    common = {"entries": entries, "more": max(0, len(pairs) - len(entries)), "n_mixed": n_mixed,
+              "leakage_found": leakage_found,
+              "leakage_compared": any(d.probe == "inversion" and d.key in LEAKAGE_KEYS for d in disparities)}
     if summary is None:
-        return {"recorded": False, "entries": entries, "more": max(0, len(pairs) - len(entries))}
+        return {"recorded": False, **common}
     method = str(summary.method)
-    return {"recorded": True, "entries": entries, "more": max(0, len(pairs) - len(entries)), "n_pairs": len(pairs),
+    return {"recorded": True, **common, "n_pairs": len(pairs),
             "method": CORRECTION_TEXT.get(method, method), "alpha": format_value(summary.alpha, "rate"),
             "n_comparisons": format_count(summary.n_comparisons), "n_blocked": summary.n_blocked}
 
@@ -584,7 +634,7 @@ def _probe_blocks(results: Results, run_dir: Path, no_faces: bool, order: Mappin
     inversion = {"ran": ran["inversion"], "metrics": metrics("inversion")}
     if ran["inversion"]:
         inversion.update(_inversion(results.probes.inversion or InversionSection(), run_dir, no_faces, palette,
-                                    order))
+                                    order, figures))
     other_probes = [p for p in dict.fromkeys(f.probe for f in figures) if p not in PROBES]
     return {
         "ran": ran,

@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 from audit.results import Disparity, Figure
 
 
-__all__ = ["MetricText", "METRICS", "FLAG_TEXT", "describe_metric", "format_value", "format_interval",
+__all__ = ["MetricText", "METRICS", "MIXES_CROWDING", "LEAKAGE_KEYS", "FLAG_TEXT", "describe_metric", "format_value", "format_interval",
            "format_ratio", "format_count", "format_p", "disparity_sentence", "finding_sentence", "findings_by_pair",
            "better_text", "CORRECTION_TEXT"]
 
@@ -46,6 +46,8 @@ _AT_DEFAULT = "at the target's default decision threshold"
 _AT_CROSSING = ("at the crossing threshold (where the distances of reconstructions and of random pairs "
                 "of different people are equally likely)")
 _AT_FMR = "at the threshold where 1 in 1,000 random pairs of different people are matched (FMR = 0.1%)"
+_OWN_MATCHED = ("Reconstructions of {{high}} faces are matched to their originals {{ratio}}x as often as those of "
+                "{{low}} faces, each at its group's own FMR = {fmr} threshold")
 _RECON_MATCHED = "Reconstructions of {high} faces are matched to their originals {ratio}x as often as those of {low} faces"
 
 METRICS: dict[str, MetricText] = {m.key: m for m in (
@@ -54,19 +56,71 @@ METRICS: dict[str, MetricText] = {m.key: m for m in (
                "reach the model, so the group is under-represented in every later figure.",
                "lower", "rate",
                "The detector fails on {high} images {ratio}x as often as on {low} images"),
-    MetricText("inversion.mean_distance", "Reconstruction distance",
+    MetricText("inversion.sar_at_own_fmr_1e-2", "Identity leakage: success at the group's own FMR = 1%",
+               "Share of a group's reconstructions that the model matches to their original at the threshold where "
+               "a reconstruction matches 1 in 100 other people of the same group. It counts only what the "
+               "embedding gives away about who a person is: a crowded group gains nothing from its crowding. "
+               "About 1% means the reconstructions carry no identity.",
+               "lower", "rate", _OWN_MATCHED.format(fmr="1%")),
+    MetricText("inversion.sar_at_own_fmr_1e-1", "Identity leakage: success at the group's own FMR = 10%",
+               "As the FMR = 1% figure, at the threshold where a reconstruction matches 1 in 10 other people of its "
+               "group (estimable from fewer people).",
+               "lower", "rate", _OWN_MATCHED.format(fmr="10%")),
+    MetricText("inversion.sar_at_own_fmr_1e-3", "Identity leakage: success at the group's own FMR = 0.1%",
+               "As the FMR = 1% figure, at the threshold where a reconstruction matches 1 in 1,000 other people of "
+               "its group (needs about 200 people per group).",
+               "lower", "rate", _OWN_MATCHED.format(fmr="0.1%")),
+    MetricText("inversion.rank1_equal_gallery", "Identity leakage: rank 1 in an equal-size gallery",
+               "Share of reconstructions whose own original is the nearest face in a gallery of the same size for "
+               "every group (the original and other people of the same group, averaged over every such gallery): "
+               "an attacker's chance of picking the right person out of a line-up of look-alikes. Chance is one "
+               "over the gallery size.",
+               "lower", "rate", "Reconstructions of {high} faces pick out their person {ratio}x as often as those of "
+                                "{low} faces"),
+    MetricText("inversion.leakage_auc", "Identity leakage: AUC",
+               "Probability that a reconstruction is closer to its own original than to a random other person of "
+               "its group. 50% is chance (no identity), 100% means every reconstruction is nearer its own person "
+               "than anyone else of the group.",
+               "lower", "rate"),
+    MetricText("inversion.type2_sar_at_own_fmr_1e-2", "Identity leakage in other photos: success at own FMR = 1%",
+               "As the success at the group's own FMR = 1%, against another photo of the same person rather than "
+               "the photo the embedding came from: could the reconstruction unlock the person's other images?",
+               "lower", "rate"),
+    MetricText("inversion.type2_sar_at_own_fmr_1e-1", "Identity leakage in other photos: success at own FMR = 10%",
+               "As the type II FMR = 1% figure, at the group's own FMR = 10% threshold.", "lower", "rate"),
+    MetricText("inversion.type2_sar_at_own_fmr_1e-3", "Identity leakage in other photos: success at own FMR = 0.1%",
+               "As the type II FMR = 1% figure, at the group's own FMR = 0.1% threshold.", "lower", "rate"),
+    MetricText("inversion.type2_rank1_equal_gallery", "Identity leakage in other photos: rank 1 in an equal gallery",
+               "As rank 1 in an equal-size gallery, with another photo of the person in the gallery.", "lower", "rate"),
+    MetricText("inversion.type2_leakage_auc", "Identity leakage in other photos: AUC",
+               "Probability that a reconstruction is closer to another photo of its person than to a random other "
+               "person of its group (50% is chance).", "lower", "rate"),
+    MetricText("inversion.mean_distance", "Reconstruction distance (mixes leakage with crowding)",
                "Mean distance, in the target's embedding space, between a face and the face reconstructed from "
-               "its embedding alone. Smaller means the embedding gives away more of the face.",
+               "its embedding alone. It mixes how much identity leaks with how tightly the model packs the group: "
+               "in a crowded group any face of the group is close. Read it beside the random-pair distance within "
+               "the group, and judge leakage by the identity-leakage figures.",
                "higher", "number"),
-    MetricText("inversion.success_rate_at_default", "Reconstruction match rate (default threshold)",
+    MetricText("inversion.success_rate_at_default", "Reconstruction match rate, default threshold (mixes leakage "
+               "with crowding)",
                f"Share of a group's reconstructions that the model accepts as the original person {_AT_DEFAULT}. "
-               "Higher means the group's embeddings leak more of their faces.",
+               "At one fixed threshold a crowded group scores high even when its reconstructions do not say who "
+               "the person is: compare it with the same-group random-match rate at that threshold, and judge "
+               "leakage by the identity-leakage figures.",
                "lower", "rate", _RECON_MATCHED + " at the default threshold"),
-    MetricText("inversion.success_rate_at_crossing", "Reconstruction match rate (crossing threshold)",
-               f"Share of a group's reconstructions accepted as the original person {_AT_CROSSING}.",
+    MetricText("inversion.random_match_rate_at_default", "Same-group random-match rate, default threshold",
+               f"Share of a group's reconstructions that the model matches to a random *other* person of the same "
+               f"group {_AT_DEFAULT}: how much of the fixed-threshold match rate the group's crowding alone gives.",
+               None, "rate"),
+    MetricText("inversion.success_rate_at_crossing", "Reconstruction match rate, crossing threshold (mixes leakage "
+               "with crowding)",
+               f"Share of a group's reconstructions accepted as the original person {_AT_CROSSING}: one threshold "
+               "for every group, so it mixes leakage with crowding.",
                "lower", "rate", _RECON_MATCHED + " at the crossing threshold"),
-    MetricText("inversion.success_rate_at_fmr_1e-3", "Reconstruction match rate (FMR = 0.1% threshold)",
-               f"Share of a group's reconstructions accepted as the original person {_AT_FMR}.",
+    MetricText("inversion.success_rate_at_fmr_1e-3", "Reconstruction match rate, global FMR = 0.1% (mixes leakage "
+               "with crowding)",
+               f"Share of a group's reconstructions accepted as the original person {_AT_FMR}: one threshold for "
+               "every group, so it mixes leakage with crowding.",
                "lower", "rate", _RECON_MATCHED + " at the FMR = 0.1% threshold"),
     MetricText("inversion.no_face_rate", "Reconstructions without a detectable face",
                "Share of reconstructions in which the face detector finds no face: a check of the generator's "
@@ -160,6 +214,16 @@ DISPARITY_KIND_TEXT = {
     "ratio": "ratio between two groups",
 }
 CORRECTION_TEXT = {"holm": "Holm's correction", "bh": "the Benjamini-Hochberg correction"}
+
+
+#: Inversion figures read at one threshold (or as a distance) for every group: they mix how much identity
+#: leaks with how crowded a group is, so they are never the first page's inversion findings.
+MIXES_CROWDING = frozenset({"inversion.mean_distance", "inversion.success_rate_at_default",
+                            "inversion.success_rate_at_crossing", "inversion.success_rate_at_fmr_1e-3"})
+
+#: The identity-leakage figures (``probes.inversion.leakage``): the inversion probe's headline.
+LEAKAGE_KEYS = frozenset(k for k in METRICS if k.startswith("inversion.")
+                         and any(w in k for w in ("sar_at_own_fmr", "rank1_equal_gallery", "leakage_auc")))
 
 
 def describe_metric(key: str) -> MetricText:

@@ -27,6 +27,9 @@ SMALL_GROUP_PEOPLE = 30
 METRIC_SHAPES = {
     "detection": {"failure_rate": ("rate", "lower", 0.012, 0.6)},
     "inversion": {
+        "sar_at_own_fmr_1e-2": ("rate", "lower", 0.30, 0.6),
+        "rank1_equal_gallery": ("rate", "lower", 0.25, 0.6),
+        "leakage_auc": ("rate", "lower", 0.90, 0.08),
         "mean_distance": ("number", "higher", 0.55, 0.12),
         "success_rate_at_default": ("rate", "lower", 0.42, 0.7),
         "success_rate_at_crossing": ("rate", "lower", 0.31, 0.35),

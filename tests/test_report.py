@@ -24,7 +24,7 @@ from audit.results import Disparity, Figure, Results
 from report_fixtures import HOSTILE_RACES, build_run, rendered_run
 from reports import render
 from reports.figures import GroupPalette
-from reports.text import (describe_metric, disparity_sentence, finding_sentence, findings_by_pair, format_interval,
+from reports.text import (MIXES_CROWDING, describe_metric, disparity_sentence, finding_sentence, findings_by_pair, format_interval,
                           format_p, format_value)
 
 
@@ -354,8 +354,13 @@ def test_first_page_has_target_dataset_verdict_and_only_corrected_findings(full)
     summary = results["findings"]
     assert f"{summary['n_comparisons']:,} comparisons" in cover and "Holm's correction" in unescape(cover)
     sentences = re.findall(r"<li><span class=\"where\">.*?</li>", cover, re.S)
-    found = findings_by_pair(Results.from_dict(results).disparities)
+    every = findings_by_pair(Results.from_dict(results).disparities)
+    found = [p for p in every if p[0].key not in MIXES_CROWDING]
     assert 0 < len(sentences) == min(len(found), render.FIRST_PAGE_FINDINGS)
+    # figures that mix leakage with crowding are counted on the first page, never listed
+    n_mixed = len(every) - len(found)
+    assert n_mixed > 0 and f"{n_mixed} further difference" in cover
+    assert not any(describe_metric(k).title in s for s in sentences for k in MIXES_CROWDING)
     assert all("95% CI" in s and "Adjusted p " in s for s in sentences)
     # only findings: a pair whose comparisons all failed the correction is never on the first page
     not_found = [d for d in results["disparities"] if not d["finding"] and d["grouping"] == "race"

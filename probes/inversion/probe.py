@@ -13,7 +13,15 @@ What is measured, per test image (one per test person, see
   another test person of the same / of another group (the finest grouping,
   i.e. the intersection of all attributes);
 * ``type2_distance``: the reconstruction against the person's other photos
-  (the split's ``test_extra`` rows), NaN where there are none.
+  (the split's ``test_extra`` rows), NaN where there are none;
+* ``random_match_at_default``: 1 if the within-group random partner is
+  matched at the target's threshold: how much of ``success_at_default`` a
+  group's crowding alone gives.
+
+The identity-leakage figures (each reconstruction against its own group's
+other people: :mod:`probes.inversion.leakage`) depend on pairs of people,
+not on one row, so they are not columns here: ``Measurement.leakage`` holds
+them with their intervals.
 
 The three thresholds: ``default`` is the target's own; ``crossing`` is
 where the genuine and random-pair (any other test person) distance
@@ -295,6 +303,12 @@ def _one_generator_samples(k: int, vectors: np.ndarray, ok: np.ndarray, test: _T
                 frame[f"success_at_{key}"] = np.where(usable, (ok & (distance <= t)).astype(float), np.nan)
         else:
             frame[f"success_at_{key}"] = np.nan
+    if reembedded:   # the share of the fixed-threshold match rate that a group's crowding alone gives
+        with np.errstate(invalid="ignore"):
+            matched_other = (ok & (within <= thresholds["default"])).astype(float)
+        frame["random_match_at_default"] = np.where(ok & np.isnan(within), np.nan, matched_other)
+    else:
+        frame["random_match_at_default"] = np.nan
     frame["threshold_crossing"] = crossing
     frame["random_pair_distance_within"] = within
     frame["random_pair_distance_across"] = across
