@@ -26,6 +26,13 @@ How the data are clustered by people
 * Volume: one image per person from a fixed 16-dimensional Gaussian; the
   truth (the figure of ``m`` people drawn from the population) is the mean
   over 2,000 independent samples of ``m``.
+* Identity leakage (``probes.inversion.leakage``): each person has an
+  identity, one real embedding and one reconstruction that recovers a
+  share of the identity (``benchmarks/leakage_cases.py``); the truths are
+  population figures from 4,000 simulated people against 8,000 others.
+  Success at the group's own FMR is not estimable below about 30 / FMR
+  pairs of people (a blank cell), and a crowded group (a third of the
+  spread) with the same leakage has the same truth as a spread-out one.
 
 Disparities are checked at equality (two groups with the same truth: the
 truth of the gap is 0, of the ratio 1) and at a real gap, with the truth in
@@ -51,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from probes.stats import group_figures  # noqa: E402
 from probes.verification import verification_probe  # noqa: E402
 from probes.volume import _draw_figures, volume_probe  # noqa: E402
+from leakage_cases import Setting, leakage_case, leakage_gap_case  # noqa: E402
 
 DEFAULT_PEOPLE = (20, 100, 500)
 CONFIDENCE = 0.95
@@ -282,6 +290,8 @@ class Case:
 
 
 CHEAP, MEDIUM, COSTLY = 2000, 600, 400
+#: The leakage figures refit a threshold in every bootstrap draw: a few seconds per dataset at 500 people.
+LEAKAGE = 300
 
 CASES: dict[str, Case] = {
     "rate 2%": Case(rate_case(0.02), CHEAP),
@@ -305,6 +315,15 @@ CASES: dict[str, Case] = {
     "volume: group of 2m": Case(volume_case(2), COSTLY),
     "volume: group of 10m": Case(volume_case(10), COSTLY),
     "volume gap: groups equal": Case(volume_case(2, "gap"), COSTLY),
+    "leakage: success at own FMR 10%": Case(leakage_case("sar_at_own_fmr_1e-1"), LEAKAGE),
+    "leakage: success at own FMR 1%": Case(leakage_case("sar_at_own_fmr_1e-2"), LEAKAGE),
+    "leakage: success at own FMR 0.1%": Case(leakage_case("sar_at_own_fmr_1e-3"), LEAKAGE),
+    "leakage: rank 1 in equal gallery": Case(leakage_case("rank1_equal_gallery"), LEAKAGE),
+    "leakage: AUC": Case(leakage_case("leakage_auc"), LEAKAGE),
+    "leakage AUC gap: crowded = spread": Case(leakage_gap_case("leakage_auc", Setting(spread=0.35),
+                                                               Setting(spread=1.0)), LEAKAGE),
+    "leakage rank-1 gap: 0.6 vs 0.8": Case(leakage_gap_case("rank1_equal_gallery", Setting(leak=0.6),
+                                                            Setting(leak=0.8)), LEAKAGE),
 }
 
 
@@ -315,14 +334,17 @@ def coverage(kind: str, n_people: int, n_sims: int | None = None, seed: int = 0)
     n_sims = CASES[kind].sims if n_sims is None else n_sims
     rng = np.random.default_rng([seed, n_people, sum(map(ord, kind))])
     started = time.monotonic()
-    hits, widths = 0, []
+    hits, widths, undefined = 0, [], 0
     for i in range(n_sims):
         truth, low, high = case(rng, n_people, i)
         if not (math.isfinite(low) and math.isfinite(high)):
             widths.append(math.inf)
+            undefined += 1
             continue
         hits += low <= truth <= high
         widths.append(high - low)
+    if undefined == n_sims:   # not estimable at this size (e.g. a threshold at FMR f from too few pairs)
+        return Row(kind, n_people, math.nan, math.nan, n_sims, time.monotonic() - started)
     return Row(kind, n_people, hits / n_sims, float(np.median(widths)), n_sims, time.monotonic() - started)
 
 
@@ -334,7 +356,7 @@ def coverage_table(kinds: Iterable[str] = tuple(CASES), people: Iterable[int] = 
             rows.append(coverage(kind, n, n_sims, seed))
             if progress:
                 r = rows[-1]
-                print(f"  {r.kind:<26} {r.people:>4} people: {100 * r.coverage:5.1f}%  ({r.seconds:.0f} s)",
+                print(f"  {r.kind:<34} {r.people:>4} people: {100 * r.coverage:5.1f}%  ({r.seconds:.0f} s)",
                       file=sys.stderr, flush=True)
     return rows
 
@@ -344,16 +366,19 @@ def format_table(rows: list[Row]) -> str:
     people = sorted({r.people for r in rows})
     kinds = list(dict.fromkeys(r.kind for r in rows))
     by = {(r.kind, r.people): r for r in rows}
-    head = f"{'kind':<26}{'sims':>6}" + "".join(f"{f'{n} people':>22}" for n in people)
-    sub = f"{'':<32}" + "".join(f"{'coverage   width':>22}" for _ in people)
+    head = f"{'kind':<34}{'sims':>6}" + "".join(f"{f'{n} people':>22}" for n in people)
+    sub = f"{'':<40}" + "".join(f"{'coverage   width':>22}" for _ in people)
     lines = [head, sub, "-" * len(head)]
     for kind in kinds:
         cells = []
         for n in people:
             r = by.get((kind, n))
-            cells.append(f"{100 * r.coverage:>12.1f}%  {r.median_width:>7.3g}" if r else f"{'':>22}")
+            if r is not None and math.isnan(r.coverage):
+                cells.append(f"{'not estimable':>22}")
+            else:
+                cells.append(f"{100 * r.coverage:>12.1f}%  {r.median_width:>7.3g}" if r else f"{'':>22}")
         sims = max(r.n_sims for r in rows if r.kind == kind)
-        lines.append(f"{kind:<26}{sims:>6}" + "".join(cells))
+        lines.append(f"{kind:<34}{sims:>6}" + "".join(cells))
     lines.append("\nNominal coverage 95%; width = median width of the interval (rates as fractions, volume in "
                  "log units per dimension).")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ the full table, not here.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -40,6 +41,10 @@ REDUCED = [
     ("volume: group of 2m", 40, 150),
     ("volume: group of 10m", 20, 100),
     ("volume gap: groups equal", 40, 120),
+    ("leakage: success at own FMR 10%", 60, 150),
+    ("leakage: rank 1 in equal gallery", 60, 150),
+    ("leakage: AUC", 60, 150),
+    ("leakage AUC gap: crowded = spread", 60, 100),
 ]
 
 
@@ -52,3 +57,8 @@ def test_interval_covers_the_truth_about_95_percent_of_the_time(kind, people, si
     row = coverage(kind, people, sims, seed=2026)
     assert 0.90 <= row.coverage <= 0.99, f"{kind} at {people} people: {100 * row.coverage:.1f}% coverage"
     assert row.median_width > 0
+
+
+def test_a_threshold_from_too_few_pairs_is_reported_not_estimable_not_as_a_miss():
+    row = coverage("leakage: success at own FMR 0.1%", 40, 5, seed=2026)
+    assert math.isnan(row.coverage)
