@@ -367,7 +367,7 @@ def _leakage(detail: InversionSection, palette: charts.GroupPalette, order: Mapp
             record = groups[g]
             thresholds.append({"grouping": grouping, "group": g, "n_people": format_count(record.n_people),
                                "colour": palette.colour(grouping, g),
-                               "values": [_leakage_cell(record, figures, grouping, g, f) for f in section.fmrs]})
+                               "cells": [_leakage_cell(record, figures, grouping, g, f) for f in section.fmrs]})
     return {"gallery_size": section.gallery_size, "curves": curves, "thresholds": thresholds,
             "fmrs": [format_value(f, "rate") for f in section.fmrs]}
 
