@@ -341,9 +341,18 @@ def test_example_policy_loads():
     policy = load_policy(REPO_ROOT / "examples" / "policy.toml")
     assert policy.name == "release gate" and policy.judge_on == "bound"
     ids = [rule.id for rule in policy.rules]
-    assert ids[:4] == ["reconstruction-privacy", "reconstruction-parity", "detection-gap", "false-match-parity"]
-    assert policy.rules[0] == Rule(id="reconstruction-privacy", metric=SUCCESS, grouping="race", max=0.9,
-                                   description=policy.rules[0].description)
+    assert ids[:3] == ["identity-leakage", "leakage-parity", "detection-gap"]
+    assert policy.rules[0] == Rule(id="identity-leakage", metric="inversion.sar_at_own_fmr_1e-2", grouping="race",
+                                   max=0.5, description=policy.rules[0].description)
+    # figures that mix leakage with crowding are not what the example gates on
+    assert not any(rule.metric in ("inversion.success_rate_at_default", "inversion.mean_distance")
+                   for rule in policy.rules)
+
+
+def test_example_policy_for_identities_loads():
+    policy = load_policy(REPO_ROOT / "examples" / "policy-identities.toml")
+    metrics = {rule.metric for rule in policy.rules}
+    assert {"verification.fmr_at_default", "inversion.type2_sar_at_own_fmr_1e-1"} <= metrics
 
 
 def test_full_policy_file(tmp_path):
