@@ -167,3 +167,14 @@ def test_the_interval_is_clipped_and_needs_replicates():
     low, high = est.interval(0.95)
     assert high == 1.0 and low < 0.99
     assert all(math.isnan(x) for x in LeakageEstimate(0.5, np.array([np.nan]), 30).interval(0.95))
+
+
+def test_a_group_without_a_single_usable_reconstruction_leaks_nothing_and_fits_no_threshold():
+    rng = np.random.default_rng(9)
+    real, recon = simulate(rng, 30, Setting())
+    result = group_leakage([recon], [np.zeros(30, dtype=bool)], real, np.arange(30), metric="euclidean",
+                           gallery_size=20, n_resamples=20)
+    assert result.estimates["sar_at_own_fmr_1e-1"].value == 0.0
+    assert result.estimates["rank1_equal_gallery"].value == 0.0
+    assert result.estimates["leakage_auc"].value == pytest.approx(0.5)
+    assert result.thresholds["1e-1"] is None

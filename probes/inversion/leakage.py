@@ -220,7 +220,8 @@ def _weighted_threshold(sorted_d: np.ndarray, run_end: np.ndarray, pair_w: np.nd
     if head < len(sorted_d) and np.any(cum[:, -1:] <= top * total):
         head = len(sorted_d)
         cum = np.cumsum(pair_w, axis=1)
-    below = np.nextafter(sorted_d[0], -np.inf) if len(sorted_d) else np.nan
+    # no usable reconstruction at all (every distance infinite): no threshold
+    below = np.nextafter(sorted_d[0], -np.inf) if len(sorted_d) and np.isfinite(sorted_d[0]) else np.nan
     out = np.empty((len(pair_w), len(fmrs)))
     ends = run_end[:head][None, :]
     for c, fmr in enumerate(fmrs):
