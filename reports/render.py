@@ -434,13 +434,14 @@ def _inversion_trust(detail: InversionSection, order: Mapping[str, list[str]]) -
 
 
 #: The inversion figures whose spread over generators the report shows (the rest are in results.json).
-SPREAD_SHOWN = ("inversion.mean_distance", "inversion.success_rate_at_default")
+SPREAD_SHOWN = ("inversion.sar_at_own_fmr_1e-2", "inversion.leakage_auc", "inversion.mean_distance",
+                "inversion.success_rate_at_default")
 
 
 def _generator_spread(detail: InversionSection, order: Mapping[str, list[str]]) -> list[dict]:
     spread = []
     for key in SPREAD_SHOWN:
-        kind = "rate" if "rate" in key else None
+        kind = "rate" if describe_metric(key).unit == "rate" else None
         for grouping, groups in detail.generator_spread.get(key, {}).items():
             for group in _order_groups(grouping, groups, order):
                 v = groups[group]

@@ -178,3 +178,29 @@ def test_a_group_without_a_single_usable_reconstruction_leaks_nothing_and_fits_n
     assert result.estimates["rank1_equal_gallery"].value == 0.0
     assert result.estimates["leakage_auc"].value == pytest.approx(0.5)
     assert result.thresholds["1e-1"] is None
+
+
+def test_a_leakage_difference_that_flips_between_generators_is_unstable():
+    from audit.results import Disparity
+    from audit.runner import leakage_spread, mark_unstable_leakage
+    from probes.inversion.leakage import GroupLeakage, LeakageResult
+
+    def group(values):
+        return GroupLeakage(n_people=50, estimates={}, not_estimable={}, thresholds={},
+                            per_generator={"leakage_auc": values}, curve=[])
+
+    result = LeakageResult({("race", "A"): group([0.9, 0.7]), ("race", "B"): group([0.8, 0.8])}, gallery_size=50)
+    flips = Disparity("inversion", "leakage_auc", "race", "gap", 0.0, worst_group="A", best_group="B")
+    steady = Disparity("inversion", "leakage_auc", "race", "gap", 0.0, worst_group="B", best_group="A")
+    result.groups[("race", "A")].per_generator["leakage_auc"] = [0.9, 0.85]
+    mark_unstable_leakage([steady], result)
+    assert "unstable" in steady.flags          # B is not worse than A under either generator
+    result.groups[("race", "A")].per_generator["leakage_auc"] = [0.9, 0.7]
+    mark_unstable_leakage([flips], result)
+    assert "unstable" in flips.flags
+    result.groups[("race", "A")].per_generator["leakage_auc"] = [0.9, 0.85]
+    holds = Disparity("inversion", "leakage_auc", "race", "gap", 0.0, worst_group="A", best_group="B")
+    mark_unstable_leakage([holds], result)
+    assert holds.flags == []
+    spread = leakage_spread(result)["inversion.leakage_auc"]["race"]["A"]
+    assert spread["min"] == 0.85 and spread["max"] == 0.9
