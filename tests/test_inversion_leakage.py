@@ -126,8 +126,11 @@ def test_the_weighted_threshold_is_threshold_at_fmr_with_unit_weights():
     s = np.sort(d)
     run_end = np.append(s[1:] != s[:-1], True)
     for fmr in (1e-1, 1e-2, 1e-3):
-        got = _weighted_threshold(s, run_end, np.ones((1, len(s))), [fmr])[0, 0]
+        got = _weighted_threshold(s, run_end, np.ones((1, len(s))), np.array([len(s)]), [fmr])[0, 0]
         assert got == threshold_at_fmr(d, fmr)
+        head = _weighted_threshold(s, run_end, np.ones((1, 2000)), np.array([len(s)]), [fmr])
+        assert head[0, 0] == got          # the head of the sorted pairs is enough for these rates
+    assert _weighted_threshold(s, run_end, np.ones((1, 100)), np.array([len(s)]), [1e-1]) is None
 
 
 def test_the_gallery_is_the_smallest_group_at_most_50_and_ignores_tiny_groups():

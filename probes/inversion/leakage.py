@@ -200,26 +200,37 @@ def _hypergeometric_rank1(closer: np.ndarray, pool: np.ndarray, gallery: int) ->
     return out
 
 
-def _weighted_threshold(sorted_d: np.ndarray, run_end: np.ndarray, pair_w: np.ndarray,
-                        fmrs: Sequence[float]) -> np.ndarray:
+def _head_length(n: int, fmrs: Sequence[float]) -> int:
+    """How many of the sorted pairs a threshold at FMR <= max(fmrs) can reach under bootstrap weights.
+
+    A draw's weighted share of the first ``p`` pairs is close to ``p / n``;
+    three times the largest FMR (plus 5 points) leaves a wide margin, and
+    :func:`_weighted_threshold` checks it and falls back to every pair.
+    """
+    top = max(fmrs)
+    if top >= 0.25 or n <= 1000:
+        return n
+    return int(min(n, math.ceil(n * (3.0 * top + 0.05))))
+
+
+def _weighted_threshold(sorted_d: np.ndarray, run_end: np.ndarray, pair_w: np.ndarray, total: np.ndarray,
+                        fmrs: Sequence[float]) -> np.ndarray | None:
     """:func:`probes.pairs.threshold_at_fmr` on weighted pairs: one threshold per row of ``pair_w`` and FMR.
 
-    ``sorted_d`` ascending; ``run_end[p]`` marks the last of a run of tied
+    ``sorted_d`` ascending (its first ``pair_w.shape[1]`` entries are
+    weighted by ``pair_w``, the head of the pairs); ``total`` each row's
+    weight of every pair; ``run_end[p]`` marks the last of a run of tied
     distances (tied distances match together).  The threshold is the
     largest distance whose weighted share at or below it is at most
     ``fmr``; below the smallest distance where none is.  Returns
-    ``(rows, len(fmrs))``.  Only the head of the sorted pairs is summed
-    where that head already holds more than the largest FMR's share.
+    ``(rows, len(fmrs))``, or None where the head is too short for a row
+    (the caller then passes every pair).
     """
-    total = pair_w.sum(axis=1, keepdims=True)
-    top = max(fmrs)
-    head = len(sorted_d)
-    if top < 0.25 and head > 1000:
-        head = int(min(len(sorted_d), math.ceil(len(sorted_d) * min(1.0, 3.0 * top + 0.05))))
-    cum = np.cumsum(pair_w[:, :head], axis=1)
-    if head < len(sorted_d) and np.any(cum[:, -1:] <= top * total):
-        head = len(sorted_d)
-        cum = np.cumsum(pair_w, axis=1)
+    head = pair_w.shape[1]
+    total = np.asarray(total, dtype=np.float64).reshape(-1, 1)
+    cum = np.cumsum(pair_w, axis=1)
+    if head < len(sorted_d) and np.any(cum[:, -1:] <= max(fmrs) * total):
+        return None
     # no usable reconstruction at all (every distance infinite): no threshold
     below = np.nextafter(sorted_d[0], -np.inf) if len(sorted_d) and np.isfinite(sorted_d[0]) else np.nan
     out = np.empty((len(pair_w), len(fmrs)))
@@ -241,6 +252,8 @@ class _Pool:
     distance: np.ndarray
     run_end: np.ndarray
     n_distinct: int
+    fit_rows: np.ndarray      # the reconstructions whose pairs the threshold is fitted on
+    kept: float               # the share of their pairs kept (1 unless subsampled)
 
 
 def _fold_pool(pairs: _Pairs, in_fold: np.ndarray, max_pairs: int, rng: np.random.Generator) -> _Pool:
@@ -258,7 +271,7 @@ def _fold_pool(pairs: _Pairs, in_fold: np.ndarray, max_pairs: int, rng: np.rando
     run_end = np.ones(len(d), dtype=bool)
     if len(d) > 1:
         run_end[:-1] = d[1:] != d[:-1]
-    return _Pool(rows, cols, d, run_end, n_distinct)
+    return _Pool(rows, cols, d, run_end, n_distinct, fit_rows, len(rows) / n_distinct if n_distinct else 1.0)
 
 
 # --------------------------------------------------------------------------- the statistics
@@ -283,17 +296,30 @@ def _rank1(weights: np.ndarray, pairs: _Pairs, genuine: np.ndarray, owner: np.nd
         return (item_w * r).sum(1) / item_w.sum(1)
 
 
-def _thresholds(weights: np.ndarray, pools: list[_Pool], fmrs: Sequence[float]) -> np.ndarray:
-    """Each fold's threshold at each same-group FMR, refitted under each weight row: (B, folds, fmrs)."""
+def _thresholds(weights: np.ndarray, pools: list[_Pool], others: np.ndarray, fmrs: Sequence[float]) -> np.ndarray:
+    """Each fold's threshold at each same-group FMR, refitted under each weight row: (B, folds, fmrs).
+
+    A draw weighs pair ``(i, j)`` by ``w_i * w_j``.  The total weight of a
+    fold's pairs is computed in closed form (scaled by the share kept where
+    the pairs were subsampled), so only the head of the sorted pairs, where
+    the thresholds lie, is gathered.
+    """
     b = len(weights)
     thresholds = np.full((b, len(pools), len(fmrs)), np.nan)
     for k, pool in enumerate(pools):
         if not len(pool.distance):
             continue
+        fit_others = others[pool.fit_rows].astype(np.float64)
+        totals = (weights[:, pool.fit_rows] * (weights @ fit_others.T)).sum(axis=1) * pool.kept
+        head = _head_length(len(pool.distance), fmrs)
         for start in range(0, b, _CHUNK):
             w = weights[start:start + _CHUNK]
-            pair_w = w[:, pool.rows] * w[:, pool.cols]
-            thresholds[start:start + _CHUNK, k] = _weighted_threshold(pool.distance, pool.run_end, pair_w, fmrs)
+            t = totals[start:start + _CHUNK]
+            fitted = _weighted_threshold(pool.distance, pool.run_end, w[:, pool.rows[:head]] * w[:, pool.cols[:head]],
+                                         t, fmrs)
+            if fitted is None:
+                fitted = _weighted_threshold(pool.distance, pool.run_end, w[:, pool.rows] * w[:, pool.cols], t, fmrs)
+            thresholds[start:start + _CHUNK, k] = fitted
     return thresholds
 
 
@@ -414,7 +440,7 @@ def group_leakage(recons: Sequence[np.ndarray], oks: Sequence[np.ndarray], real:
         pairs = _pairs(recon, ok, real, persons, metric)
         pools = [_fold_pool(pairs, folds == k, max_pairs, rng) for k in range(n_folds)]
         fewest = min(p.n_distinct for p in pools)
-        fitted = _thresholds(weights, pools, LEAKAGE_FMRS)
+        fitted = _thresholds(weights, pools, pairs.others, LEAKAGE_FMRS)
         thresholds_by_fmr = {fmr: fitted[:, :, c] for c, fmr in enumerate(LEAKAGE_FMRS)}
         for fmr in LEAKAGE_FMRS:
             if not fmr_threshold_estimable(fewest, fmr):
@@ -448,7 +474,7 @@ def _curve(pairs: _Pairs) -> np.ndarray:
         return np.full(len(CURVE_FMRS), np.nan)
     run_end = np.ones(len(d), dtype=bool)
     run_end[:-1] = d[1:] != d[:-1]
-    thresholds = _weighted_threshold(d, run_end, np.ones((1, len(d))), CURVE_FMRS)[0]
+    thresholds = _weighted_threshold(d, run_end, np.ones((1, len(d))), np.array([len(d)]), CURVE_FMRS)[0]
     for i, t in enumerate(thresholds):
         with np.errstate(invalid="ignore"):
             out[i] = float(np.mean(pairs.ok & (pairs.genuine <= t)))
