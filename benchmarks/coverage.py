@@ -388,9 +388,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sims", type=int, default=None,
                         help="simulated datasets per cell (default: 2,000 for rates and means, 600 for "
-                             "verification, 400 for volume)")
+                             "verification, 400 for volume, 300 for identity leakage)")
     parser.add_argument("--people", default=",".join(map(str, DEFAULT_PEOPLE)), help="people per group, e.g. 20,100")
-    parser.add_argument("--kinds", default=None, help="comma-separated kinds (default: all): " + "; ".join(CASES))
+    parser.add_argument("--kinds", default=None,
+                        help=("comma-separated kinds (default: all): " + "; ".join(CASES)).replace("%", "%%"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",")] if args.kinds else list(CASES)
