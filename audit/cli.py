@@ -104,8 +104,12 @@ def cli() -> None:
     Example, from a folder of labelled faces to a report and a CI verdict:
       audit dataset import utkface ~/data/UTKFace utk/
       audit dataset balance utk/ balanced/ --by race,gender --per-group 100
-      audit run --target dlib --dataset balanced/ --out runs/dlib --epochs 20
+      audit run --target dlib --dataset balanced/ --train-dataset utk/ --out runs/dlib \\
+          --generator-channels 128 --epochs 10 --batch-size 64
       audit gate runs/dlib --policy examples/policy.toml
+
+    The generator learns from utk/ minus every audited person (--train-dataset);
+    without a corpus it trains on part of the audit set, too few faces to learn identity.
     """
 
 
