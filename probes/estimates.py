@@ -16,12 +16,20 @@ for any level, each with the method that holds for it:
     method of R's ``survey::svyciprop`` and SAS's modified Clopper-Pearson),
     where the design effect comes from the spread of per-person counts: the
     images (or pairs) of one person err together, so 300 images of 100
-    people carry less information than 300 people.  The design effect is
-    never taken below 1, and ``n_eff`` is shrunk further for a small number
-    of people (the ratio of the normal to the Student-t quantile with
-    ``people - 1`` degrees of freedom, squared).  With no error at all the
-    design effect cannot be estimated and is 1: 0 errors in 60 images of 60
-    people give the exact interval [0, 0.0596]; never a zero-width interval.
+    people carry less information than 300 people.  People are the floor:
+    a design effect estimated from a handful of errors is itself a guess
+    (with one erring person it reads about 1 whatever the clustering), so it
+    is shrunk towards the worst case, every person's images erring together
+    (``sum m^2 / sum m``, where ``n_eff`` is Kish's effective number of
+    people ``(sum m)^2 / sum m^2``), with the weight of half a person
+    against the effective number of people who carry the rarer outcome
+    (:func:`shrunk_design_effect`).  With no error at all the worst case
+    holds: 0 errors in 10 people x 420 images give [0, 30.8%], the exact
+    bound counting people; 0 errors in 60 images of 60 people give [0,
+    5.96%].  ``n_eff`` is shrunk further for a small number of people (the
+    ratio of the normal to the Student-t quantile, squared), with Kish's
+    effective number of people as the count, so that a few people holding
+    most images count as few.  Never a zero-width interval.
 :class:`BootstrapEstimate`
     A mean (a distance): a people bootstrap with a BCa interval, as
     :mod:`probes.stats` draws it, read at Hesterberg's expanded quantile so
@@ -53,13 +61,17 @@ from scipy import special
 
 __all__ = ["Estimate", "ProportionEstimate", "BootstrapEstimate", "NormalEstimate", "QuantileEstimate",
            "clustered_proportion", "pair_proportion", "bca_interval", "percentile_interval", "clopper_pearson",
-           "HALDANE_CORRECTION"]
+           "shrunk_design_effect", "kish_effective_count", "HALDANE_CORRECTION", "UNSEEN_CLUSTERING_WEIGHT"]
 
 #: Added to both groups' (effective) error counts, and twice to their sizes, when a ratio of
 #: rates has a zero count (the Haldane-Anscombe correction): every ratio is then finite.
 HALDANE_CORRECTION = 0.5
 #: Draws beyond which a bootstrap quantile is not trusted: tails thinner than this many draws.
 _MIN_TAIL_DRAWS = 5
+#: The worst-case design effect weighs as much as this many people carrying errors against the
+#: design effect the data estimate (benchmarks/coverage.py measures the choice: rates with few errors,
+#: many images per person, unequal images per person).
+UNSEEN_CLUSTERING_WEIGHT = 0.5
 
 
 @runtime_checkable
@@ -95,27 +107,47 @@ class ProportionEstimate:
     n: float
     variance: float = math.nan
     n_clusters: int | None = None
+    #: The design effect if every person's trials erred together (``sum m^2 / sum m``); 1 for one
+    #: trial per person.
+    worst_design_effect: float = 1.0
+    #: Kish's effective number of people carrying the rarer outcome (``(sum y)^2 / sum y^2``).
+    outcome_people: float = math.inf
+    #: Kish's effective number of people, ``(sum m)^2 / sum m^2`` (None: ``n_clusters``).
+    effective_people: float | None = None
 
     @property
     def value(self) -> float:
         return self.count / self.n if self.n > 0 else math.nan
 
     @property
-    def design_effect(self) -> float:
+    def estimated_design_effect(self) -> float:
         """Estimated variance over the binomial variance, at least 1 (1 where not estimable)."""
         p = self.value
         if not (0 < p < 1) or not math.isfinite(self.variance) or self.variance <= 0:
             return 1.0
         return max(1.0, self.variance / (p * (1 - p) / self.n))
 
+    @property
+    def design_effect(self) -> float:
+        """The estimated design effect, shrunk towards the worst case where few people carry errors."""
+        return shrunk_design_effect(self.estimated_design_effect, self.worst_design_effect, self.outcome_people)
+
+    @property
+    def people_for_degrees_of_freedom(self) -> float | None:
+        return self.effective_people if self.effective_people is not None else self.n_clusters
+
     def effective_n(self, confidence: float = 0.95) -> float:
         """``n / design_effect``, shrunk for few people (Korn & Graubard's degrees of freedom)."""
         n_eff = self.n / self.design_effect
-        if self.n_clusters is not None and self.n_clusters > 1 and self.n > 1:
+        people = self.people_for_degrees_of_freedom
+        if people is not None and people > 1 and self.n > 1:
             alpha = _alpha(confidence)
             # the t quantile with the images' degrees of freedom over the one with the people's
-            n_eff *= degrees_of_freedom_factor(self.n, self.n_clusters, alpha)
-        return min(n_eff, self.n)
+            n_eff *= degrees_of_freedom_factor(self.n, people, alpha)
+        # People are the floor: the worst case counts each person once and needs no variance estimate
+        # (unless the data show more dependence than it, as pairs sharing a person can).
+        floor = self.n / max(1.0, self.worst_design_effect, self.estimated_design_effect)
+        return min(max(n_eff, floor), self.n)
 
     def interval(self, confidence: float) -> tuple[float, float]:
         """Clopper-Pearson on the effective sample size (errs on the wide side, never the narrow)."""
@@ -139,11 +171,42 @@ class ProportionEstimate:
         p = (self.count + HALDANE_CORRECTION * deff) / (self.n + 2 * HALDANE_CORRECTION * deff)
         n = self.n + 2 * HALDANE_CORRECTION * deff
         variance = p * (1 - p) / n * deff
-        return ProportionEstimate(p * n, n, variance, self.n_clusters)
+        # the corrected rate keeps the design effect it was corrected with
+        return ProportionEstimate(p * n, n, variance, self.n_clusters, worst_design_effect=deff,
+                                  outcome_people=0.0, effective_people=self.effective_people)
 
 
-def degrees_of_freedom_factor(n: float, n_clusters: int, alpha: float) -> float:
-    """Korn & Graubard's shrinkage of ``n_eff`` for few people: ``(t_{n-1} / t_{people-1})^2``."""
+def shrunk_design_effect(estimated: float, worst: float, outcome_people: float,
+                         weight: float = UNSEEN_CLUSTERING_WEIGHT) -> float:
+    """``(k * estimated + w * worst) / (k + w)``: the data's design effect, trusted as far as ``k`` allows.
+
+    ``k`` is the effective number of people carrying the rarer outcome.
+    The cluster-robust variance is estimated from those people alone: with
+    one erring person it reads about 1 even when errors come in clusters,
+    and with none it cannot be estimated at all.  The worst case ``worst``
+    (every person's trials erring together) then holds, and gives way to
+    the estimate as the errors spread over more people.
+    """
+    worst = max(1.0, float(worst))
+    estimated = max(1.0, float(estimated))
+    if not math.isfinite(outcome_people):
+        return estimated
+    k = max(0.0, float(outcome_people))
+    return (k * estimated + weight * worst) / (k + weight)
+
+
+def kish_effective_count(weights: np.ndarray) -> float:
+    """Kish's effective number of units, ``(sum w)^2 / sum w^2`` (0 where every weight is 0)."""
+    w = np.asarray(weights, dtype=np.float64)
+    total_sq = float(np.sum(w ** 2))
+    return float(w.sum()) ** 2 / total_sq if total_sq > 0 else 0.0
+
+
+def degrees_of_freedom_factor(n: float, n_clusters: float, alpha: float) -> float:
+    """Korn & Graubard's shrinkage of ``n_eff`` for few people: ``(t_{n-1} / t_{people-1})^2``.
+
+    ``n_clusters`` may be fractional: Kish's effective number of people.
+    """
     if n <= 1 or n_clusters <= 1:
         return 1.0
     t_people = special.stdtrit(n_clusters - 1, 1 - alpha)
@@ -164,7 +227,9 @@ def clustered_proportion(sums: np.ndarray, counts: np.ndarray) -> ProportionEsti
     """A rate from per-person error counts ``sums`` and trial counts ``counts``.
 
     The variance is the usual cluster-robust (linearised ratio) variance
-    ``G/(G-1) * sum_i (y_i - p m_i)^2 / (sum m)^2`` over the ``G`` people.
+    ``G/(G-1) * sum_i (y_i - p m_i)^2 / (sum m)^2`` over the ``G`` people;
+    the worst design effect is ``sum m^2 / sum m`` and the people carrying
+    the rarer outcome are counted by Kish (see :func:`shrunk_design_effect`).
     """
     sums = np.asarray(sums, dtype=np.float64)
     counts = np.asarray(counts, dtype=np.float64)
@@ -175,7 +240,11 @@ def clustered_proportion(sums: np.ndarray, counts: np.ndarray) -> ProportionEsti
     if n > 0 and g > 1:
         p = total / n
         variance = g / (g - 1) * float(np.sum((sums - p * counts) ** 2)) / n ** 2
-    return ProportionEstimate(total, n, variance, g)
+    if n == 0:
+        return ProportionEstimate(total, n, variance, g)
+    outcome = min(kish_effective_count(sums), kish_effective_count(counts - sums))
+    return ProportionEstimate(total, n, variance, g, worst_design_effect=float(np.sum(counts ** 2)) / n,
+                              outcome_people=outcome, effective_people=kish_effective_count(counts))
 
 
 def pair_proportion(errors: np.ndarray, person_a: np.ndarray, person_b: np.ndarray) -> ProportionEstimate:
@@ -190,7 +259,11 @@ def pair_proportion(errors: np.ndarray, person_a: np.ndarray, person_b: np.ndarr
     person once.  (A people bootstrap that weighs a pair ``w_a * w_b``
     counts the pair's own variance three times: its intervals are about
     sqrt(3) = 1.7x too wide where the pair term dominates, as for rare
-    false matches.)
+    false matches.)  As for images, the design effect is shrunk towards
+    a worst case where few units carry the rarer outcome; for pairs the
+    unit is the pair of people (every image pair of two people erring
+    together: ``sum w^2 / sum w`` with ``w`` the image pairs of a pair of
+    people), so one image per person leaves it at 1.
     """
     e = np.asarray(errors, dtype=np.float64)
     n = float(len(e))
@@ -205,7 +278,16 @@ def pair_proportion(errors: np.ndarray, person_a: np.ndarray, person_b: np.ndarr
     variance = math.nan
     if g > 1:
         variance = g / (g - 1) * (float(np.sum(per_person ** 2)) - float(np.sum(centred ** 2))) / n ** 2
-    return ProportionEstimate(float(e.sum()), n, variance, g)
+    # Person pairs are the floor: all image pairs of two people may err together.
+    lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+    _, dyad = np.unique(lo * g + hi, return_inverse=True)
+    pairs_of_dyad = np.bincount(dyad.ravel()).astype(np.float64)
+    errors_of_dyad = np.bincount(dyad.ravel(), weights=e)
+    outcome = min(kish_effective_count(errors_of_dyad), kish_effective_count(pairs_of_dyad - errors_of_dyad))
+    pairs_of_person = np.bincount(a, minlength=g) + np.bincount(b, minlength=g)
+    return ProportionEstimate(float(e.sum()), n, variance, g,
+                              worst_design_effect=float(np.sum(pairs_of_dyad ** 2)) / n,
+                              outcome_people=outcome, effective_people=kish_effective_count(pairs_of_person))
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -233,7 +315,7 @@ def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[floa
     return float(lo), float(hi)
 
 
-def expanded_z(confidence: float, n_people: int) -> float:
+def expanded_z(confidence: float, n_people: float) -> float:
     """The normal quantile a bootstrap interval of ``n_people`` people is read at.
 
     A bootstrap of ``G`` people underestimates the spread by ``(G - 1) / G``
@@ -241,7 +323,8 @@ def expanded_z(confidence: float, n_people: int) -> float:
     at 20 people its 95% intervals cover about 90%.  Hesterberg's expanded
     percentile interval corrects both, reading the draws at
     ``z' = sqrt(G / (G - 1)) * t_{G-1}`` instead of ``z`` (2.15 instead of
-    1.96 at 20 people, 1.99 at 100).
+    1.96 at 20 people, 1.99 at 100).  ``n_people`` may be Kish's
+    effective number of people (fractional).
     """
     alpha = _alpha(confidence)
     if n_people < 3:
@@ -250,11 +333,11 @@ def expanded_z(confidence: float, n_people: int) -> float:
 
 
 def bca_interval(replicates: np.ndarray, estimate: float, jackknife: np.ndarray,
-                 confidence: float) -> tuple[float, float] | None:
+                 confidence: float, effective_people: float | None = None) -> tuple[float, float] | None:
     """BCa interval from bootstrap replicates and leave-one-person-out jackknife values.
 
-    Read at the expanded quantile of :func:`expanded_z` (one jackknife value
-    per person).  None where BCa is undefined or degenerate: every draw equal, every draw
+    Read at the expanded quantile of :func:`expanded_z` with
+    ``effective_people`` (default: one per jackknife value).  None where BCa is undefined or degenerate: every draw equal, every draw
     on one side of the estimate, fewer than three jackknife values, or
     levels the draws cannot resolve; the caller then uses a normal interval.
     """
@@ -272,7 +355,8 @@ def bca_interval(replicates: np.ndarray, estimate: float, jackknife: np.ndarray,
     d = jack.mean() - jack
     denom = 6.0 * np.sum(d ** 2) ** 1.5
     a = np.sum(d ** 3) / denom if denom > 0 else 0.0
-    z = expanded_z(confidence, jack.size) * np.array([-1.0, 1.0])
+    people = jack.size if effective_people is None else min(jack.size, effective_people)
+    z = expanded_z(confidence, people) * np.array([-1.0, 1.0])
     levels = special.ndtr(z0 + (z0 + z) / (1 - a * (z0 + z)))
     tail = _MIN_TAIL_DRAWS / reps.size
     if not np.all(np.isfinite(levels)) or levels[0] < tail or levels[1] > 1 - tail:
@@ -288,6 +372,8 @@ class BootstrapEstimate:
     value: float
     replicates: np.ndarray = field(repr=False)
     jackknife: np.ndarray = field(repr=False)
+    #: Kish's effective number of people (None: one per finite jackknife value).
+    effective_people: float | None = None
 
     @property
     def standard_error(self) -> float:
@@ -304,13 +390,17 @@ class BootstrapEstimate:
     def interval(self, confidence: float) -> tuple[float, float]:
         if not math.isfinite(self.value):
             return math.nan, math.nan
-        bca = bca_interval(self.replicates, self.value, self.jackknife, confidence)
+        bca = bca_interval(self.replicates, self.value, self.jackknife, confidence, self._people())
         if bca is not None:
             return bca
-        g = int(np.isfinite(self.jackknife).sum())
+        g = self._people()
         q = expanded_z(confidence, g)
         se = self.standard_error
         return (self.value - q * se, self.value + q * se) if math.isfinite(se) else (math.nan, math.nan)
+
+    def _people(self) -> float:
+        jack = int(np.isfinite(self.jackknife).sum())
+        return jack if self.effective_people is None else min(jack, self.effective_people)
 
     def for_ratio(self, other: Estimate) -> Estimate:
         return self
@@ -364,11 +454,7 @@ class QuantileEstimate:
         if not math.isfinite(self.value) or not n > 0:
             return math.nan, math.nan
         # The design effect measured at the threshold carries the people clustering over.
-        n_eff = n / self.at_threshold.design_effect
-        n_clusters = self.at_threshold.n_clusters
-        if n_clusters is not None and n_clusters > 1:
-            n_eff *= degrees_of_freedom_factor(n, n_clusters, _alpha(confidence))
-        n_eff = min(n_eff, n)
+        n_eff = self.at_threshold.effective_n(confidence)
         lo_rate, hi_rate = clopper_pearson(self.target_rate * n_eff, n_eff, confidence)
         return float(self.quantile(lo_rate)), float(self.quantile(hi_rate))
 

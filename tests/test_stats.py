@@ -143,10 +143,48 @@ def test_zero_errors_in_60_images_give_an_upper_bound_near_6_percent_not_zero():
     assert (fig.value, fig.ci_low) == (0.0, 0.0)
     assert fig.ci_high == pytest.approx(1 - 0.025 ** (1 / 60), abs=1e-9)  # 0.0596
     assert fig.ci_high == pytest.approx(0.0596, abs=5e-5)
-    # 20 people with 3 images each: fewer independent units, a wider interval still
+    # 20 people with 3 images each: without an error nothing says the images of a person do not err
+    # together, so the exact bound counts the 20 people
     df3 = pd.DataFrame({"identity": np.repeat(np.arange(20), 3), "e": 0.0})
     fig3 = group_figures(df3, probe="p", metric="m", value="e", groupings=[], better="lower", kind="rate")[0][0]
-    assert 0.0596 < fig3.ci_high < 0.08
+    assert fig3.ci_high == pytest.approx(1 - 0.025 ** (1 / 20), abs=1e-9)  # 0.168
+
+
+def test_zero_errors_in_many_images_of_few_people_count_the_people():
+    """0 errors in 10 people x 420 images: the exact bound counting people is 30.8%, not 0.12%."""
+    df = pd.DataFrame({"identity": np.repeat(np.arange(10), 420), "e": 0.0})
+    fig = group_figures(df, probe="p", metric="m", value="e", groupings=[], better="lower", kind="rate")[0][0]
+    assert fig.ci_high == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)
+
+
+def test_few_errors_in_one_person_do_not_give_an_image_level_interval():
+    """Two errors, both from one of 40 people with 20 images each: the estimated design effect reads
+    about 2, the people-shrunk one is far nearer the worst case (20), so the interval is wider."""
+    from probes.estimates import clustered_proportion
+
+    sums = np.zeros(40)
+    sums[0] = 2
+    estimate = clustered_proportion(sums, np.full(40, 20.0))
+    assert estimate.estimated_design_effect < 3
+    assert estimate.design_effect > 5
+    lo, hi = estimate.interval(0.95)
+    image_level = clustered_proportion(np.r_[np.ones(2), np.zeros(798)], np.ones(800)).interval(0.95)
+    assert hi > 3 * image_level[1]
+
+
+def test_unequal_images_per_person_count_as_kish_effective_people():
+    """One person with 100 images and 9 with 1: the degrees of freedom and the bootstrap quantile count
+    Kish's effective people, (sum m)^2 / sum m^2 = 1.2, not 10."""
+    from probes.estimates import kish_effective_count
+
+    counts = np.r_[100.0, np.ones(9)]
+    assert kish_effective_count(counts) == pytest.approx(109 ** 2 / 10_009)
+    rng = np.random.default_rng(0)
+    persons = np.repeat(np.arange(10), counts.astype(int))
+    df = pd.DataFrame({"identity": persons, "v": rng.normal(size=len(persons))})
+    unequal = group_figures(df, probe="p", metric="m", value="v", groupings=[], better=None, kind="mean",
+                            n_resamples=200)[0][0]
+    assert unequal.ci_high - unequal.ci_low > 0
 
 
 def test_a_gate_rule_on_a_group_with_zero_errors_is_judged_on_the_upper_bound():
