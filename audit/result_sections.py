@@ -286,6 +286,9 @@ class GroupThreshold(Record):
     interval: list[float] | None = None
     estimable: bool = True
     impostor_pairs: int | None = None
+    #: Kish's effective number of pairs of people behind the impostor pairs (a threshold at FMR f
+    #: needs 30 / f of them as well as 30 / f image pairs).
+    person_pairs: float | None = None
     reason: str | None = None
 
 

@@ -15,7 +15,11 @@ How the data are clustered by people
 ------------------------------------
 * Rates: each person has 1-5 images and their own error probability, drawn
   from a Beta distribution with the kind's mean and an intra-person
-  correlation of 0.2 (some people are much harder than others).
+  correlation of 0.2 (some people are much harder than others).  Kinds
+  that name another design say so: unequal images per person (half the
+  people with 1 image, half with 20) or many images per person with few or
+  no errors (20 or 80 each), at an intra-person correlation of 0.3, and
+  groups of unequal size (one twenty times the other).
 * Means: each person's level is skewed (a Gamma effect), their 1-5 images
   scatter around it.
 * Verification: each person has a centre in an 8-dimensional embedding
@@ -37,6 +41,20 @@ How the data are clustered by people
 Disparities are checked at equality (two groups with the same truth: the
 truth of the gap is 0, of the ratio 1) and at a real gap, with the truth in
 the orientation the tool chose (higher estimate first).
+
+Whole runs under the global null (``--null-runs N``)
+----------------------------------------------------
+Every group has the same truth, so every finding is false.  Each simulated
+run has a race-like grouping of five groups, a gender-like grouping of two
+and their crossing, with people per race group either balanced (50 each)
+or unbalanced (8, 25, 60, 150, 400); the figures are a 5% rate (1-5 images
+per person), a 0.5% rate with 20 images per person (few errors, ICC 0.3),
+a mean (all over the three groupings), and the verification FMR (3
+images per person; race and gender).  All their
+disparities are corrected together, as a run corrects them: the table
+gives the family-wise error (runs with at least one finding) for Holm and
+for Benjamini-Hochberg, and how often a single comparison's p-value is at
+most 0.05 and at most 1e-4 against those nominal rates.
 """
 
 from __future__ import annotations
@@ -55,6 +73,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from probes.findings import mark_findings  # noqa: E402
 from probes.stats import group_figures  # noqa: E402
 from probes.verification import verification_probe  # noqa: E402
 from probes.volume import _draw_figures, volume_probe  # noqa: E402
@@ -94,27 +113,55 @@ class Row:
 
 # --------------------------------------------------------------------------- simulations
 
-def clustered_rates(rng: np.random.Generator, n_people: int, p: float, group: str, start: int) -> pd.DataFrame:
-    """One group's images: 1-5 per person, each person's error probability Beta-distributed around ``p``."""
-    k = rng.integers(1, 6, size=n_people)
-    a, b = p * (1 / RATE_ICC - 1), (1 - p) * (1 / RATE_ICC - 1)
-    per_person = rng.beta(a, b, size=n_people)
-    errors = rng.random(k.sum()) < np.repeat(per_person, k)
-    return pd.DataFrame({"identity": np.repeat(np.arange(start, start + n_people), k), "race": group,
-                         "v": errors.astype(float)})
+def one_to_five_images(rng: np.random.Generator, n_people: int) -> np.ndarray:
+    return rng.integers(1, 6, size=n_people)
 
 
-def clustered_means(rng: np.random.Generator, n_people: int, shift: float, group: str, start: int) -> pd.DataFrame:
-    """One group's images: a skewed person level (mean ``shift + 1``), 1-5 images around it."""
-    k = rng.integers(1, 6, size=n_people)
-    level = shift + rng.gamma(2.0, 0.5, size=n_people)
-    return pd.DataFrame({"identity": np.repeat(np.arange(start, start + n_people), k), "race": group,
-                         "v": rng.normal(np.repeat(level, k), 0.5)})
+def one_or_twenty_images(rng: np.random.Generator, n_people: int) -> np.ndarray:
+    """Half the people with 1 image, half with 20: a few people hold most images."""
+    return np.where(np.arange(n_people) % 2 == 0, 1, 20)
 
 
-def _two_groups(make: Callable, rng, n_people: int, truths: tuple[float, float]) -> pd.DataFrame:
-    return pd.concat([make(rng, n_people, truths[0], "A", 0), make(rng, n_people, truths[1], "B", n_people)],
-                     ignore_index=True)
+def images_each(m: int) -> Callable:
+    def sizes(rng: np.random.Generator, n_people: int) -> np.ndarray:
+        return np.full(n_people, m)
+    return sizes
+
+
+def rates_by(sizes: Callable = one_to_five_images, icc: float = RATE_ICC) -> Callable:
+    """A maker of one group's images: ``sizes`` images per person, each person's error probability
+    Beta-distributed around ``p`` with intra-person correlation ``icc``."""
+    def make(rng: np.random.Generator, n_people: int, p: float, group: str, start: int) -> pd.DataFrame:
+        k = sizes(rng, n_people)
+        a, b = p * (1 / icc - 1), (1 - p) * (1 / icc - 1)
+        per_person = rng.beta(a, b, size=n_people)
+        errors = rng.random(k.sum()) < np.repeat(per_person, k)
+        return pd.DataFrame({"identity": np.repeat(np.arange(start, start + n_people), k), "race": group,
+                             "v": errors.astype(float)})
+    return make
+
+
+#: One group's images: 1-5 per person, each person's error probability Beta-distributed around ``p``.
+clustered_rates = rates_by()
+
+
+def means_by(sizes: Callable = one_to_five_images) -> Callable:
+    def make(rng: np.random.Generator, n_people: int, shift: float, group: str, start: int) -> pd.DataFrame:
+        """One group's images: a skewed person level (mean ``shift + 1``), ``sizes`` images around it."""
+        k = sizes(rng, n_people)
+        level = shift + rng.gamma(2.0, 0.5, size=n_people)
+        return pd.DataFrame({"identity": np.repeat(np.arange(start, start + n_people), k), "race": group,
+                             "v": rng.normal(np.repeat(level, k), 0.5)})
+    return make
+
+
+clustered_means = means_by()
+
+
+def _two_groups(make: Callable, rng, n_people: int, truths: tuple[float, float], larger: int = 1) -> pd.DataFrame:
+    """Groups A (``n_people``) and B (``larger`` times as many people)."""
+    return pd.concat([make(rng, n_people, truths[0], "A", 0),
+                      make(rng, larger * n_people, truths[1], "B", n_people)], ignore_index=True)
 
 
 def _figure(figures, group: str, metric: str | None = None):
@@ -134,26 +181,31 @@ def _oriented(d, truths: dict[str, float], kind: str) -> float:
     return truths[high] / truths[low]
 
 
-def rate_case(p: float) -> Callable:
+def rate_case(p: float, make: Callable = clustered_rates) -> Callable:
     def run(rng, n_people, seed):
-        df = clustered_rates(rng, n_people, p, "A", 0)
+        df = make(rng, n_people, p, "A", 0)
         fig = group_figures(df, probe="b", metric="m", value="v", groupings=[], better="lower", kind="rate",
                             seed=seed, disparity_kinds=())[0][0]
         return p, fig.ci_low, fig.ci_high
     return run
 
 
-def mean_case(rng, n_people, seed):
-    df = clustered_means(rng, n_people, 1.0, "A", 0)
-    fig = group_figures(df, probe="b", metric="m", value="v", groupings=[], better=None, kind="mean",
-                        n_resamples=N_RESAMPLES, seed=seed, disparity_kinds=())[0][0]
-    return 2.0, fig.ci_low, fig.ci_high
+def mean_case_by(make: Callable) -> Callable:
+    def run(rng, n_people, seed):
+        df = make(rng, n_people, 1.0, "A", 0)
+        fig = group_figures(df, probe="b", metric="m", value="v", groupings=[], better=None, kind="mean",
+                            n_resamples=N_RESAMPLES, seed=seed, disparity_kinds=())[0][0]
+        return 2.0, fig.ci_low, fig.ci_high
+    return run
+
+
+mean_case = mean_case_by(clustered_means)
 
 
 def disparity_case(kind: str, make: Callable, truths: tuple[float, float], value_kind: str,
-                   image_truth: Callable[[float], float]) -> Callable:
+                   image_truth: Callable[[float], float], larger: int = 1) -> Callable:
     def run(rng, n_people, seed):
-        df = _two_groups(make, rng, n_people, truths)
+        df = _two_groups(make, rng, n_people, truths, larger)
         _, disparities = group_figures(df, probe="b", metric="m", value="v", groupings=[["race"]], better="lower",
                                        kind=value_kind, n_resamples=N_RESAMPLES, seed=seed, disparity_kinds=(kind,))
         d = _disparity(disparities, kind)
@@ -168,17 +220,21 @@ def _spreads(rng, n):
     return WITHIN_SD * rng.lognormal(0.0, SPREAD_SD, size=n)
 
 
-def verification_data(rng, n_people: int, groups: Iterable[str]) -> tuple[np.ndarray, pd.DataFrame]:
+def verification_data(rng, n_people: int | dict[str, int], groups: Iterable[str],
+                      images: int = IMAGES_PER_PERSON) -> tuple[np.ndarray, pd.DataFrame]:
+    """``images`` per person; ``n_people`` per group, or by group name."""
     vectors, rows = [], []
-    start = 0
+    start, first_person = 0, 0
     for group in groups:
-        centres = rng.normal(size=(n_people, DIM))
-        sigma = _spreads(rng, n_people)
-        x = (np.repeat(centres, IMAGES_PER_PERSON, axis=0)
-             + np.repeat(sigma, IMAGES_PER_PERSON)[:, None] * rng.normal(size=(n_people * IMAGES_PER_PERSON, DIM)))
+        n = n_people[group] if isinstance(n_people, dict) else n_people
+        centres = rng.normal(size=(n, DIM))
+        sigma = _spreads(rng, n)
+        x = (np.repeat(centres, images, axis=0)
+             + np.repeat(sigma, images)[:, None] * rng.normal(size=(n * images, DIM)))
         vectors.append(x)
-        rows += [(f"i{start + i}", start + i // IMAGES_PER_PERSON, group) for i in range(len(x))]
+        rows += [(f"i{start + i}", first_person + i // images, group) for i in range(len(x))]
         start += len(x)
+        first_person += n
     return np.vstack(vectors), pd.DataFrame(rows, columns=["image_id", "identity", "race"])
 
 
@@ -202,31 +258,35 @@ class VerificationTruth:
         return float(brentq(lambda t: self.fmr(t) - f, 0.1, 10.0, xtol=1e-10))
 
 
-_TRUTHS: dict[str, float] = {}
+_TRUTHS: dict[float, dict[str, float]] = {}
 
 
-def _verification_truths() -> dict[str, float]:
-    """The model's true figures, computed once."""
-    if not _TRUTHS:
+def _verification_truths(target_fmr: float = THRESHOLD_FMR) -> dict[str, float]:
+    """The model's true figures, computed once per target FMR."""
+    if target_fmr not in _TRUTHS:
         truth = VerificationTruth()
-        _TRUTHS.update({"fnmr_at_default": truth.fnmr(VERIFICATION_THRESHOLD),
-                        "fmr_at_default": truth.fmr(VERIFICATION_THRESHOLD),
-                        "threshold_at_fmr_{label}": truth.threshold(THRESHOLD_FMR)})
-    return _TRUTHS
+        _TRUTHS[target_fmr] = {"fnmr_at_default": truth.fnmr(VERIFICATION_THRESHOLD),
+                               "fmr_at_default": truth.fmr(VERIFICATION_THRESHOLD),
+                               "threshold_at_fmr_{label}": truth.threshold(target_fmr)}
+    return _TRUTHS[target_fmr]
 
 
-def verification_case(metric: str, kind: str | None = None) -> Callable:
-    label = f"{THRESHOLD_FMR:.0e}".replace("e-0", "e-")
+def verification_case(metric: str, kind: str | None = None, *, larger: int = 1, images: int = IMAGES_PER_PERSON,
+                      target_fmr: float = THRESHOLD_FMR, max_pairs: int = MAX_IMPOSTOR_PAIRS) -> Callable:
+    label = f"{target_fmr:.0e}".replace("e-0", "e-")
 
     def run(rng, n_people, seed):
-        x, df = verification_data(rng, n_people, ("A", "B") if kind else ("A",))
+        x, df = verification_data(rng, {"A": n_people, "B": larger * n_people}, ("A", "B") if kind else ("A",),
+                                  images)
         res = verification_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=VERIFICATION_THRESHOLD,
-                                 target_fmr=THRESHOLD_FMR, seed=seed, max_impostor_pairs=MAX_IMPOSTOR_PAIRS,
+                                 target_fmr=target_fmr, seed=seed, max_impostor_pairs=max_pairs,
                                  max_cross_pairs=100)
         name = metric.replace("{label}", label)
         if kind is None:
-            value = _verification_truths()[name.replace(label, "{label}")]
             fig = _figure([f for f in res.figures if f.grouping == "race"], "A", name)
+            if "not_estimable" in fig.flags:
+                return math.nan, math.nan, math.nan
+            value = _verification_truths(target_fmr)[name.replace(label, "{label}")]
             return value, fig.ci_low, fig.ci_high
         d = _disparity(res.disparities, kind, name)
         return (0.0 if kind == "gap" else 1.0), d.ci_low, d.ci_high
@@ -315,6 +375,17 @@ CASES: dict[str, Case] = {
     "volume: group of 2m": Case(volume_case(2), COSTLY),
     "volume: group of 10m": Case(volume_case(10), COSTLY),
     "volume gap: groups equal": Case(volume_case(2, "gap"), COSTLY),
+    "rate 10% (1 or 20 images)": Case(rate_case(0.10, rates_by(one_or_twenty_images, 0.3)), CHEAP),
+    "rate 0.1% (20 images each)": Case(rate_case(0.001, rates_by(images_each(20), 0.3)), CHEAP),
+    "rate 1% (80 images each)": Case(rate_case(0.01, rates_by(images_each(80), 0.3)), MEDIUM),
+    "mean (1 or 20 images)": Case(mean_case_by(means_by(one_or_twenty_images)), CHEAP),
+    "gap: rates 10% = 10% (1 or 20 images)": Case(disparity_case("gap", rates_by(one_or_twenty_images, 0.3), (0.1, 0.1),
+                                                             "rate", _identity), CHEAP),
+    "gap: rates 5% = 5% (20x people)": Case(disparity_case("gap", clustered_rates, (0.05, 0.05), "rate", _identity,
+                                                          larger=20), MEDIUM),
+    "FMR gap: groups equal (8x people)": Case(verification_case("fmr_at_default", "gap", larger=8), COSTLY // 4),
+    "threshold at FMR 0.1% (80 images each)": Case(verification_case("threshold_at_fmr_{label}", images=80,
+                                                              target_fmr=1e-3, max_pairs=60_000), COSTLY // 4),
     "leakage: success at own FMR 10%": Case(leakage_case("sar_at_own_fmr_1e-1"), LEAKAGE),
     "leakage: success at own FMR 1%": Case(leakage_case("sar_at_own_fmr_1e-2"), LEAKAGE),
     "leakage: success at own FMR 0.1%": Case(leakage_case("sar_at_own_fmr_1e-3"), LEAKAGE),
@@ -356,9 +427,89 @@ def coverage_table(kinds: Iterable[str] = tuple(CASES), people: Iterable[int] = 
             rows.append(coverage(kind, n, n_sims, seed))
             if progress:
                 r = rows[-1]
-                print(f"  {r.kind:<34} {r.people:>4} people: {100 * r.coverage:5.1f}%  ({r.seconds:.0f} s)",
+                print(f"  {r.kind:<40} {r.people:>4} people: {100 * r.coverage:5.1f}%  ({r.seconds:.0f} s)",
                       file=sys.stderr, flush=True)
     return rows
+
+
+# --------------------------------------------------------------------------- whole runs under the null
+
+BALANCED_RACES = {"r1": 50, "r2": 50, "r3": 50, "r4": 50, "r5": 50}
+UNBALANCED_RACES = {"r1": 8, "r2": 25, "r3": 60, "r4": 150, "r5": 400}
+NULL_GROUPINGS = [["race"], ["gender"], ["race", "gender"]]
+
+
+@dataclass(frozen=True)
+class NullRow:
+    design: str
+    runs: int
+    comparisons_per_run: float
+    fwer_holm: float
+    fwer_bh: float
+    share_p_05: float
+    share_p_1e4: float
+    seconds: float
+
+
+def _null_people(rng, races: dict[str, int], make: Callable, truth: float) -> pd.DataFrame:
+    frames, start = [], 0
+    for race, n in races.items():
+        df = make(rng, n, truth, race, start)
+        frames.append(df)
+        start += n
+    df = pd.concat(frames, ignore_index=True)
+    gender = rng.integers(0, 2, size=start)     # one gender per person, independent of everything
+    df["gender"] = np.where(gender[df["identity"].to_numpy()] == 0, "f", "m")
+    return df
+
+
+def null_run(rng, races: dict[str, int], seed: int) -> list:
+    """Every disparity of one simulated run in which all groups share the truth (see the module docstring)."""
+    disparities = []
+    for make, truth, kind in ((clustered_rates, 0.05, "rate"), (rates_by(images_each(20), 0.3), 0.005, "rate"),
+                              (clustered_means, 1.0, "mean")):
+        df = _null_people(rng, races, make, truth)
+        _, d = group_figures(df, probe="b", metric=f"{kind}{truth}", value="v", groupings=NULL_GROUPINGS,
+                             better="lower", kind=kind, n_resamples=N_RESAMPLES, seed=seed)
+        disparities += d
+    x, df = verification_data(rng, races, tuple(races))
+    df["gender"] = np.where(rng.integers(0, 2, size=int(df["identity"].max()) + 1)[df["identity"]] == 0, "f", "m")
+    # the FMR over race and gender only: the crossed groups' threshold searches would triple the time
+    res = verification_probe(x, df, groupings=NULL_GROUPINGS[:2], metric="euclidean", threshold=VERIFICATION_THRESHOLD,
+                             target_fmr=THRESHOLD_FMR, seed=seed, max_impostor_pairs=MAX_IMPOSTOR_PAIRS,
+                             max_cross_pairs=100)
+    disparities += [d for d in res.disparities if d.metric == "fmr_at_default"]
+    return disparities
+
+
+def null_family_error(races: dict[str, int], runs: int, seed: int = 0, design: str = "") -> NullRow:
+    rng = np.random.default_rng([seed, sum(races.values())])
+    started = time.monotonic()
+    holm = bh = 0
+    n_p = n_05 = n_1e4 = 0
+    for i in range(runs):
+        disparities = null_run(rng, races, i)
+        holm += mark_findings(disparities, "holm")["n_findings"] > 0
+        bh += mark_findings(disparities, "bh")["n_findings"] > 0
+        p = np.array([d.p_value for d in disparities if d.p_value is not None and math.isfinite(d.p_value)])
+        n_p += len(p)
+        n_05 += int(np.sum(p <= 0.05))
+        n_1e4 += int(np.sum(p <= 1e-4))
+    return NullRow(design, runs, n_p / runs, holm / runs, bh / runs, n_05 / max(n_p, 1), n_1e4 / max(n_p, 1),
+                   time.monotonic() - started)
+
+
+def format_null_table(rows: list[NullRow]) -> str:
+    head = (f"{'design':<40}{'runs':>6}{'comparisons':>13}{'FWER Holm':>11}{'FWER BH':>9}"
+            f"{'p<=0.05':>9}{'p<=1e-4':>10}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.design:<40}{r.runs:>6}{r.comparisons_per_run:>13.0f}{100 * r.fwer_holm:>10.1f}%"
+                     f"{100 * r.fwer_bh:>8.1f}%{100 * r.share_p_05:>8.2f}%{1e4 * r.share_p_1e4:>9.2f}x")
+    lines.append("\nEvery group shares the truth: every finding is false.  FWER = runs with at least one finding "
+                 "(nominal at most 5%); p<=0.05 = share of single comparisons (nominal 5%, lower for the "
+                 "discrete rates); p<=1e-4 = share over the nominal 1e-4 (at most 2x).")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[Row]) -> str:
@@ -366,8 +517,8 @@ def format_table(rows: list[Row]) -> str:
     people = sorted({r.people for r in rows})
     kinds = list(dict.fromkeys(r.kind for r in rows))
     by = {(r.kind, r.people): r for r in rows}
-    head = f"{'kind':<34}{'sims':>6}" + "".join(f"{f'{n} people':>22}" for n in people)
-    sub = f"{'':<40}" + "".join(f"{'coverage   width':>22}" for _ in people)
+    head = f"{'kind':<40}{'sims':>6}" + "".join(f"{f'{n} people':>22}" for n in people)
+    sub = f"{'':<46}" + "".join(f"{'coverage   width':>22}" for _ in people)
     lines = [head, sub, "-" * len(head)]
     for kind in kinds:
         cells = []
@@ -378,7 +529,7 @@ def format_table(rows: list[Row]) -> str:
             else:
                 cells.append(f"{100 * r.coverage:>12.1f}%  {r.median_width:>7.3g}" if r else f"{'':>22}")
         sims = max(r.n_sims for r in rows if r.kind == kind)
-        lines.append(f"{kind:<34}{sims:>6}" + "".join(cells))
+        lines.append(f"{kind:<40}{sims:>6}" + "".join(cells))
     lines.append("\nNominal coverage 95%; width = median width of the interval (rates as fractions, volume in "
                  "log units per dimension).")
     return "\n".join(lines)
@@ -393,13 +544,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kinds", default=None,
                         help=("comma-separated kinds (default: all): " + "; ".join(CASES)).replace("%", "%%"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--null-runs", type=int, default=0,
+                        help="also simulate this many whole runs under the global null, balanced and unbalanced "
+                             "groups, and print their family-wise error (e.g. 100)")
+    parser.add_argument("--null-only", action="store_true", help="only the global-null table")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",")] if args.kinds else list(CASES)
     unknown = [k for k in kinds if k not in CASES]
     if unknown:
         parser.error(f"unknown kinds {unknown}; choose from: {', '.join(CASES)}")
     people = [int(p) for p in args.people.split(",")]
-    print(format_table(coverage_table(kinds, people, args.sims, args.seed, progress=True)))
+    if not args.null_only:
+        print(format_table(coverage_table(kinds, people, args.sims, args.seed, progress=True)))
+    if args.null_runs or args.null_only:
+        runs = args.null_runs or 100
+        rows = [null_family_error(BALANCED_RACES, runs, args.seed, "balanced: 5 x 50 people"),
+                null_family_error(UNBALANCED_RACES, runs, args.seed, "unbalanced: 8, 25, 60, 150, 400 people")]
+        print()
+        print(format_null_table(rows))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,12 @@ different people, and every sample says how many pairs exist
 A rate near ``f`` rests on about ``f * N`` false matches, and a rate on
 fewer than 30 events is not to be leant on (NIST FRVT's "rule of 30"): so a
 threshold at FMR ``f`` needs at least ``30 / f`` impostor pairs (30,000 at
-``f = 1e-3``).  Below that it is flagged ``not_estimable``
+``f = 1e-3``), and as many pairs of *people*: the image pairs of two people
+fall on the same side of a threshold together, so 10 people with 80 images
+each hold 200,000 image pairs but only 45 pairs of people
+(:func:`effective_person_pairs` counts them by Kish, ``(sum w)^2 / sum
+w^2`` over the image pairs ``w`` of each pair of people, so 246 people with
+one image each suffice at 1e-3).  Below that it is flagged ``not_estimable``
 (:data:`audit.results.FLAG_NOT_ESTIMABLE`), which keeps it out of findings
 and fails any gate rule on it.
 
@@ -35,7 +40,7 @@ from audit.errors import InputError
 
 __all__ = ["ImpostorPairs", "sample_impostor_pairs", "sample_cross_pairs", "count_impostor_pairs",
            "threshold_at_fmr", "fmr_threshold_estimable", "min_impostor_pairs", "MIN_FALSE_MATCHES",
-           "pair_distances", "not_estimable_reason"]
+           "pair_distances", "not_estimable_reason", "effective_person_pairs"]
 
 #: False matches a rate must rest on (NIST's rule of 30): a threshold at FMR f needs 30 / f pairs.
 MIN_FALSE_MATCHES = 30
@@ -212,12 +217,32 @@ def min_impostor_pairs(fmr: float) -> int:
     return int(math.ceil(MIN_FALSE_MATCHES / fmr - 1e-9))
 
 
-def fmr_threshold_estimable(n_pairs: int, fmr: float) -> bool:
-    """Whether ``n_pairs`` distinct impostor pairs can estimate a threshold at FMR ``fmr``."""
-    return int(n_pairs) >= min_impostor_pairs(fmr)
+def effective_person_pairs(person_a: np.ndarray, person_b: np.ndarray) -> float:
+    """Kish's effective number of pairs of people behind image pairs ``(person_a[k], person_b[k])``."""
+    a, b = np.asarray(person_a), np.asarray(person_b)
+    if len(a) == 0:
+        return 0.0
+    codes, _ = pd.factorize(np.concatenate([a, b]))
+    ca, cb = codes[: len(a)].astype(np.int64), codes[len(a):].astype(np.int64)
+    g = int(codes.max()) + 1
+    _, per_pair = np.unique(np.minimum(ca, cb) * g + np.maximum(ca, cb), return_counts=True)
+    per_pair = per_pair.astype(np.float64)
+    return float(per_pair.sum() ** 2 / np.sum(per_pair ** 2))
 
 
-def not_estimable_reason(n_pairs: int, fmr: float) -> str:
+def fmr_threshold_estimable(n_pairs: int, fmr: float, person_pairs: float | None = None) -> bool:
+    """Whether ``n_pairs`` distinct impostor pairs of ``person_pairs`` (effective) pairs of people can
+    estimate a threshold at FMR ``fmr``: both must reach ``30 / fmr``."""
+    needed = min_impostor_pairs(fmr)
+    return int(n_pairs) >= needed and (person_pairs is None or person_pairs >= needed - 1e-9)
+
+
+def not_estimable_reason(n_pairs: int, fmr: float, person_pairs: float | None = None) -> str:
     """One sentence for the report and results: why a threshold at ``fmr`` is not estimable."""
-    return (f"a threshold at FMR {fmr:g} needs at least {min_impostor_pairs(fmr):,} distinct impostor pairs "
+    needed = min_impostor_pairs(fmr)
+    if int(n_pairs) >= needed and person_pairs is not None and person_pairs < needed:
+        return (f"a threshold at FMR {fmr:g} needs at least {needed:,} distinct pairs of people "
+                f"({MIN_FALSE_MATCHES} expected false matches between different pairs of people); "
+                f"the {int(n_pairs):,} impostor pairs come from about {person_pairs:,.0f} pairs of people")
+    return (f"a threshold at FMR {fmr:g} needs at least {needed:,} distinct impostor pairs "
             f"({MIN_FALSE_MATCHES} expected false matches); {int(n_pairs):,} were available")

@@ -75,8 +75,8 @@ from audit.results import ALL, FLAG_NOT_ESTIMABLE, grouping_name
 from probes.compare import difference, pairs_of
 from probes.estimates import (Estimate, ProportionEstimate, QuantileEstimate, clustered_proportion,
                               pair_proportion)
-from probes.pairs import (ImpostorPairs, fmr_threshold_estimable, min_impostor_pairs, not_estimable_reason,
-                          pair_distances, sample_cross_pairs, sample_impostor_pairs, threshold_at_fmr)
+from probes.pairs import (ImpostorPairs, effective_person_pairs, fmr_threshold_estimable, min_impostor_pairs,
+                          not_estimable_reason, pair_distances, sample_cross_pairs, sample_impostor_pairs, threshold_at_fmr)
 from probes.result import ProbeResult
 from probes.stats import (DEFAULT_CONFIDENCE, DEFAULT_MIN_PEOPLE, check_columns, check_confidence,
                           check_groupings, figure_from_estimate, GroupedFigures, iter_groups, rate_flags)
@@ -246,7 +246,8 @@ def verification_probe(embeddings: np.ndarray, samples: pd.DataFrame, *,
     fdr = {g: _fairness_discrepancy(tables.collected, g, label, confidence)
            for g in dict.fromkeys(g for g, _, _ in groups) if g != ALL}
     details = {
-        **_rules_and_thresholds(names, threshold, target_fmr, global_t, global_ok, global_pairs, confidence),
+        **_rules_and_thresholds(names, threshold, target_fmr, global_t, global_ok, global_pairs, confidence,
+                                measured.global_person_pairs),
         "pairs": "given" if pairs is not None else "generated",
         "impostor_pairs": impostor_pairs, "pairs_dropped_unknown_images": measured.dropped,
         "max_impostor_pairs": max_impostor_pairs, "seed": seed, "metric": metric,
@@ -268,6 +269,8 @@ class _MeasuredPairs:
     genuine_d: np.ndarray
     impostors: dict[tuple[str, str], tuple[ImpostorPairs, np.ndarray]]
     dropped: int
+    #: Effective pairs of people behind everyone's impostor pairs (set by :meth:`global_threshold`).
+    global_person_pairs: float | None = None
 
     def everyone(self) -> tuple[ImpostorPairs, np.ndarray]:
         return self.impostors[ALL, ALL]
@@ -275,9 +278,13 @@ class _MeasuredPairs:
     def global_threshold(self, target_fmr: float) -> tuple[Estimate, bool, int]:
         """The threshold at ``target_fmr`` over everyone's impostor pairs, whether it is estimable, the pairs."""
         sample, distances = self.everyone()
-        estimate = threshold_estimate(distances, self.persons[sample.a], self.persons[sample.b], target_fmr)
-        n_pairs = int(np.isfinite(distances).sum())
-        return estimate, fmr_threshold_estimable(n_pairs, target_fmr), n_pairs
+        pa, pb = self.persons[sample.a], self.persons[sample.b]
+        estimate = threshold_estimate(distances, pa, pb, target_fmr)
+        finite = np.isfinite(distances)
+        n_pairs = int(finite.sum())
+        person_pairs = effective_person_pairs(pa[finite], pb[finite])
+        self.global_person_pairs = person_pairs
+        return estimate, fmr_threshold_estimable(n_pairs, target_fmr, person_pairs), n_pairs
 
 
 def _measure_pairs(x: np.ndarray, acquired: np.ndarray, persons: np.ndarray, groups: list, *, metric: str,
@@ -319,7 +326,9 @@ class _GroupTables:
         pa, pb = persons[sample.a], persons[sample.b]
         n_acquired_pairs = int(np.isfinite(i_d).sum())
         own = threshold_estimate(i_d, pa, pb, target_fmr)
-        own_ok = fmr_threshold_estimable(n_acquired_pairs, target_fmr)
+        finite = np.isfinite(i_d)
+        person_pairs = effective_person_pairs(pa[finite], pb[finite])
+        own_ok = fmr_threshold_estimable(n_acquired_pairs, target_fmr, person_pairs)
         n_imp_people = len(np.unique(np.concatenate([pa, pb])))
         values = _group_rates(g_persons, g_d, pa, pb, i_d, label=label, default=threshold, global_t=global_t,
                               global_ok=global_ok, own=own, own_ok=own_ok)
@@ -329,7 +338,7 @@ class _GroupTables:
                                            "genuine_pairs_without_face": int(np.isnan(g_d).sum()),
                                            "impostor_pairs": {**sample.counts(), "with_both_faces": n_acquired_pairs}}
         self.own_thresholds[f"{g}: {lab}"] = _own_threshold_record(own, own_ok, n_acquired_pairs, n_imp_people,
-                                                                   target_fmr, confidence)
+                                                                   target_fmr, confidence, person_pairs)
         self.det["by_group"].setdefault(g, {})[lab] = _det_curve(g_d, i_d, self.det_thresholds)
         self.summary.append(_summary_row(g, lab, mask, measured.acquired, persons, values, confidence))
 
@@ -339,7 +348,7 @@ class _GroupTables:
 
 
 def _rules_and_thresholds(names: dict, threshold: float, target_fmr: float, global_t: Estimate, global_ok: bool,
-                          global_pairs: int, confidence: float) -> dict:
+                          global_pairs: int, confidence: float, global_person_pairs: float | None = None) -> dict:
     """The part of the details that says how the rates were counted and where the thresholds lie."""
     return {
         "match_rule": "distance <= threshold",
@@ -352,7 +361,8 @@ def _rules_and_thresholds(names: dict, threshold: float, target_fmr: float, glob
         "global_threshold_interval": list(global_t.interval(confidence)) if global_ok else None,
         "global_threshold_estimable": global_ok,
         "impostor_pairs_needed": min_impostor_pairs(target_fmr),
-        **({} if global_ok else {"global_threshold_reason": not_estimable_reason(global_pairs, target_fmr)}),
+        **({} if global_ok else {"global_threshold_reason": not_estimable_reason(global_pairs, target_fmr,
+                                                                                 global_person_pairs)}),
     }
 
 
@@ -378,11 +388,11 @@ def _add_figures(collected: GroupedFigures, values: dict, names: dict, *, groupi
 
 
 def _own_threshold_record(own: Estimate, own_ok: bool, n_pairs: int, n_people: int, target_fmr: float,
-                          confidence: float) -> dict:
+                          confidence: float, person_pairs: float) -> dict:
     """A group's own threshold at the target FMR, its interval, and why it is not estimable where not."""
     return {"threshold": own.value, "interval": list(own.interval(confidence)) if n_people >= 2 else None,
-            "estimable": own_ok, "impostor_pairs": n_pairs,
-            **({} if own_ok else {"reason": not_estimable_reason(n_pairs, target_fmr)})}
+            "estimable": own_ok, "impostor_pairs": n_pairs, "person_pairs": person_pairs,
+            **({} if own_ok else {"reason": not_estimable_reason(n_pairs, target_fmr, person_pairs)})}
 
 
 def _check_pair_settings(target_fmr: float, impostor_pairs: str, pairs: pd.DataFrame | None) -> None:

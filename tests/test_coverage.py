@@ -41,11 +41,23 @@ REDUCED = [
     ("volume: group of 2m", 40, 150),
     ("volume: group of 10m", 20, 100),
     ("volume gap: groups equal", 40, 120),
+    ("rate 10% (1 or 20 images)", 30, 400),
+    ("mean (1 or 20 images)", 30, 300),
+    ("gap: rates 10% = 10% (1 or 20 images)", 30, 400),
+    ("gap: rates 5% = 5% (20x people)", 20, 300),
+    ("rate 0.1% (20 images each)", 400, 200),
+    ("FMR gap: groups equal (8x people)", 25, 60),
     ("leakage: success at own FMR 10%", 60, 150),
     ("leakage: rank 1 in equal gallery", 60, 150),
     ("leakage: AUC", 60, 150),
     ("leakage AUC gap: crowded = spread", 60, 100),
 ]
+
+
+#: Kinds resting on a handful of errors (or few people carrying them): an exact interval cannot be
+#: narrower there and covers more than 95%, so only the lower end is checked, tighter (the failure
+#: these rows guard against is an image-level interval, 72-77% coverage).
+FEW_ERRORS = {"gap: rates 5% = 5% (20x people)", "rate 0.1% (20 images each)"}
 
 
 def test_every_kind_of_the_benchmark_is_checked_here_or_named_in_it():
@@ -55,8 +67,28 @@ def test_every_kind_of_the_benchmark_is_checked_here_or_named_in_it():
 @pytest.mark.parametrize("kind, people, sims", REDUCED, ids=[f"{k} ({p})" for k, p, _ in REDUCED])
 def test_interval_covers_the_truth_about_95_percent_of_the_time(kind, people, sims):
     row = coverage(kind, people, sims, seed=2026)
-    assert 0.90 <= row.coverage <= 0.99, f"{kind} at {people} people: {100 * row.coverage:.1f}% coverage"
+    low, high = (0.93, 1.0) if kind in FEW_ERRORS else (0.90, 0.99)
+    assert low <= row.coverage <= high, f"{kind} at {people} people: {100 * row.coverage:.1f}% coverage"
     assert row.median_width > 0
+
+
+def test_a_threshold_from_many_images_of_few_people_is_not_estimable():
+    """10 people x 80 images: 60,000 impostor image pairs, 45 pairs of people, at FMR 1e-3."""
+    row = coverage("threshold at FMR 0.1% (80 images each)", 10, 3, seed=2026)
+    assert math.isnan(row.coverage)
+
+
+@pytest.mark.parametrize("races", ["balanced", "unbalanced"])
+def test_whole_runs_under_the_global_null_keep_the_family_wise_error(races):
+    """Every group shares the truth; Holm over every disparity of a run keeps false findings rare and a
+    single comparison's p <= 1e-4 near its nominal rate (checked on a few seeded runs)."""
+    from coverage import BALANCED_RACES, UNBALANCED_RACES, null_family_error
+
+    row = null_family_error(BALANCED_RACES if races == "balanced" else UNBALANCED_RACES, 4, seed=2026)
+    assert row.comparisons_per_run > 100
+    assert row.fwer_holm <= 1 / 4
+    assert row.share_p_05 <= 0.08
+    assert row.share_p_1e4 * row.comparisons_per_run * row.runs <= 2
 
 
 def test_a_threshold_from_too_few_pairs_is_reported_not_estimable_not_as_a_miss():

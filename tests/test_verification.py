@@ -106,7 +106,10 @@ def test_generated_pairs_global_threshold_and_group_spread():
     assert fmr["B"].value > fmr["A"].value
     thr = by(res, "threshold_at_fmr_1e-3")
     assert thr["B"].value < thr["A"].value
-    assert thr["A"].n_images == 60_000 and FLAG_NOT_ESTIMABLE not in thr["A"].flags
+    # 60,000 image pairs, but of 120 people: 7,140 pairs of people, fewer than the 30,000 FMR 1e-3 needs
+    assert thr["A"].n_images == 60_000 and FLAG_NOT_ESTIMABLE in thr["A"].flags
+    record = to_json(res.details)["thresholds_by_group"]["race: A"]
+    assert record["person_pairs"] < 7_141 and "pairs of people" in record["reason"]
     own = by(res, "fnmr_at_own_fmr_1e-3")
     assert own["B"].value > by(res, "fnmr_at_fmr_1e-3")["B"].value  # B's own, stricter threshold rejects more
     for f in res.figures:
@@ -140,6 +143,22 @@ def test_a_threshold_from_too_few_impostor_pairs_is_not_estimable_with_its_count
     rule = Rule(id="t", metric="verification.threshold_at_fmr_1e-3", grouping="race", min=0.0)
     (check,) = evaluate_policy(Policy(rules=(rule,)), results).checks
     assert not check.passed and "not estimable" in check.reason
+
+
+def test_a_threshold_needs_pairs_of_people_not_only_image_pairs():
+    """10 people x 80 images hold 316,000 impostor image pairs but 45 pairs of people: not estimable at
+    FMR 1e-3; 250 people with one image each (31,125 pairs of people) are."""
+    rng = np.random.default_rng(4)
+    x, df = people_in_space(rng, {"A": (10, 1.0)}, images=80)
+    res = verification_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=0.8,
+                             max_impostor_pairs=40_000)
+    thr = by(res, "threshold_at_fmr_1e-3")["A"]
+    assert thr.n_images == 40_000 and FLAG_NOT_ESTIMABLE in thr.flags
+    assert to_json(res.details)["thresholds_by_group"]["race: A"]["person_pairs"] == pytest.approx(45, abs=1)
+    x, df = people_in_space(rng, {"A": (250, 1.0)}, images=1)
+    res = verification_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=0.8,
+                             max_impostor_pairs=40_000)
+    assert FLAG_NOT_ESTIMABLE not in by(res, "threshold_at_fmr_1e-3")["A"].flags
 
 
 def test_fmr_interval_width_matches_the_spread_of_the_estimate():
