@@ -123,6 +123,9 @@ class Disparity:
     after the correction for every comparison of the run, and ``finding``
     whether the difference survived it (never under a blocking flag).
     ``worst_pair`` marks the pair with the largest value of its grouping.
+    ``p_value_generators`` is the test across generator seeds of an
+    inversion figure (None with one generator); ``p_value`` is then the
+    larger of the two (:mod:`probes.generator_seeds`).
     """
 
     probe: str
@@ -139,6 +142,7 @@ class Disparity:
     p_adjusted: float | None = None
     finding: bool = False
     worst_pair: bool = False
+    p_value_generators: float | None = None
 
     @property
     def pair(self) -> tuple[str, ...]:
@@ -171,7 +175,7 @@ def disparities_to_dicts(disparities: Iterable[Disparity]) -> list[dict]:
 _REQUIRED = {"figures": ("probe", "metric", "grouping", "group", "value"),
              "disparities": ("probe", "metric", "grouping", "kind", "value")}
 _TEXT_FIELDS = ("probe", "metric", "grouping", "group", "kind", "worst_group", "best_group", "better")
-_NUMBER_FIELDS = ("value", "ci_low", "ci_high", "p_value", "p_adjusted")
+_NUMBER_FIELDS = ("value", "ci_low", "ci_high", "p_value", "p_adjusted", "p_value_generators")
 _COUNT_FIELDS = ("n_images", "n_people", "count")
 _BOOL_FIELDS = ("finding", "worst_pair")
 

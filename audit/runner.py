@@ -35,13 +35,14 @@ from audit.outputs import check_writable_folder, write_atomic, writing
 from audit.pipeline import build_embedder, default_group_by, load_dataset_for_run, open_target, opened_cache
 from audit.result_sections import (DatasetSection, EnvironmentSection, FindingsSummary, InversionSection,
                                    PermutationTest, ProbeSections, TargetSection, ToolSection, VerificationSection)
-from audit.results import (ALL, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, FLAG_UNSTABLE, GROUPS_FILE,
+from audit.results import (ALL, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, GROUPS_FILE,
                            RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, Results, grouping_name, load_results,
                            write_json_atomic)
 from audit.run_config import RunConfig
 from audit.targets.base import STATUS_OK
 from probes.detection import detection_probe
 from probes.findings import mark_findings
+from probes.generator_seeds import judge_across_generators
 from probes.inversion.artifact import check_target, read_artifact
 from probes.inversion.leakage import LeakageResult, leakage_figures
 from probes.inversion.metrics import DEFAULT_FMR
@@ -177,10 +178,12 @@ def _finite(value) -> float | None:
 
 def mark_unstable(disparities: Sequence[Disparity], samples: pd.DataFrame,
                   groupings: Sequence[Sequence[str]]) -> None:
-    """Flag a disparity whose worst group is not worse than its best group under every generator.
+    """Judge each inversion disparity across the generators (:mod:`probes.generator_seeds`).
 
     A difference between groups that flips with the generator's seed
-    describes the generator, not the target: it is never a finding.
+    describes the generator, not the target: it is flagged ``unstable``
+    and never a finding; with several generators the p-value also needs
+    the generators' own test.
     """
     columns = {metric: (column, better) for metric, column, _, better, _ in INVERSION_METRICS}
     by_name = {grouping_name(g): list(g) for g in groupings}
@@ -191,10 +194,7 @@ def mark_unstable(disparities: Sequence[Disparity], samples: pd.DataFrame,
         means = _group_means(samples, column, by_name[d.grouping])
         if d.worst_group not in means or d.best_group not in means:
             continue
-        gap = means[d.worst_group] - means[d.best_group]
-        worse = gap < 0 if better == "higher" else gap > 0
-        if not bool(worse.all()) and FLAG_UNSTABLE not in d.flags:
-            d.flags.append(FLAG_UNSTABLE)
+        judge_across_generators(d, means[d.worst_group].to_numpy(), means[d.best_group].to_numpy(), better)
 
 
 def leakage_spread(leakage: LeakageResult) -> dict:
@@ -211,16 +211,14 @@ def leakage_spread(leakage: LeakageResult) -> dict:
 
 
 def mark_unstable_leakage(disparities: Sequence[Disparity], leakage: LeakageResult) -> None:
-    """:func:`mark_unstable` for the leakage figures: the worst group must be worse under every generator."""
+    """:func:`mark_unstable` for the leakage figures (higher leaks more: the worst group is the higher)."""
     for d in disparities:
         worst = leakage.groups.get((d.grouping, d.worst_group or ""))
         best = leakage.groups.get((d.grouping, d.best_group or ""))
         if d.probe != "inversion" or worst is None or best is None or d.metric not in worst.per_generator \
                 or d.metric not in best.per_generator:
             continue
-        pairs = zip(worst.per_generator[d.metric], best.per_generator[d.metric])
-        if not all(w > b for w, b in pairs) and FLAG_UNSTABLE not in d.flags:
-            d.flags.append(FLAG_UNSTABLE)
+        judge_across_generators(d, worst.per_generator[d.metric], best.per_generator[d.metric], "lower")
 
 
 def _pairs_folder(image_ids: pd.Series) -> str:
