@@ -14,6 +14,8 @@ import csv
 import io
 import json
 import logging
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -314,3 +316,21 @@ def test_chart_functions_draw_hostile_groups_in_their_legends(monkeypatch):
     charts.composition_chart({H["mathtext"]: {g: {"n_images": 2, "n_people": 1} for g in groups}}, palette)
     charts.distribution_panels("race", {g: DistanceSamples(genuine=[0.2, 0.3], random_pair=[0.6, 0.7])
                                         for g in groups}, {"default": 0.5}, palette)
+
+
+@pytest.mark.skipif(shutil.which("pdfinfo") is None, reason="poppler's pdfinfo is not installed (apt install "
+                                                             "poppler-utils)")
+def test_the_pdf_title_shows_a_hostile_target_name_escaped(hostile, tmp_path):
+    """The report's title (and so the PDF's metadata) names the target, which a results file or plugin names."""
+    run = tmp_path / "run"
+    shutil.copytree(hostile["run"], run)
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    results["target"]["name"] = f"dlib {H['title']} {H['markup']} {H['bidi']}"
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    done = invoke("report", run, "--format", "both")
+    assert done.exit_code == 0, done.output
+    info = subprocess.run(["pdfinfo", str(run / "report.pdf")], capture_output=True, text=True, check=True).stdout
+    title = next(line for line in info.splitlines() if line.startswith("Title:"))
+    assert "dlib B\\x1b]0;owned\\x07" in title and "\\u202eetihW" in title
+    assert not RAW_CONTROL.search(title)
+    assert report_problem((run / "report.html").read_text(encoding="utf-8"), H.values()) is None
