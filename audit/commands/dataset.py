@@ -122,7 +122,7 @@ def import_command(kind: str, src: Path, dest: Path, copy_images: bool, overwrit
         echo("  nothing excluded")
     if summary.n_duplicates:
         echo(f"  {_n(summary.n_duplicates)} images are byte-identical copies of another: they stay "
-                   "in the manifest, and loading keeps the first copy of each")
+             "in the manifest, and loading keeps the first copy of each")
     if summary.notes:
         echo(f"  notes ({len(summary.notes)}, all in {summary.dest / 'dataset.json'}):")
         for note in summary.notes[:MAX_LISTED_NOTES]:
@@ -194,14 +194,14 @@ def balance_command(src: Path, dest: Path, by: tuple[str, ...], per_group: int, 
                               allow_smaller=allow_smaller, copy=copy_images, overwrite=overwrite)
     selection = summary.selection
     echo(f"Balanced {summary.source} by {' x '.join(selection.by)} into {summary.dest} "
-               f"(seed {selection.seed}, images {'copied' if summary.mode == 'copy' else 'linked'})")
+         f"(seed {selection.seed}, images {'copied' if summary.mode == 'copy' else 'linked'})")
     labels = [terminal_text(g.group) for g in selection.groups]   # as shown, before the column is measured
     width = max(len("group"), *map(len, labels))
     echo(f"  {'group':<{width}}  {'available':>9}  {'people':>7}  {'chosen':>7}  {'people':>7}")
     for g, label in zip(selection.groups, labels):
         mark = "  < short" if g.short else ""
         echo(f"  {label:<{width}}  {_n(g.n_images_available):>9}  {_n(g.n_people_available):>7}  "
-                   f"{_n(g.n_images_selected):>7}  {_n(g.n_people_selected):>7}{mark}")
+             f"{_n(g.n_images_selected):>7}  {_n(g.n_people_selected):>7}{mark}")
     echo(f"  {_n(len(selection.table))} images in all")
     for note in selection.notes():
         echo(f"  {note}")

@@ -64,12 +64,11 @@ def embed(target_spec, target_option, dataset_dir, export_path, failures_path, c
         result = embedder.embed_dataset(dataset, chip_size=None)
     elapsed = time.monotonic() - started
     echo(f"Target {target.name} ({target.fingerprint()}): {len(result.table)} images in "
-               f"{elapsed:.1f}s; {result.n_computed} computed, {result.n_from_cache} from the cache.")
+         f"{elapsed:.1f}s; {result.n_computed} computed, {result.n_from_cache} from the cache.")
     echo(summarize_detection(result.table, dataset.attributes))
     failed = result.table[~result.ok]
     if len(failed):
-        echo(describe_failures(failed, limit=MAX_LISTED_FAILURES,
-                                     written_to=failures_path))
+        echo(describe_failures(failed, limit=MAX_LISTED_FAILURES, written_to=failures_path))
     if failures_path is not None:
         write_atomic(failures_path, csv_frame(failed[["image_id", "status", "reason"]]).to_csv(index=False),
                      what="the --failures file", option="--failures")

@@ -69,6 +69,6 @@ def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epo
         workers=workers, scheduler=scheduler, show_progress=not quiet)
     summary = artifact.info["training_set"]
     echo(f"Generator: {artifact.folder} (target {artifact.info['target']['name']}, best epoch "
-               f"{artifact.info['best_epoch']}, validation distance {artifact.info['best_val_mean_distance']:.3f})")
+         f"{artifact.info['best_epoch']}, validation distance {artifact.info['best_val_mean_distance']:.3f})")
     echo(f"Trained on {summary['n_train_images']} images of {summary['n_train_people']} people; dropped: "
-               + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["dropped"].items()) or "none"))
+         + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["dropped"].items()) or "none"))
