@@ -49,14 +49,20 @@ def _command_words(group: click.Group, args: list[str]) -> list[str]:
 
 
 def _error_line(message: str) -> None:
-    """The one ``Error: ...`` line: the message quotes labels and file names, so its control characters
-    are shown, not obeyed."""
+    """The one ``Error: ...`` line, on one line and through :func:`audit.sinks.terminal_text`.
+
+    Messages quote labels, groups and file names from the dataset: their
+    control characters are shown, never sent to the terminal.
+    """
     click.echo(f"Error: {terminal_text(' '.join(str(message).split()))}", err=True)
 
 
 class TerminalLogHandler(logging.Handler):
-    """Log records on the current stderr, as Python's last-resort handler writes them, but through
-    :func:`audit.sinks.terminal_text`: warnings quote group labels and image paths."""
+    """Log records on the current stderr, as Python's last-resort handler writes them, but escaped.
+
+    Warnings quote group labels and image paths (a small group, a chunk that
+    killed its workers): each record goes through :func:`audit.sinks.terminal_text`.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
