@@ -139,7 +139,7 @@ def html_text(text: Any) -> str:
 
     ``<``, ``&`` and quotes are Jinja's to escape (autoescape), not this
     function's.  What it adds: a control character is invisible in a page
-    (a reader would see ``B]0;x`` for ``B\x1b]0;x\x07``, and two labels that
+    (a reader would see ``B]0;x`` for ``B\\x1b]0;x\\x07``, and two labels that
     differ only there would look the same), WeasyPrint has no glyph for it,
     and a bidirectional override would reorder the text after it in the
     report (a group's name, its figures).  Tabs, line feeds and carriage
