@@ -119,6 +119,19 @@ def test_progress_lines_show_a_description_escaped():
     assert not RAW_CONTROL.search(stream.getvalue())
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_on_a_terminal_reads_no_markup_from_a_description():
+    stream = _Terminal()
+    with Progress(f"Embedding ([bold red]x[/] {H['title']})", 1, stream=stream) as bar:
+        bar.advance()
+    assert "[bold red]x[/]" in stream.getvalue()
+    assert "B\\x1b]0;owned\\x07" in stream.getvalue()
+
+
 def test_log_records_reach_the_terminal_escaped(capsys):
     from audit.cli import TerminalLogHandler
 
