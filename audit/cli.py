@@ -8,7 +8,9 @@ an exit code.  Each command lives in :mod:`audit.commands`.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+import warnings
 
 import click
 
@@ -16,6 +18,7 @@ from audit import __version__
 from audit.crash import internal_error_message, write_crash_log
 from audit.errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, AuditError
 from audit.outputs import describe_os_error, is_environment_error
+from audit.sinks import terminal_text
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -45,6 +48,46 @@ def _command_words(group: click.Group, args: list[str]) -> list[str]:
     return words
 
 
+def _error_line(message: str) -> None:
+    """The one ``Error: ...`` line, on one line and through :func:`audit.sinks.terminal_text`.
+
+    Messages quote labels, groups and file names from the dataset: their
+    control characters are shown, never sent to the terminal.
+    """
+    click.echo(f"Error: {terminal_text(' '.join(str(message).split()))}", err=True)
+
+
+class TerminalLogHandler(logging.Handler):
+    """Log records on the current stderr, as Python's last-resort handler writes them, but escaped.
+
+    Warnings quote group labels and image paths (a small group, a chunk that
+    killed its workers): each record goes through :func:`audit.sinks.terminal_text`.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(terminal_text(self.format(record), multiline=True) + "\n")
+        except Exception:  # logging must never stop the command
+            self.handleError(record)
+
+
+_format_warning = warnings.formatwarning
+
+
+def _terminal_safe_warning(message, category, filename, lineno, line=None) -> str:
+    """Python's warning text with its control characters shown (a library may quote a label)."""
+    return terminal_text(_format_warning(message, category, filename, lineno, line), multiline=True)
+
+
+def _guard_terminal() -> None:
+    """Route log records and warnings through :func:`audit.sinks.terminal_text` (once per process)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = TerminalLogHandler(logging.WARNING)
+        root.addHandler(handler)
+    warnings.formatwarning = _terminal_safe_warning
+
+
 class AuditGroup(click.Group):
     """A click group that reports every error as one clean line and an exit code.
 
@@ -69,6 +112,7 @@ class AuditGroup(click.Group):
     def invoke(self, ctx: click.Context):  # noqa: D401 - click API
         args = ctx.meta.get("audit.args", [])
         command = " ".join(["audit", *_command_words(self, args)])
+        _guard_terminal()
         try:
             if _BROKEN_COMMANDS:
                 name, exc = next(iter(_BROKEN_COMMANDS.items()))
@@ -77,7 +121,7 @@ class AuditGroup(click.Group):
                                    "reinstall the tool (pip install -e .)") from exc
             return super().invoke(ctx)
         except AuditError as exc:
-            click.echo(f"Error: {' '.join(str(exc).split())}", err=True)
+            _error_line(str(exc))
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted. Everything computed so far is cached: rerun the same command "
@@ -87,10 +131,10 @@ class AuditGroup(click.Group):
             raise
         except Exception as exc:  # the one place that catches everything: nothing escapes as a traceback
             if is_environment_error(exc):
-                click.echo(f"Error: {describe_os_error(exc, what='', action='use')}", err=True)
+                _error_line(describe_os_error(exc, what='', action='use'))
                 ctx.exit(EXIT_INPUT_ERROR)
             log = write_crash_log(exc, command=["audit", *args])
-            click.echo(f"Error: {internal_error_message(exc, command=command, log=log)}", err=True)
+            _error_line(internal_error_message(exc, command=command, log=log))
             ctx.exit(EXIT_INTERNAL_ERROR)
 
 

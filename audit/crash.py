@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from audit import __version__
+from audit.sinks import terminal_text
 
 #: Folder for crash logs (default: the system's temporary folder).
 LOG_DIR_ENV_VAR = "AUDIT_LOG_DIR"
@@ -44,17 +45,25 @@ def where_it_failed(exc: BaseException) -> str:
 
 
 def write_crash_log(exc: BaseException, *, command: Sequence[str]) -> Path | None:
-    """Write the traceback and the context a bug report needs; the log's path, or None if it cannot."""
+    """Write the traceback and the context a bug report needs; the log's path, or None if it cannot.
+
+    Control characters in it (a hostile label quoted by an exception) are
+    written as their escapes, so that reading the log cannot drive the
+    terminal, and a file name that is not valid UTF-8 cannot stop the log
+    from being written.
+    """
     folder = os.environ.get(LOG_DIR_ENV_VAR) or tempfile.gettempdir()
     try:
         os.makedirs(folder, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix=LOG_PREFIX, suffix=".log", dir=folder)
+        text = (f"face-bias-audit {__version__} internal error\n"
+                f"time: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
+                f"command: {shlex.join(command)}\n"
+                f"python: {sys.version.split()[0]} on {platform.platform()}\n\n"
+                + "".join(traceback.format_exception(exc)))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(f"face-bias-audit {__version__} internal error\n")
-            fh.write(f"time: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-            fh.write(f"command: {shlex.join(command)}\n")
-            fh.write(f"python: {sys.version.split()[0]} on {platform.platform()}\n\n")
-            fh.write("".join(traceback.format_exception(exc)))
+            # the traceback quotes labels and file names, and the log is read with cat or in a CI log
+            fh.write(terminal_text(text, multiline=True))
     except OSError:
         return None
     return Path(path)

@@ -28,6 +28,7 @@ from audit.policy import Policy, Rule, load_policy
 from audit.json_model import to_json
 from audit.result_sections import Check, VerdictSection, subject_label
 from audit.results import BLOCKING_FLAGS, Disparity, Results, blocking_flags
+from audit.sinks import terminal_text, xml_text
 
 __all__ = ["Check", "Verdict", "load_policy", "evaluate_policy", "verdict_to_junit",
            "format_verdict_table", "verdict_to_json"]
@@ -334,12 +335,19 @@ def _table_row(check: Check) -> tuple[str, ...]:
         judged = f"change {_fmt(check.judged_value)} ({check.judged_on})"
     else:
         judged = f"{check.judged_on} {_fmt(check.judged_value)}"
-    return (check.rule_id, check.metric, check.subject, f"{_fmt(check.estimate)}{interval}", judged,
-            f"{check.operator} {check.bound:g}", "pass" if check.passed else "FAIL")
+    cells = (check.rule_id, check.metric, check.subject, f"{_fmt(check.estimate)}{interval}", judged,
+             f"{check.operator} {check.bound:g}", "pass" if check.passed else "FAIL")
+    return tuple(terminal_text(cell) for cell in cells)
 
 
 def format_verdict_table(verdict: Verdict) -> str:
-    """A plain-text table, one row per check, then the reasons of failures and notes."""
+    """A plain-text table, one row per check, then the reasons of failures and notes.
+
+    Groups, rule ids and reasons come from the dataset and the policy: every
+    cell is passed through :func:`audit.sinks.terminal_text` before the
+    columns are measured, so the table stays aligned and a label cannot
+    drive the terminal (or turn a FAIL row into one that reads "pass").
+    """
     rows = [TABLE_COLUMNS] + [_table_row(c) for c in verdict.checks]
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -348,31 +356,36 @@ def format_verdict_table(verdict: Verdict) -> str:
     if explained:
         lines.append("")
         for c in explained:
-            lines.append(f"{'FAIL' if not c.passed else 'note'} {c.rule_id} {c.subject}: {c.reason}")
+            lines.append(terminal_text(f"{'FAIL' if not c.passed else 'note'} {c.rule_id} {c.subject}: {c.reason}"))
     lines.append("")
-    lines.append(verdict.summary())
+    lines.append(terminal_text(verdict.summary(), multiline=True))
     return "\n".join(lines) + "\n"
 
 
 def verdict_to_junit(verdict: Verdict) -> str:
-    """JUnit XML: one test case per check, a <failure> with the reason for each failed one."""
+    """JUnit XML: one test case per check, a <failure> with the reason for each failed one.
+
+    Every text from the results or the policy goes through
+    :func:`audit.sinks.xml_text`: a label with a control character must not
+    make the file malformed (CI systems reject it whole).
+    """
     n, failed = len(verdict.checks), len(verdict.failures)
     counts = {"tests": str(n), "failures": str(failed), "errors": "0", "skipped": "0"}
     suites = ET.Element("testsuites", {"name": "audit gate", **{k: counts[k] for k in ("tests", "failures", "errors")}})
-    suite = ET.SubElement(suites, "testsuite", {"name": verdict.policy_name, **counts, "time": "0"})
+    suite = ET.SubElement(suites, "testsuite", {"name": xml_text(verdict.policy_name), **counts, "time": "0"})
     if verdict.policy_source:
         props = ET.SubElement(suite, "properties")
-        ET.SubElement(props, "property", {"name": "policy_file", "value": verdict.policy_source})
+        ET.SubElement(props, "property", {"name": "policy_file", "value": xml_text(verdict.policy_source)})
     for check in verdict.checks:
         case = ET.SubElement(suite, "testcase", {
-            "classname": f"gate.{check.rule_id}",
-            "name": f"{check.metric} {check.subject} {check.operator} {check.bound:g}",
+            "classname": xml_text(f"gate.{check.rule_id}"),
+            "name": xml_text(f"{check.metric} {check.subject} {check.operator} {check.bound:g}"),
             "time": "0",
         })
         if not check.passed:
-            failure = ET.SubElement(case, "failure", {"message": check.reason, "type": "PolicyRuleFailed"})
-            failure.text = f"{check.description}\n{check.reason}"
+            failure = ET.SubElement(case, "failure", {"message": xml_text(check.reason), "type": "PolicyRuleFailed"})
+            failure.text = xml_text(f"{check.description}\n{check.reason}")
         out = ET.SubElement(case, "system-out")
-        out.text = check.reason
+        out.text = xml_text(check.reason)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"

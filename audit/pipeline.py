@@ -15,6 +15,7 @@ from audit.distributed import parse_scheduler
 from audit.embedding import Embedder
 from audit.errors import InputError
 from audit.faces import FaceConfig
+from audit.sinks import terminal_text
 from audit.targets import get_target, parse_target_options
 from audit.targets.base import Target
 
@@ -83,11 +84,15 @@ def open_embedder(target: Target, *, face_config: FaceConfig, cache_path: Path |
 
 
 def describe_failures(failed: pd.DataFrame, *, limit: int, written_to: Path | None = None) -> str:
-    """The images that got no vector, each named with its status and reason (the first ``limit``)."""
+    """The images that got no vector, each named with its status and reason (the first ``limit``).
+
+    One line per image, through :func:`audit.sinks.terminal_text`: a file
+    name cannot drive the terminal or break its line in two.
+    """
     lines = [f"Images without a vector ({len(failed)}):"]
     for image_id, status, reason in failed[["image_id", "status", "reason"]].head(limit).itertuples(
             index=False, name=None):
-        lines.append(f"  {image_id}: {status}" + (f" ({reason})" if reason else ""))
+        lines.append(terminal_text(f"  {image_id}: {status}" + (f" ({reason})" if reason else "")))
     if len(failed) > limit:
         rest = len(failed) - limit
         lines.append(f"  ... and {rest} more" + ("" if written_to is not None else

@@ -13,13 +13,19 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, TextIO
 
+from audit.sinks import terminal_text
+
 
 class Progress:
-    """A counter with a description that renders itself as it advances."""
+    """A counter with a description that renders itself as it advances.
+
+    The description may name a target or a file of the user's: it is shown
+    through :func:`audit.sinks.terminal_text`, and never read as rich markup.
+    """
 
     def __init__(self, description: str, total: int, *, stream: TextIO | None = None,
                  enabled: bool = True, unit: str = "images") -> None:
-        self.description = description
+        self.description = terminal_text(description)
         self.unit = unit
         self.total = max(int(total), 0)
         self.completed = 0
@@ -36,7 +42,7 @@ class Progress:
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
                                        TextColumn, TimeRemainingColumn)
-            self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(),
+            self._rich = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(),
                                       MofNCompleteColumn(), _rate_column(self.unit), TimeRemainingColumn(),
                                       console=Console(file=self._stream), transient=False)
             self._rich.__enter__()

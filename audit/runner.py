@@ -39,6 +39,7 @@ from audit.results import (ALL, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIG
                            RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, Results, grouping_name, load_results,
                            write_json_atomic)
 from audit.run_config import RunConfig
+from audit.sinks import csv_frame
 from audit.targets.base import STATUS_OK
 from probes.detection import detection_probe
 from probes.findings import mark_findings
@@ -334,7 +335,8 @@ class AuditRun:
 
     @staticmethod
     def _write_table(path: Path, frame: pd.DataFrame) -> None:
-        write_atomic(path, frame.to_csv(index=False), what="the run folder's file", option="--out")
+        """A CSV report of the run: labels that a spreadsheet would run as formulas are escaped (audit.sinks)."""
+        write_atomic(path, csv_frame(frame).to_csv(index=False), what="the run folder's file", option="--out")
 
     @staticmethod
     def _write_results(out: Path, results: Results) -> None:

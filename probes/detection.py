@@ -15,6 +15,7 @@ import pandas as pd
 
 from audit.json_model import from_json, json_safe
 from audit.result_sections import DetectionRow, DetectionSection
+from audit.sinks import terminal_text
 from audit.targets.base import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK
 from probes.result import ProbeResult
 from probes.stats import group_figures, permutation_test
@@ -73,12 +74,19 @@ def detection_probe(table: pd.DataFrame, *, attributes: Sequence[str], groupings
 
 
 def summarize_detection(table: pd.DataFrame, attributes: Sequence[str]) -> str:
-    """The detection table as text for the terminal, with the commonest reasons for a failure."""
+    """The detection table as text for the terminal, with the commonest reasons for a failure.
+
+    Group labels and reasons (which quote file names) are shown through
+    :func:`audit.sinks.terminal_text` before the table is laid out.
+    """
     frame = detection_table(table, [a for a in attributes if table[a].nunique() <= 50])
-    frame = frame.assign(failure_rate=frame["failure_rate"].map(lambda r: f"{r:.1%}"))
+    frame = frame.assign(failure_rate=frame["failure_rate"].map(lambda r: f"{r:.1%}"),
+                         attribute=frame["attribute"].map(terminal_text))
+    frame.index = frame.index.map(terminal_text).rename(frame.index.name)
     text = "Detections per group:\n" + frame.to_string()
     failed = table[table["status"] != STATUS_OK]
     if len(failed):
         reasons = failed["reason"].value_counts().head(5)
-        text += "\nMost common reasons:\n" + "\n".join(f"  {n:6d}  {r}" for r, n in reasons.items())
+        text += "\nMost common reasons:\n" + "\n".join(f"  {n:6d}  {terminal_text(r)}"
+                                                      for r, n in reasons.items())
     return text

@@ -10,6 +10,11 @@ Colours: one :class:`GroupPalette` per report gives each group one colour
 every chart, so that groups stay distinguishable for colour-blind readers
 and on a greyscale print.  An intersection ("Black / Female") takes the
 colour and marker of its first value and the line style of its last.
+
+Every text that comes from the dataset or the results (group and grouping
+names, threshold names) is drawn through :func:`audit.sinks.chart_label`:
+matplotlib would read a ``$`` in it as mathtext, and drop a legend entry
+that starts with ``_``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import seaborn as sns
 
 from audit.result_sections import DetCurve, DistanceSamples, EpochRecord
 from audit.results import Figure
+from audit.sinks import chart_label
 from reports.text import format_value
 
 __all__ = ["GroupStyle", "GroupPalette", "DPI", "PAGE_WIDTH_IN", "to_data_uri", "composition_chart",
@@ -163,9 +169,9 @@ def composition_chart(groupings: Mapping[str, Mapping[str, Mapping]], palette: G
                     label="people")
             for yi, n_img, n_ppl in zip(y, images, people):
                 ax.text(n_img, yi, f"  {n_img:,} images, {n_ppl:,} people", va="center", fontsize=7)
-            ax.set_yticks(y, groups)
+            ax.set_yticks(y, [chart_label(g) for g in groups])
             ax.invert_yaxis()
-            ax.set_title(grouping, loc="left")
+            ax.set_title(chart_label(grouping), loc="left")
             ax.set_xlim(0, max(images + [1]) * 1.45)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0].legend(loc="lower right", frameon=False, ncols=2)
@@ -194,7 +200,7 @@ def interval_chart(rows: Sequence[Figure], palette: GroupPalette, *, unit: str, 
             previous = row.grouping
             positions.append(y)
             flagged = bool(row.flags)
-            labels.append(f"{row.group}{' †' if flagged else ''}")
+            labels.append(f"{chart_label(row.group)}{' †' if flagged else ''}")
             style = palette.style(row.grouping, row.group)
             value, low, high = row.value, row.ci_low, row.ci_high
             if _finite(low) and _finite(high):
@@ -220,7 +226,7 @@ def interval_chart(rows: Sequence[Figure], palette: GroupPalette, *, unit: str, 
         for pos, row in zip(positions, plotted):
             if row.grouping not in seen:
                 seen.add(row.grouping)
-                ax.text(1.0, pos, row.grouping, transform=ax.get_yaxis_transform(), ha="right",
+                ax.text(1.0, pos, chart_label(row.grouping), transform=ax.get_yaxis_transform(), ha="right",
                         va="center", fontsize=7, color="#555555", style="italic")
         ax.grid(axis="y", visible=False)
         ax.set_xlabel(xlabel)
@@ -236,7 +242,8 @@ def _threshold_lines(ax, thresholds: Mapping[str, float]) -> None:
         if not _finite(value):
             continue
         label, linestyle, colour = THRESHOLD_STYLES.get(name, (f"{name} threshold", "-.", "#333333"))
-        ax.axvline(value, color=colour, linestyle=linestyle, linewidth=1.0, label=f"{label} ({value:.3g})")
+        ax.axvline(value, color=colour, linestyle=linestyle, linewidth=1.0,
+                   label=chart_label(f"{label} ({value:.3g})"))
 
 
 def distribution_panels(grouping: str, distributions: Mapping[str, DistanceSamples],
@@ -266,7 +273,7 @@ def distribution_panels(grouping: str, distributions: Mapping[str, DistanceSampl
                 ax.hist(genuine, bins=bins, density=True, histtype="step", color=style.colour, linewidth=1.6,
                         linestyle=style.linestyle, label="face vs its reconstruction")
             _threshold_lines(ax, thresholds)
-            ax.set_title(f"{group} (n = {len(genuine)})", loc="left")
+            ax.set_title(f"{chart_label(group)} (n = {len(genuine)})", loc="left")
             ax.set_yticks([])
         for ax in list(axes.flat)[len(groups):]:
             ax.set_visible(False)
@@ -291,7 +298,7 @@ def sweep_chart(grouping: str, thresholds: Sequence[float], by_group: Mapping[st
             y = np.asarray([np.nan if r is None else r for r in rates], dtype=float)
             every = max(1, len(x) // 8)
             ax.plot(x[: len(y)], y[: len(x)], color=style.colour, linestyle=style.linestyle,
-                    marker=style.marker, markevery=every, markersize=4.5, linewidth=1.4, label=group)
+                    marker=style.marker, markevery=every, markersize=4.5, linewidth=1.4, label=chart_label(group))
         _threshold_lines(ax, marked)
         ax.set_xlabel("decision threshold (distance)")
         ax.set_ylabel("reconstructions matched")
@@ -318,7 +325,7 @@ def leakage_curve(grouping: str, fmrs: Sequence[float], by_group: Mapping[str, S
             y = np.asarray([np.nan if r is None else r for r in rates], dtype=float)
             ax.plot(x[: len(y)], y[: len(x)], color=style.colour, linestyle=style.linestyle,
                     marker=style.marker, markevery=max(1, len(x) // 6), markersize=4.5, linewidth=1.4,
-                    label=group)
+                    label=chart_label(group))
         ax.set_xscale("log")
         ax.set_xlabel("false match rate against other people of the same group")
         ax.set_ylabel("reconstructions matched")
@@ -377,7 +384,7 @@ def det_chart(grouping: str, curves: Mapping[str, DetCurve], palette: GroupPalet
                 continue
             style = palette.style(grouping, group)
             ax.plot(fmr[keep], fnmr[keep], color=style.colour, linestyle=style.linestyle, marker=style.marker,
-                    markevery=max(1, int(keep.sum()) // 6), markersize=4, linewidth=1.4, label=group)
+                    markevery=max(1, int(keep.sum()) // 6), markersize=4, linewidth=1.4, label=chart_label(group))
         if target_fmr is not None:
             ax.axvline(target_fmr, color="#555555", linestyle=":", linewidth=0.9,
                        label=f"FMR = {format_value(target_fmr, 'rate')}")

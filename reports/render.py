@@ -32,6 +32,7 @@ from audit.outputs import check_writable_folder, write_atomic
 from audit.result_sections import (FindingsSummary, InversionSection, SignalSummary, TargetSection,
                                    VerdictSection, VerificationSection)
 from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, Disparity, Figure, Results, load_results
+from audit.sinks import html_text
 from reports import figures as charts
 from reports.text import (CORRECTION_TEXT, FLAG_SHORT, FLAG_TEXT, LEAKAGE_KEYS, METRICS, MIXES_CROWDING,
                           better_text, describe_metric, disparity_sentence, finding_sentence, findings_by_pair,
@@ -702,7 +703,15 @@ def _environment() -> Environment:
     if not (TEMPLATES_DIR / MAIN_TEMPLATE).is_file():
         raise InputError(MSG_NO_TEMPLATES.format(path=TEMPLATES_DIR / MAIN_TEMPLATE))
     return Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True, undefined=StrictUndefined,
-                       trim_blocks=True, lstrip_blocks=True)
+                       trim_blocks=True, lstrip_blocks=True, finalize=_report_text)
+
+
+def _report_text(value):
+    """Every ``{{ ... }}`` of the templates: text through :func:`audit.sinks.html_text` (markup is
+    escaped after this, by autoescape); an already escaped value (a join of labels) stays escaped."""
+    if isinstance(value, Markup):
+        return Markup(html_text(value))
+    return html_text(value) if isinstance(value, str) else value
 
 
 def render_html(context: Mapping) -> str:

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import click
 
+from audit.commands.terminal import echo
 from audit.data.balance import DEFAULT_SEED, balance_dataset
 from audit.data.describe import describe_dataset, render_description
 from audit.data.importers import KINDS, LFW_IMAGES, import_dataset
 from audit.data.manifest import (EXCLUSIONS_FILE, MANIFEST_FILE, check_group_by, load_dataset,
                                  manifest_attributes)
+from audit.sinks import terminal_text
 
 #: Import summaries list this many exclusions one by one, then count the rest.
 MAX_LISTED_EXCLUSIONS = 10
@@ -104,30 +106,30 @@ def import_command(kind: str, src: Path, dest: Path, copy_images: bool, overwrit
                              show_progress=True, **options.get(kind, {}))
     images = summary.dest / "images"
     how = f"copied into {images}" if summary.mode == "copy" else f"linked: {images} -> {os.readlink(images)}"
-    click.echo(f"Imported {kind} from {summary.source} into {summary.dest}")
+    echo(f"Imported {kind} from {summary.source} into {summary.dest}")
     people = f" of {_n(summary.n_identities)} identities" if summary.n_identities is not None else ""
-    click.echo(f"  {_n(summary.n_images)} images{people} ({how})")
+    echo(f"  {_n(summary.n_images)} images{people} ({how})")
     n_excluded = len(summary.exclusions)
     if n_excluded:
-        click.echo(f"  {_n(n_excluded)} excluded (all listed in {summary.dest / EXCLUSIONS_FILE}):")
+        echo(f"  {_n(n_excluded)} excluded (all listed in {summary.dest / EXCLUSIONS_FILE}):")
         for row, path, reason in summary.exclusions.head(MAX_LISTED_EXCLUSIONS).itertuples(
                 index=False, name=None):
             where = f"{row} " if row else ""
-            click.echo(f"    {where}{path}: {reason}")
+            echo(terminal_text(f"    {where}{path}: {reason}"))   # one line, whatever the file name holds
         if n_excluded > MAX_LISTED_EXCLUSIONS:
-            click.echo(f"    ... and {_n(n_excluded - MAX_LISTED_EXCLUSIONS)} more")
+            echo(f"    ... and {_n(n_excluded - MAX_LISTED_EXCLUSIONS)} more")
     else:
-        click.echo("  nothing excluded")
+        echo("  nothing excluded")
     if summary.n_duplicates:
-        click.echo(f"  {_n(summary.n_duplicates)} images are byte-identical copies of another: they stay "
-                   "in the manifest, and loading keeps the first copy of each")
+        echo(f"  {_n(summary.n_duplicates)} images are byte-identical copies of another: they stay "
+             "in the manifest, and loading keeps the first copy of each")
     if summary.notes:
-        click.echo(f"  notes ({len(summary.notes)}, all in {summary.dest / 'dataset.json'}):")
+        echo(f"  notes ({len(summary.notes)}, all in {summary.dest / 'dataset.json'}):")
         for note in summary.notes[:MAX_LISTED_NOTES]:
-            click.echo(f"    {note}")
+            echo(terminal_text(f"    {note}"))
         if len(summary.notes) > MAX_LISTED_NOTES:
-            click.echo(f"    ... and {len(summary.notes) - MAX_LISTED_NOTES} more")
-    click.echo(f"Done in {summary.seconds:.1f}s. Next: audit dataset describe {summary.dest}")
+            echo(f"    ... and {len(summary.notes) - MAX_LISTED_NOTES} more")
+    echo(f"Done in {summary.seconds:.1f}s. Next: audit dataset describe {summary.dest}")
 
 
 @dataset.command("describe")
@@ -155,9 +157,9 @@ def describe_command(folder: Path, group_by: tuple[str, ...] | None, as_json: bo
     data = load_dataset(folder, show_progress=True, not_blank=group_by or ())
     description = describe_dataset(data, group_by)
     if as_json:
-        click.echo(json.dumps(description, indent=2, default=str))
+        echo(json.dumps(description, indent=2, default=str))
     else:
-        click.echo(render_description(description))
+        echo(render_description(description))
 
 
 @dataset.command("balance")
@@ -191,15 +193,16 @@ def balance_command(src: Path, dest: Path, by: tuple[str, ...], per_group: int, 
     summary = balance_dataset(data, dest, by=by, per_group=per_group, seed=seed,
                               allow_smaller=allow_smaller, copy=copy_images, overwrite=overwrite)
     selection = summary.selection
-    click.echo(f"Balanced {summary.source} by {' x '.join(selection.by)} into {summary.dest} "
-               f"(seed {selection.seed}, images {'copied' if summary.mode == 'copy' else 'linked'})")
-    width = max(len("group"), *(len(g.group) for g in selection.groups))
-    click.echo(f"  {'group':<{width}}  {'available':>9}  {'people':>7}  {'chosen':>7}  {'people':>7}")
-    for g in selection.groups:
+    echo(f"Balanced {summary.source} by {' x '.join(selection.by)} into {summary.dest} "
+         f"(seed {selection.seed}, images {'copied' if summary.mode == 'copy' else 'linked'})")
+    labels = [terminal_text(g.group) for g in selection.groups]   # as shown, before the column is measured
+    width = max(len("group"), *map(len, labels))
+    echo(f"  {'group':<{width}}  {'available':>9}  {'people':>7}  {'chosen':>7}  {'people':>7}")
+    for g, label in zip(selection.groups, labels):
         mark = "  < short" if g.short else ""
-        click.echo(f"  {g.group:<{width}}  {_n(g.n_images_available):>9}  {_n(g.n_people_available):>7}  "
-                   f"{_n(g.n_images_selected):>7}  {_n(g.n_people_selected):>7}{mark}")
-    click.echo(f"  {_n(len(selection.table))} images in all")
+        echo(f"  {label:<{width}}  {_n(g.n_images_available):>9}  {_n(g.n_people_available):>7}  "
+             f"{_n(g.n_images_selected):>7}  {_n(g.n_people_selected):>7}{mark}")
+    echo(f"  {_n(len(selection.table))} images in all")
     for note in selection.notes():
-        click.echo(f"  {note}")
-    click.echo(f"Next: audit dataset describe {summary.dest}")
+        echo(f"  {note}")
+    echo(f"Next: audit dataset describe {summary.dest}")

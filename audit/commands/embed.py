@@ -9,10 +9,12 @@ import click
 
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
                                     scheduler_option, target_options)
+from audit.commands.terminal import echo
 from audit.embedding_io import export_embeddings
 from audit.errors import InputError
 from audit.outputs import check_writable_file, write_atomic
 from audit.pipeline import build_embedder, describe_failures, load_dataset_for_run, open_target, opened_cache
+from audit.sinks import csv_frame
 from probes.detection import summarize_detection
 
 EXPORT_FORMATS = (".npz", ".csv", ".parquet")
@@ -61,17 +63,16 @@ def embed(target_spec, target_option, dataset_dir, export_path, failures_path, c
                                   cache=cache, workers=workers, show_progress=not quiet, scheduler=scheduler)
         result = embedder.embed_dataset(dataset, chip_size=None)
     elapsed = time.monotonic() - started
-    click.echo(f"Target {target.name} ({target.fingerprint()}): {len(result.table)} images in "
-               f"{elapsed:.1f}s; {result.n_computed} computed, {result.n_from_cache} from the cache.")
-    click.echo(summarize_detection(result.table, dataset.attributes))
+    echo(f"Target {target.name} ({target.fingerprint()}): {len(result.table)} images in "
+         f"{elapsed:.1f}s; {result.n_computed} computed, {result.n_from_cache} from the cache.")
+    echo(summarize_detection(result.table, dataset.attributes))
     failed = result.table[~result.ok]
     if len(failed):
-        click.echo(describe_failures(failed, limit=MAX_LISTED_FAILURES,
-                                     written_to=failures_path))
+        echo(describe_failures(failed, limit=MAX_LISTED_FAILURES, written_to=failures_path))
     if failures_path is not None:
-        write_atomic(failures_path, failed[["image_id", "status", "reason"]].to_csv(index=False),
+        write_atomic(failures_path, csv_frame(failed[["image_id", "status", "reason"]]).to_csv(index=False),
                      what="the --failures file", option="--failures")
-        click.echo(f"Wrote the {len(failed)} image(s) without a vector to {failures_path}")
+        echo(f"Wrote the {len(failed)} image(s) without a vector to {failures_path}")
     if export_path is not None:
         export_embeddings(result, export_path)
-        click.echo(f"Wrote {int(result.ok.sum())} vectors to {export_path}")
+        echo(f"Wrote {int(result.ok.sum())} vectors to {export_path}")

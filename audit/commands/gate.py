@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from audit.commands.options import write_junit
+from audit.commands.terminal import echo
 from audit.gate import evaluate_policy, format_verdict_table, load_policy, verdict_to_json, verdict_to_junit
 from audit.results import load_results
 
@@ -40,9 +41,9 @@ def gate(results: Path, policy_path: Path, baseline_path: Path | None, as_json: 
     baseline = load_results(baseline_path) if baseline_path is not None else None
     verdict = evaluate_policy(policy, current, baseline=baseline)
     # The verdict first: a JUnit file that cannot be written must not hide it.
-    click.echo(format_verdict_table(verdict), err=as_json, nl=False)
+    echo(format_verdict_table(verdict), err=as_json, nl=False)
     if as_json:
-        click.echo(verdict_to_json(verdict))
+        echo(verdict_to_json(verdict))
     if junit_path is not None:
         write_junit(junit_path, verdict_to_junit(verdict))   # unwritable: an input error, exit 2
     click.get_current_context().exit(verdict.exit_code)

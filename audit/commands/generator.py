@@ -8,6 +8,7 @@ import click
 
 from audit.commands.options import (cache_options, face_options, make_face_config, parse_group_by,
                                     scheduler_option, target_options, training_options)
+from audit.commands.terminal import echo
 
 
 @click.group()
@@ -67,7 +68,7 @@ def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epo
         cache_path=cache_path, use_cache=not no_cache, face_config=make_face_config(detector, upsample, min_score),
         workers=workers, scheduler=scheduler, show_progress=not quiet)
     summary = artifact.info["training_set"]
-    click.echo(f"Generator: {artifact.folder} (target {artifact.info['target']['name']}, best epoch "
-               f"{artifact.info['best_epoch']}, validation distance {artifact.info['best_val_mean_distance']:.3f})")
-    click.echo(f"Trained on {summary['n_train_images']} images of {summary['n_train_people']} people; dropped: "
-               + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["dropped"].items()) or "none"))
+    echo(f"Generator: {artifact.folder} (target {artifact.info['target']['name']}, best epoch "
+         f"{artifact.info['best_epoch']}, validation distance {artifact.info['best_val_mean_distance']:.3f})")
+    echo(f"Trained on {summary['n_train_images']} images of {summary['n_train_people']} people; dropped: "
+         + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["dropped"].items()) or "none"))

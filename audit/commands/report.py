@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from audit.commands.terminal import echo
+
 FORMAT_CHOICES = {"html": ("html",), "pdf": ("pdf",), "both": ("html", "pdf")}
 
 
@@ -32,4 +34,4 @@ def report(out: Path, no_faces: bool, report_format: str) -> None:
 
     written = render_report(out, no_faces=no_faces, formats=FORMAT_CHOICES[report_format])
     for path in written.values():
-        click.echo(f"Wrote {path}")
+        echo(f"Wrote {path}")

@@ -11,6 +11,7 @@ import click
 from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
                                     parse_group_by, scheduler_option, target_options, training_options,
                                     write_junit)
+from audit.commands.terminal import echo
 from audit.gate import format_verdict_table, verdict_to_junit
 from audit.outputs import check_writable_file
 from audit.results import CORRECTIONS
@@ -89,11 +90,11 @@ def run(junit_path: Path | None, quiet: bool, **options) -> None:
     from audit.runner import run_audit
 
     outcome = run_audit(config)
-    click.echo(f"Results: {outcome.out_dir / 'results.json'}")
+    echo(f"Results: {outcome.out_dir / 'results.json'}")
     for kind, path in outcome.report_files.items():
-        click.echo(f"Report ({kind}): {path}")
+        echo(f"Report ({kind}): {path}")
     if outcome.verdict is not None:
-        click.echo(format_verdict_table(outcome.verdict))
+        echo(format_verdict_table(outcome.verdict))
         if junit_path is not None:
             write_junit(junit_path, verdict_to_junit(outcome.verdict))
         sys.exit(outcome.exit_code)

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from audit.commands.terminal import echo
 from audit.targets import list_targets
 
 
@@ -32,19 +33,19 @@ def targets(show_options: bool, as_json: bool) -> None:
     """
     listings = list_targets()
     if as_json:
-        click.echo(json.dumps([t.to_dict() for t in listings], indent=2))
+        echo(json.dumps([t.to_dict() for t in listings], indent=2))
         return
     header = ("TARGET", "DIM", "METRIC", "THRESHOLD", "AVAILABLE", "NOTE")
     rows = [(t.usage, _figure(t.dimension), _figure(t.metric), _figure(t.default_threshold),
              "yes" if t.available else "no", t.reason or t.description) for t in listings]
     widths = [max(len(r[k]) for r in rows + [header]) for k in range(5)]
     for row in [header] + rows:
-        click.echo("  ".join(cell.ljust(widths[k]) for k, cell in enumerate(row[:5])) + "  " + row[5])
+        echo("  ".join(cell.ljust(widths[k]) for k, cell in enumerate(row[:5])) + "  " + row[5])
     if show_options:
         for t in listings:
             if not t.options:
                 continue
-            click.echo(f"\n{t.usage} options (--target-option KEY=VALUE):")
+            echo(f"\n{t.usage} options (--target-option KEY=VALUE):")
             width = max(len(k) for k, _ in t.options)
             for key, text in t.options:
-                click.echo(f"  {key.ljust(width)}  {text}")
+                echo(f"  {key.ljust(width)}  {text}")

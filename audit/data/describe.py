@@ -20,6 +20,7 @@ import pandas as pd
 from audit.data.manifest import (IDENTITY_COLUMN, IMAGE_ID_COLUMN, Dataset, check_group_by,
                                  check_not_blank, exclusion_kind)
 from audit.results import group_label, grouping_name
+from audit.sinks import terminal_text
 
 #: Grouped together by default when the dataset has both.
 DEFAULT_INTERSECTION = ("race", "gender")
@@ -173,6 +174,9 @@ def _n(value: int | float) -> str:
 
 
 def _table(title: str, rows: list[tuple[str, int, int, int]], *, identities: bool) -> list[str]:
+    # labels as the terminal will show them, before the columns are measured
+    title = terminal_text(title)
+    rows = [(terminal_text(label), *counts) for label, *counts in rows]
     width = max([len(title)] + [len(r[0]) + 2 for r in rows])
     header = f"{title:<{width}}  {'manifest':>9}  {'images':>9}"
     if identities:
@@ -201,7 +205,11 @@ def _exclusion_lines(title: str, summary: dict[str, Any], *, where: str) -> list
 
 
 def render_description(description: dict[str, Any], *, max_notes: int = 20) -> str:
-    """The text ``audit dataset describe`` prints."""
+    """The text ``audit dataset describe`` prints, every line through :func:`audit.sinks.terminal_text`.
+
+    Labels, attribute names, paths and reasons come from the dataset: none
+    of their control characters reaches the terminal.
+    """
     d = description
     lines = [f"Dataset {d['dataset']}"]
     if d.get("kind"):
@@ -247,4 +255,4 @@ def render_description(description: dict[str, Any], *, max_notes: int = 20) -> s
             lines.append(f"  {note}")
         if len(d["notes"]) > max_notes:
             lines.append(f"  ... and {len(d['notes']) - max_notes} more (see dataset.json)")
-    return "\n".join(lines)
+    return "\n".join(terminal_text(line) for line in lines)

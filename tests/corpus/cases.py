@@ -9,6 +9,7 @@ that reads such an input over it (see :mod:`tests.corpus.exercise`).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sqlite3
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from tests.corpus import images
-from tests.corpus.datasets import face_dataset, folders_source, write_manifest_rows
+from tests.corpus.datasets import (HOSTILE_LABELS, face_dataset, folders_source, hostile_dataset,
+                                   write_manifest_rows)
 from tests.corpus.images import IMAGE_CASES, rgb_png
 
 
@@ -210,6 +212,49 @@ def _trainable(root: Path) -> Inputs:
     return Inputs(dataset=dataset, expected_rows=12, train=True, report=True)
 
 
+# --------------------------------------------------------------------------- datasets: hostile labels
+
+def _file_name(label: str) -> str:
+    """The label as a file name (no '/' or NUL, which no file name can hold)."""
+    return label.replace("/", "_").replace("\0", "") + ".png"
+
+
+def _hostile_labels_case(name: str, keys: tuple[str, ...], *, report: bool = False) -> Case:
+    """Labels, an identity and a file name that mean something to an output (tests/corpus/datasets.py)."""
+    labels = [HOSTILE_LABELS[k] for k in keys]
+
+    def make(root: Path) -> Inputs:
+        race = labels[:2] if len(labels) > 1 else [labels[0], "B"]
+        gender = [labels[-1], "F"]
+        dataset = hostile_dataset(root / "ds", race=race, gender=gender, identity=labels[0],
+                                  file_name=_file_name(labels[-1]))
+        failed = f"img/{_file_name(labels[0])}"       # an image without a face: named by embed, listed in failures
+        (dataset / failed).write_bytes(images.one_pixel())
+        with open(dataset / "manifest.csv", "a", encoding="utf-8", newline="") as fh:
+            csv.writer(fh, lineterminator="\n").writerow([failed, labels[-1], race[0], gender[0]])
+        return Inputs(dataset=dataset, expected_rows=5, expected_status={failed: "no_face"}, report=report)
+    return Case(f"labels-{name}", make)
+
+
+LABEL_CASES = (
+    _hostile_labels_case("spreadsheet-formulas", ("formula", "dde", "at", "minus")),
+    _hostile_labels_case("terminal-controls", ("title", "clipboard", "carriage-return", "bidi")),
+    _hostile_labels_case("xml-forbidden", ("xml-forbidden", "title")),
+    _hostile_labels_case("chart-mathtext", ("mathtext", "legend-hidden"), report=True),
+    _hostile_labels_case("markup", ("markup", "title"), report=True),
+)
+
+
+def _hostile_attribute_names(root: Path) -> Inputs:
+    """Attribute (column) names are the dataset's too: they become groupings and CSV headers."""
+    dataset = root / "ds"
+    rows = [(f"img/p{i}_{i}.png", f"p{i}", "AB"[i % 2], "FM"[i // 2 % 2]) for i in range(4)]
+    face_dataset(dataset, people=4, per_person=1)
+    write_manifest_rows(dataset, rows, header=("path", "identity", HOSTILE_LABELS["formula"],
+                                               HOSTILE_LABELS["title"]))
+    return Inputs(dataset=dataset, expected_rows=4)
+
+
 # --------------------------------------------------------------------------- import sources
 
 def _hostile_folders_source(root: Path) -> Inputs:
@@ -227,6 +272,25 @@ def _hostile_folders_source(root: Path) -> Inputs:
     (src / "loose.png").write_bytes(rgb_png(33))
     (src / ".hidden.png").write_bytes(rgb_png(34))
     (src / "person3" / "copy.png").write_bytes((src / "person0" / "0.png").read_bytes())
+    return Inputs(source=("folders", src, ["--attributes", str(attributes)]))
+
+
+def _hostile_labels_source(root: Path) -> Inputs:
+    """Identities (folder names), file names and attribute values of an import that mean something to an output."""
+    src = root / "src"
+    labels = [HOSTILE_LABELS[k] for k in ("formula", "title", "mathtext", "markup")]
+    people = [_file_name(label)[:-4] for label in labels]
+    for k, person in enumerate(people):
+        (src / person).mkdir(parents=True)
+        (src / person / f"{_file_name(labels[-1 - k])}").write_bytes(rgb_png(60 + k))
+    (src / people[0] / "broken \x1b[2J.jpg").write_bytes(images.truncated_jpeg())
+    attributes = root / "attributes.csv"
+    with open(attributes, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["identity", "race"])
+        for k, person in enumerate(people):
+            writer.writerow([person, labels[(k + 1) % len(labels)]])
+        writer.writerow([HOSTILE_LABELS["clipboard"], "no such folder"])
     return Inputs(source=("folders", src, ["--attributes", str(attributes)]))
 
 
@@ -333,6 +397,8 @@ def _policy_case(name: str, text: str | bytes | None, *, exit_code: int | None =
 RULE = '[[rule]]\nid = "r"\nmetric = "detection.failure_rate"\nmax = 1.0\n'
 
 POLICY_CASES = (
+    _policy_case("hostile-names", '[policy]\nname = "gate\\u001b]0;owned\\u0007"\n' + RULE.replace(
+        'id = "r"', 'id = "=r\\u001b[2J"\ndescription = "<b>\\u0000</b>"'), exit_code=0),
     _policy_case("valid", RULE, exit_code=0),
     _policy_case("byte-order-mark", b"\xef\xbb\xbf" + RULE.encode(), exit_code=0),
     _policy_case("empty", "", words="no rules"),
@@ -384,7 +450,21 @@ def _first_figure(key, value):
     return _edit(lambda d: d["figures"][0].__setitem__(key, value))
 
 
+def _hostile_groups(results: dict) -> None:
+    """Every group of the results renamed to a hostile label: gate and report read them as they are."""
+    names = list(HOSTILE_LABELS.values())
+    renamed: dict[str, str] = {}
+    for figure in results["figures"]:
+        if figure["grouping"] != "all":
+            figure["group"] = renamed.setdefault(figure["group"], names[len(renamed) % len(names)])
+    for disparity in results.get("disparities", []):
+        for key in ("worst_group", "best_group", "group_a", "group_b"):
+            if disparity.get(key) in renamed:
+                disparity[key] = renamed[disparity[key]]
+
+
 RESULTS_CASES = (
+    _results_case("hostile-group-labels", _edit(_hostile_groups), exit_code=None),
     _results_case("valid", lambda r: json.dumps(r), exit_code=0),
     _results_case("byte-order-mark", lambda r: b"\xef\xbb\xbf" + json.dumps(r).encode(), exit_code=0),
     _results_case("empty", lambda r: "", words="is not valid JSON"),
@@ -483,8 +563,11 @@ def all_cases() -> list[Case]:
         Case("dataset-every-row-reason", _many_problems),
         Case("dataset-blank-group-column", _blank_group_column),
         Case("dataset-trainable", _trainable),
+        *LABEL_CASES,
+        Case("labels-attribute-names", _hostile_attribute_names),
         *MANIFEST_CASES,
         Case("source-folders-hostile", _hostile_folders_source),
+        Case("source-folders-hostile-labels", _hostile_labels_source),
         *ATTRIBUTE_CASES,
         Case("source-utkface", _utkface_source),
         Case("source-lfw", _lfw_source),

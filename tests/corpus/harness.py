@@ -12,7 +12,12 @@ For every command run, :class:`CorpusRunner` checks:
   is in the manifest or in the exclusions;
 * **nothing written outside the output**, and **the old outputs intact
   after a failure** (a *data-loss case* otherwise), from snapshots of the
-  case's whole folder taken before and after.
+  case's whole folder taken before and after;
+* **no injection into an output**: no control character a terminal would
+  obey in what a command prints; and (checked by :mod:`tests.corpus.exercise`
+  on the files) no CSV report cell a spreadsheet would run as a formula, a
+  well-formed JUnit file, a report without raw control characters or markup
+  from a label.
 
 Problems are collected, not raised at the first one, so that a run of the
 corpus says everything that is wrong; :data:`TALLY` adds them up for the
@@ -26,7 +31,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -45,6 +52,11 @@ DATA_LOSS = "data loss"
 OUTSIDE_WRITE = "write outside the output"
 EXIT_CODE = "undocumented exit code"
 EXPECTATION = "expectation"
+INJECTION = "output injection"
+#: A raw character a terminal would obey or that hides text (line feeds and tabs are the tool's own).
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: First characters that make a spreadsheet run a cell (audit.sinks.CSV_FORMULA_PREFIXES, but the quote).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 
 
 @dataclass
@@ -65,7 +77,8 @@ class Tally:
         return (f"bad-input corpus: {len(self.cases)} cases tried ({self.runs} command runs); "
                 f"{self.count(TRACEBACK)} tracebacks, {self.count(SILENT_DROP)} silent drops, "
                 f"{self.count_cases(DATA_LOSS, OUTSIDE_WRITE)} data-loss cases; "
-                f"{self.count(EXIT_CODE)} undocumented exit codes, {self.count(EXPECTATION)} failed expectations")
+                f"{self.count(EXIT_CODE)} undocumented exit codes, {self.count(EXPECTATION)} failed expectations, "
+                f"{self.count(INJECTION)} output injections")
 
 
 TALLY = Tally()
@@ -141,6 +154,9 @@ class CorpusRunner:
         run = Run(self.case, command, [str(a) for a in args], result.exit_code, result.output)
         self._check_exit(run, result)
         self._check_writes(run, before, after, outputs, keep_on_failure)
+        if (raw := RAW_CONTROL.search(run.output)) is not None:
+            run.problem(INJECTION, f"the terminal got a raw {raw.group()!r}: "
+                                   f"{run.output[max(0, raw.start() - 80):raw.end() + 80]!r}")
         self.runs.append(run)
         TALLY.runs += 1
         return run
@@ -189,6 +205,37 @@ class CorpusRunner:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def formula_cells(path: Path) -> list[str]:
+    """The cells of a CSV report that a spreadsheet would run: text starting with a formula sign."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        cells = [cell for row in csv.reader(fh) for cell in row]
+    bad = []
+    for cell in cells:
+        if cell.startswith(FORMULA_START):
+            try:
+                float(cell)
+            except ValueError:
+                bad.append(cell)
+    return bad
+
+
+def junit_problem(path: Path) -> str | None:
+    """Why a JUnit file is not well-formed XML, or None."""
+    try:
+        ET.parse(path)
+    except ET.ParseError as exc:
+        return f"{path.name} is not well-formed XML: {exc}"
+    return None
+
+
+def report_problem(html: str, labels: Iterable[str]) -> str | None:
+    """A raw control character, or a label's markup unescaped, in a report's HTML; or None."""
+    if (raw := RAW_CONTROL.search(html.replace("\t", " "))) is not None:
+        return f"the report holds a raw {raw.group()!r}"
+    markup = [label for label in labels if "<" in label and label in html]
+    return f"the report holds the markup {markup[0]!r} unescaped" if markup else None
 
 
 def describe_counts(output: str) -> dict:
