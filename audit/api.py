@@ -6,7 +6,7 @@ the small public surface for that (in the spirit of fairlearn's
 ``MetricFrame``: one object, the per-group figures and the differences
 between groups as tables)::
 
-    from audit import load_results
+    from audit.api import load_results
 
     run = load_results("runs/utk")
     run.figures                      # one row per (probe, metric, grouping, group)
