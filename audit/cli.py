@@ -19,6 +19,7 @@ from audit.crash import internal_error_message, write_crash_log
 from audit.errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, AuditError
 from audit.outputs import describe_os_error, is_environment_error
 from audit.sinks import terminal_text
+from audit.threads import prepare_environment
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -180,6 +181,7 @@ _register_commands()
 
 
 def main() -> None:
+    prepare_environment()      # before any command loads torch: see audit.threads
     cli(prog_name="audit")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
+from audit.commands.options import (cache_options, threads_option, dataset_option, face_options, make_face_config,
                                     scheduler_option, target_options)
 from audit.commands.terminal import echo
 from audit.embedding_io import export_embeddings
@@ -28,6 +28,7 @@ MAX_LISTED_FAILURES = 20
 @click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the vectors keyed by image id: .npz, .csv or .parquet by extension.")
 @cache_options
+@threads_option
 @face_options
 @click.option("--failures", "failures_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every image that got no vector (no face, unreadable) with its reason, as CSV.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from audit.commands.options import (cache_options, face_options, make_face_config, parse_group_by,
+from audit.commands.options import (cache_options, threads_option, face_options, make_face_config, parse_group_by,
                                     scheduler_option, target_options, training_options)
 from audit.commands.terminal import echo
 
@@ -37,6 +37,7 @@ def generator() -> None:
 @training_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling and the training.")
 @cache_options
+@threads_option
 @face_options
 @scheduler_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")

@@ -12,6 +12,7 @@ from audit.distributed import parse_scheduler
 from audit.errors import InputError
 from audit.faces import DEFAULT_MIN_SCORE, DEFAULT_UPSAMPLE, FaceConfig
 from audit.outputs import write_atomic, writing
+from audit.threads import set_threads
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR,
                                        DEFAULT_VALIDATE_EVERY)
 
@@ -67,6 +68,19 @@ def cache_options(func: Callable) -> Callable:
                         help="Embedding cache file (default: $AUDIT_CACHE or "
                              "~/.cache/face-bias-audit/cache.sqlite; created readable by you only).")(func)
     return func
+
+
+def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if not ctx.resilient_parsing:
+        set_threads(value)
+
+
+def threads_option(func: Callable) -> Callable:
+    """``--threads N``: compute threads (torch's CPU kernels), applied as the options are read."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None, expose_value=False,
+                        callback=_apply_threads,
+                        help="Compute threads for embedding and training (default: the CPUs this process may "
+                             "use, from its affinity and any container quota).")(func)
 
 
 def face_options(func: Callable) -> Callable:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
+from audit.commands.options import (cache_options, threads_option, dataset_option, face_options, make_face_config,
                                     parse_group_by, scheduler_option, target_options, training_options,
                                     write_junit)
 from audit.commands.terminal import echo
@@ -59,6 +59,7 @@ from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PR
 @click.option("--no-report", is_flag=True, help="Skip the HTML and PDF report ('audit report' renders it later).")
 @click.option("--no-faces", is_flag=True, help="Leave every face image out of the report.")
 @cache_options
+@threads_option
 @face_options
 @scheduler_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
