@@ -291,7 +291,7 @@ def test_missing_empty_folder_and_non_image_files_are_excluded(tmp_path):
                      6: ("not a file: the path is a folder, a named pipe or a device (it was not opened); "
                          "point the row at an image file"),
                      7: "unreadable file: the file is empty (0 bytes)",
-                     8: "not an image: Pillow cannot identify it as an image"}
+                     8: "not an image: it is not one of the image formats the tool reads (JPEG, PNG, GIF, BMP, WebP or TIFF)"}
 
 
 def test_unreadable_file_is_excluded(tmp_path, monkeypatch):
@@ -312,9 +312,12 @@ def test_images_in_other_formats_are_accepted(tmp_path):
     root.mkdir()
     Image.new("RGB", (4, 4), (1, 2, 3)).save(root / "a.png")
     Image.new("RGB", (4, 4), (4, 5, 6)).save(root / "b.webp")
-    Image.new("RGB", (4, 4), (7, 8, 9)).save(root / "c.ppm")  # no signature listed: Pillow decides
-    write_csv(root / "manifest.csv", "path\na.png\nb.webp\nc.ppm\n")
-    assert len(load_dataset(root).table) == 3
+    Image.new("RGB", (4, 4), (7, 8, 9)).save(root / "c.tif")
+    Image.new("RGB", (4, 4), (7, 8, 9)).save(root / "d.ppm")  # Pillow reads it; the tool does not
+    write_csv(root / "manifest.csv", "path\na.png\nb.webp\nc.tif\nd.ppm\n")
+    dataset = load_dataset(root)
+    assert dataset.table["path"].tolist() == ["a.png", "b.webp", "c.tif"]
+    assert dataset.exclusions["path"].tolist() == ["d.ppm"]
 
 
 def test_byte_identical_files_keep_the_first_and_exclude_the_others(tmp_path):

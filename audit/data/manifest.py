@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 from collections import deque
 import hashlib
-import io
 import json
 import os
 import posixpath
@@ -38,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from audit import __version__
 from audit.data.csv_records import CsvRecord, read_csv_records
 from audit.errors import DatasetError
-from audit.images import ImageReadError, read_regular_file
+from audit.images import FORMATS_TEXT, ImageReadError, open_image, read_regular_file
 from audit.outputs import replacing
 from audit.progress import Progress
 
@@ -221,15 +220,20 @@ _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a"
 
 
 def _looks_like_image(data: bytes) -> str | None:
-    """None if ``data`` starts like an image, else why not (Pillow decides unknown formats)."""
+    """None if ``data`` starts like an image of a format the tool reads, else why not.
+
+    Pillow decides what the signatures miss, asked only about
+    :data:`audit.images.FORMATS`: a PostScript or PDF file is refused here,
+    never handed to the program that would interpret it.
+    """
     if data.startswith(_IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         return None
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data) as img:
             img.size  # noqa: B018 - parsing the header is the check
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError):
-        return "Pillow cannot identify it as an image"
+        return f"it is not one of the image formats the tool reads ({FORMATS_TEXT})"
     return None
 
 
