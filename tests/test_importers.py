@@ -443,6 +443,18 @@ def test_source_made_of_symlinks_elsewhere_loads_through_recorded_references(tmp
     assert dataset.exclusions.empty
 
 
+def test_a_source_file_linked_beside_the_destination_is_referenced_alone_not_by_its_folder(tmp_path):
+    """Its folder holds the new dataset: as a reference it would admit every file beside the dataset."""
+    write_image(tmp_path / "stray.jpg", 3)
+    src = tmp_path / "people"
+    write_image(src / "ann" / "a.jpg", 1)
+    os.symlink(tmp_path / "stray.jpg", src / "ann" / "b.jpg")
+    import_dataset("folders", src, tmp_path / "ds")
+    info = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert info["references"] == [str(src.resolve()), str((tmp_path / "stray.jpg").resolve())]
+    assert load_dataset(tmp_path / "ds").table["path"].tolist() == ["images/ann/a.jpg", "images/ann/b.jpg"]
+
+
 def test_unknown_kind(tmp_path):
     with pytest.raises(DatasetError, match="Unknown dataset kind 'celeba'; choose one of: utkface, lfw, "
                                            "fairface, folders"):

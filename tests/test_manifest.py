@@ -431,3 +431,51 @@ def test_absolute_path_refuses_paths_outside_the_folder(tmp_path):
     assert dataset.absolute_path("images/b.jpg").is_file()
     with pytest.raises(DatasetError, match="is not a path inside the dataset folder"):
         dataset.absolute_path("../x.jpg")
+
+
+def _escaping_dataset(tmp_path: Path, info: dict) -> Path:
+    """A dataset whose one image is a symlink to a face outside it, and a dataset.json saying ``info``."""
+    outside = write_image(tmp_path / "srv" / "faces" / "someone.jpg", 7)
+    root = tmp_path / "ds"
+    write_image(root / "mine.jpg", 1)
+    os.symlink(outside, root / "theirs.jpg")
+    write_csv(root / "manifest.csv", "path\nmine.jpg\ntheirs.jpg\n")
+    write_csv(root / INFO_FILE, json.dumps(info))
+    return root
+
+
+@pytest.mark.parametrize("references, words", [
+    ("/srv/faces", r"'references' is str '/srv/faces', not a list of text; write it as \[\"/srv/faces\"\]"),
+    ({"/": 1}, "'references' is dict"),
+    ([1], "'references' is list"),
+    (["srv/faces"], r"'references'\[0\] 'srv/faces' is not an absolute path"),
+    (["/"], r"'references'\[0\] '/' holds the dataset folder itself"),
+    ("parent", r"'references'\[0\] '.*' holds the dataset folder itself"),
+])
+def test_a_reference_of_the_wrong_type_or_above_the_dataset_is_refused_naming_the_field(tmp_path, references,
+                                                                                        words):
+    if references == "parent":
+        references = [str(tmp_path)]
+    root = _escaping_dataset(tmp_path, {"references": references})
+    with pytest.raises(DatasetError, match=words):
+        load_dataset(root)    # before: "/srv/faces" was read as "/", "s", ...: the face outside was used
+
+
+def test_a_listed_reference_still_admits_its_folder_alone(tmp_path):
+    root = _escaping_dataset(tmp_path, {"references": [str(tmp_path / "srv" / "faces")]})
+    assert load_dataset(root).table["path"].tolist() == ["mine.jpg", "theirs.jpg"]
+    (root / INFO_FILE).write_text(json.dumps({"references": [str(tmp_path / "srv" / "other")]}))
+    assert reasons(load_dataset(root))[3].startswith("path leaves the dataset folder")
+
+
+@pytest.mark.parametrize("info, words", [
+    ({"images": "copy"}, "'images' is str 'copy', not an object"),
+    ({"images": {"mode": ["copy"]}}, "'images'.'mode' is \\['copy'\\]"),
+    ({"notes": "one note"}, "'notes' is str 'one note', not a list of text"),
+    ({"source": ["/a"]}, "'source' is list"),
+])
+def test_other_dataset_json_fields_of_the_wrong_type_are_refused_naming_the_field(tmp_path, info, words):
+    root = make_dataset(tmp_path / "ds")
+    write_csv(root / INFO_FILE, json.dumps(info))
+    with pytest.raises(DatasetError, match=words):
+        load_dataset(root)

@@ -534,15 +534,18 @@ def _read_images(collected, image_root: Path, images_dir: Path, *, prefix: str, 
     return rows_out
 
 
-def _link_references(build: Path, image_root: Path, rows_out: list[dict[str, str]]) -> list[str]:
+def _link_references(build: Path, dest: Path, image_root: Path, rows_out: list[dict[str, str]]) -> list[str]:
     """The folders a linked dataset reads from: the image root, and the real folder of any source
-    file that is itself a link elsewhere."""
+    file that is itself a link elsewhere (the file alone where that folder holds ``dest``: loading
+    refuses a reference that would open everything beside the dataset)."""
     references = [str(image_root)]
+    real_dest = os.path.realpath(dest)
     resolve = Resolver()
     for out in rows_out:
         real = resolve(os.path.join(build, out[PATH_COLUMN]))
         if not is_inside(real, references):
-            references.append(os.path.dirname(real))
+            folder = os.path.dirname(real)
+            references.append(real if is_inside(real_dest, [folder]) else folder)
     return references
 
 
@@ -584,7 +587,7 @@ def import_dataset(kind: str, src: str | os.PathLike, dest: str | os.PathLike, *
         references: list[str] = []
         if not copy:
             os.symlink(image_root, images_dir, target_is_directory=True)
-            references = _link_references(build, image_root, rows_out)
+            references = _link_references(build, dest, image_root, rows_out)
 
         table = pd.DataFrame(rows_out, columns=[PATH_COLUMN, SHA256_COLUMN, *collected.columns])
         exclusions = exclusions_frame(collected.exclusions)

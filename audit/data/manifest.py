@@ -418,7 +418,64 @@ def read_info(folder: str | os.PathLike) -> dict[str, Any]:
                            "manifest yourself.") from exc
     if not isinstance(info, dict):
         raise DatasetError(f"{str(path)!r} is not a JSON object; re-import the dataset or delete it.")
+    _check_info_fields(info, path)
     return info
+
+
+#: dataset.json fields the tool reads, each of one type: a string where a list belongs would be
+#: read character by character (``"/srv/faces"`` would make ``/`` a folder the images may lie in).
+_TEXT_FIELDS = ("created_by", "kind", "source")
+
+
+def _info_error(path: Path, field_name: str, problem: str, example: str) -> DatasetError:
+    return DatasetError(f"{str(path)!r}: {field_name} {problem}; write it as {example}, or re-import the "
+                        "dataset (the file only records how the folder was made).")
+
+
+def _check_info_fields(info: Mapping[str, Any], path: Path) -> None:
+    """Every field the tool reads from dataset.json has its documented type, or a DatasetError names it."""
+    for name in _TEXT_FIELDS:
+        value = info.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _info_error(path, repr(name), f"is {type(value).__name__} {value!r:.60}, not text", '"..."')
+    for name in ("references", "notes"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise _info_error(path, repr(name), f"is {type(value).__name__} {value!r:.60}, not a list of text",
+                              '["/srv/faces"]' if name == "references" else '["..."]')
+    for i, reference in enumerate(info.get("references") or ()):
+        if not os.path.isabs(reference):
+            raise _info_error(path, f"'references'[{i}]", f"{reference!r} is not an absolute path",
+                              "the absolute path of a folder the images lie in")
+    images = info.get("images")
+    if images is not None:
+        if not isinstance(images, dict):
+            raise _info_error(path, "'images'", f"is {type(images).__name__} {images!r:.60}, not an object",
+                              '{"mode": "link"} or {"mode": "copy"}')
+        if images.get("mode") not in (None, "link", "copy"):
+            raise _info_error(path, "'images'.'mode'", f"is {images.get('mode')!r:.60}", '"link" or "copy"')
+
+
+def reference_roots(root: str | os.PathLike, info: Mapping[str, Any]) -> list[str]:
+    """The real folders the dataset's files may lie in: the folder itself and its recorded references.
+
+    A reference that holds the dataset folder itself (``/``, or a folder
+    above it) would let the manifest reach any file beside it: refused,
+    since no import records one.
+    """
+    real_root = os.path.realpath(root)
+    roots = [real_root]
+    for i, reference in enumerate(info.get("references") or ()):
+        real = os.path.realpath(reference)
+        if real != real_root and is_inside(real_root, [real]):
+            raise DatasetError(
+                f"{str(Path(root) / INFO_FILE)!r}: 'references'[{i}] {reference!r} holds the dataset folder "
+                f"itself, so any file under {real!r} could be read as one of its images; name the folder the "
+                "images lie in, or re-import the dataset.")
+        roots.append(real)
+    return roots
 
 
 def _read_import_exclusions(folder: Path) -> pd.DataFrame:
@@ -611,19 +668,11 @@ def _without_duplicate_content(rows: list[dict[str, str]],
     return kept
 
 
-def _reference_roots(root: Path, info: Mapping[str, Any]) -> list[str]:
-    roots = [os.path.realpath(root)]
-    for reference in info.get("references", ()) or ():
-        if isinstance(reference, str) and os.path.isabs(reference):
-            roots.append(os.path.realpath(reference))
-    return roots
-
-
 def _check_files(root: Path, info: Mapping[str, Any], rows: list[dict[str, str]],
                  excluded: list[tuple[Any, str, str]], *, has_sha: bool,
                  show_progress: bool) -> list[dict[str, str]]:
     """Existence, containment, readability and hash of every file; the rows that pass."""
-    roots = _reference_roots(root, info)
+    roots = reference_roots(root, info)
     resolve = Resolver()
     cache = _read_hash_cache(root)
     new_cache: dict[str, tuple[int, int, str]] = {}

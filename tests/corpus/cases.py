@@ -210,6 +210,36 @@ def _trainable(root: Path) -> Inputs:
     return Inputs(dataset=dataset, expected_rows=12, train=True, report=True)
 
 
+# --------------------------------------------------------------------------- datasets: dataset.json
+
+def _info_case(name: str, info: Callable[[Path], dict], words: str) -> Case:
+    """A dataset.json field of the wrong type, or reaching outside: the symlinked face beyond is never read."""
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=4, per_person=1)
+        (root / "srv" / "faces").mkdir(parents=True)
+        (root / "srv" / "faces" / "someone.png").write_bytes(rgb_png(60))
+        os.symlink(root / "srv" / "faces" / "someone.png", dataset / "img" / "someone.png")
+        with open(dataset / "manifest.csv", "a", encoding="utf-8") as fh:
+            fh.write("img/someone.png,p9,B,M\n")
+        (dataset / "dataset.json").write_text(json.dumps(info(root)))
+        commands = ("describe", "embed", "run", "balance")
+        return Inputs(dataset=dataset, expected_exit={c: 2 for c in commands},
+                      expected_words={c: words for c in ("describe", "run")})
+    return Case(f"dataset-info-{name}", make)
+
+
+INFO_CASES = (
+    _info_case("references-a-string", lambda root: {"references": str(root / "srv" / "faces")},
+               "'references' is str"),
+    _info_case("references-the-filesystem-root", lambda root: {"references": ["/"]},
+               "holds the dataset folder itself"),
+    _info_case("references-the-parent-folder", lambda root: {"references": [str(root)]},
+               "holds the dataset folder itself"),
+    _info_case("references-relative", lambda root: {"references": ["../srv/faces"]}, "is not an absolute path"),
+    _info_case("images-a-string", lambda root: {"images": "copy"}, "'images' is str"),
+)
+
+
 # --------------------------------------------------------------------------- import sources
 
 def _hostile_folders_source(root: Path) -> Inputs:
@@ -484,6 +514,7 @@ def all_cases() -> list[Case]:
         Case("dataset-blank-group-column", _blank_group_column),
         Case("dataset-trainable", _trainable),
         *MANIFEST_CASES,
+        *INFO_CASES,
         Case("source-folders-hostile", _hostile_folders_source),
         *ATTRIBUTE_CASES,
         Case("source-utkface", _utkface_source),
