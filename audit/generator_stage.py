@@ -28,7 +28,7 @@ import pandas as pd
 from audit import __version__
 from audit.data.manifest import load_dataset
 from audit.errors import InputError
-from audit.outputs import check_writable_folder
+from audit.outputs import check_writable_folder, private_folder
 from audit.pipeline import default_group_by, open_embedder, open_target
 from audit.targets.base import STATUS_OK, Target
 from probes.inversion.artifact import (GeneratorArtifact, generator_cache_dir, generator_key,
@@ -250,7 +250,7 @@ def obtain_generator(request: GeneratorRequest, training: TrainingSet, *, embed_
     if folder is None:
         if cache_path is None:
             raise InputError("no folder for the generator: pass --out GEN/ or use the cache.")
-        folder = generator_cache_dir(cache_path) / key[:32]
+        folder = private_folder(generator_cache_dir(cache_path)) / key[:32]
     folder = Path(folder)
     if is_complete(folder):
         artifact = read_artifact(folder)

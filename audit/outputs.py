@@ -11,6 +11,11 @@ what to do about it, never a traceback.
 The checks create nothing that stays: a folder that does not exist yet is
 judged by its nearest existing parent, so that a command stopped by an
 input error leaves no empty output folder behind.
+
+What holds faces, embeddings (biometric data) or model weights is the
+owner's alone, whatever the umask: such folders are made with
+:func:`private_folder` (0700) and such files with ``private=True``
+(:func:`replacing`, :func:`write_atomic`: 0600), as the embedding cache is.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +39,9 @@ ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EN
                                 errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.ETXTBSY})
 #: A disk with less free space than this is refused before any work starts.
 MIN_FREE_BYTES = 1 << 20
+#: Modes of what holds faces, embeddings or weights: readable and writable by the owner alone.
+PRIVATE_FOLDER_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 
 def _choose(option: str | None, elsewhere: str | None = None, disk: str = "") -> str:
@@ -148,20 +157,44 @@ def check_writable_file(path: str | os.PathLike, *, what: str, option: str | Non
     return path
 
 
+def private_folder(folder: str | os.PathLike) -> Path:
+    """Make ``folder`` and leave it owner-only (0700), new or not; the parents it makes are too.
+
+    For folders that hold faces, embeddings or weights: a generator folder,
+    a run folder, the generator cache.  A folder that existed is narrowed
+    too (the tool is about to put biometric data in it); parents that
+    existed are left as they are.  OS errors are the caller's to name
+    (:func:`writing`).
+    """
+    folder = Path(folder)
+    missing = []
+    current = folder.absolute()
+    while not os.path.lexists(current) and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for made in reversed(missing):
+        made.mkdir(mode=PRIVATE_FOLDER_MODE, exist_ok=True)
+        os.chmod(made, PRIVATE_FOLDER_MODE)   # mkdir's mode is masked by the umask
+    if not missing and stat.S_IMODE(os.stat(folder).st_mode) != PRIVATE_FOLDER_MODE:
+        os.chmod(folder, PRIVATE_FOLDER_MODE)
+    return folder
+
+
 @contextmanager
-def replacing(path: str | os.PathLike) -> Iterator[Path]:
+def replacing(path: str | os.PathLike, *, private: bool = False) -> Iterator[Path]:
     """A temporary file beside ``path`` that replaces it when the block succeeds.
 
     The one way this project writes a file whole or not at all: a crash, a
     kill or a full disk halfway leaves the previous version in place and no
     temporary file (its name ends in ``.tmp``).  The temporary file gets the
-    permissions a plain ``open`` would give (mkstemp's are 0600).
+    permissions a plain ``open`` would give (mkstemp's are 0600), or 0600
+    where ``private`` (a file of faces, embeddings or weights).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, PRIVATE_FILE_MODE if private else 0o666 & ~_umask())
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -170,14 +203,14 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str, *, what: str = "the file",
-                 option: str | None = None, elsewhere: str | None = None) -> Path:
-    """Write a file whole or not at all (:func:`replacing`); an environment error becomes an
-    :class:`OutputError` naming ``what`` and the fix."""
+                 option: str | None = None, elsewhere: str | None = None, private: bool = False) -> Path:
+    """Write a file whole or not at all (:func:`replacing`, owner-only where ``private``); an
+    environment error becomes an :class:`OutputError` naming ``what`` and the fix."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with writing(path, what=what, option=option, elsewhere=elsewhere, prefer_path=True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as tmp:
+        with replacing(path, private=private) as tmp:
             tmp.write_bytes(payload)
     return path
 

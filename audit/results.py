@@ -150,11 +150,12 @@ class Disparity:
         return f"{self.probe}.{self.metric}"
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write a JSON file so that a crash never leaves half a file behind (NaN written as null)."""
+def write_json_atomic(path: Path, payload: dict, *, private: bool = False) -> None:
+    """Write a JSON file so that a crash never leaves half a file behind (NaN written as null);
+    owner-only where ``private``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(path) as tmp:
+    with replacing(path, private=private) as tmp:
         tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=False, allow_nan=False) + "\n",
                        encoding="utf-8")
 

@@ -31,7 +31,7 @@ from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, 
                                    check_artifact_against_audit, dataset_keys, identity_model_for, obtain_generator,
                                    seeded_configs, training_size_warning)
 from audit.json_model import Record, from_json, json_safe
-from audit.outputs import check_writable_folder, write_atomic, writing
+from audit.outputs import check_writable_folder, private_folder, write_atomic, writing
 from audit.pipeline import build_embedder, default_group_by, load_dataset_for_run, open_target, opened_cache
 from audit.result_sections import (DatasetSection, EnvironmentSection, FindingsSummary, InversionSection,
                                    PermutationTest, ProbeSections, TargetSection, ToolSection, VerificationSection)
@@ -278,7 +278,7 @@ class AuditRun:
             embset = embedder.embed_dataset(dataset, chip_size=config.image_size if need_chips else None)
             self.embset = embset
             with writing(out, what="the run folder", option="--out"):
-                out.mkdir(parents=True, exist_ok=True)
+                private_folder(out)   # reconstructed faces, checkpoints, a report with faces: the owner's alone
             self._run_probes(out)
         self._findings()
         results = self._results(started)

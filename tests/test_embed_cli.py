@@ -44,6 +44,7 @@ def test_embed_exports_vectors_keyed_by_image_id(face_dataset, tmp_path, suffix)
         ids, vectors = list(frame["image_id"]), frame.drop(columns="image_id").to_numpy()
     assert ids == [f"img/face{i}.png" for i in range(4)]
     assert vectors.shape == (4, 128)
+    assert out.stat().st_mode & 0o777 == 0o600     # embeddings are biometric data: the owner's alone
     # the same person, brighter or mirrored: dlib's descriptors stay under its 0.6 threshold
     assert np.linalg.norm(vectors[0] - vectors[1:], axis=1).max() < 0.6
 

@@ -455,6 +455,19 @@ def test_a_source_file_linked_beside_the_destination_is_referenced_alone_not_by_
     assert load_dataset(tmp_path / "ds").table["path"].tolist() == ["images/ann/a.jpg", "images/ann/b.jpg"]
 
 
+def test_a_copied_face_is_never_readable_by_more_people_than_its_original(tmp_path):
+    src = tmp_path / "people"
+    write_image(src / "ann" / "private.jpg", 1).chmod(0o600)
+    write_image(src / "ann" / "shared.jpg", 2).chmod(0o644)
+    old = os.umask(0o022)
+    try:
+        import_dataset("folders", src, tmp_path / "ds", copy=True)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ds" / "images" / "ann").iterdir()}
+    assert modes == {"private.jpg": 0o600, "shared.jpg": 0o644}
+
+
 def test_unknown_kind(tmp_path):
     with pytest.raises(DatasetError, match="Unknown dataset kind 'celeba'; choose one of: utkface, lfw, "
                                            "fairface, folders"):

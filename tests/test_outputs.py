@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -170,3 +171,23 @@ def test_a_disk_that_fills_with_checkpoints_is_named_not_a_bug(tmp_path, monkeyp
     assert result.output.startswith(f"Error: Cannot write the generator's checkpoints in "
                                     f"{str(disk / 'out' / 'checkpoints')!r}")
     assert "Free some space on that disk" in result.output
+
+
+def test_private_folders_and_files_are_the_owners_alone_whatever_the_umask(tmp_path):
+    from audit.outputs import private_folder, replacing, write_atomic
+
+    old = os.umask(0o002)
+    try:
+        folder = private_folder(tmp_path / "made" / "deeper")
+        (tmp_path / "existing").mkdir(mode=0o755)
+        existing = private_folder(tmp_path / "existing")
+        with replacing(folder / "weights.pt", private=True) as tmp:
+            tmp.write_bytes(b"w")
+        write_atomic(folder / "vectors.npy", b"v", private=True)
+        write_atomic(folder / "results.json", b"{}")
+    finally:
+        os.umask(old)
+    mode = lambda p: p.stat().st_mode & 0o777   # noqa: E731
+    assert [mode(tmp_path / "made"), mode(folder), mode(existing)] == [0o700, 0o700, 0o700]
+    assert [mode(folder / "weights.pt"), mode(folder / "vectors.npy"), mode(folder / "results.json")] == \
+        [0o600, 0o600, 0o664]

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from audit.errors import InputError
-from audit.outputs import replacing
+from audit.outputs import private_folder, replacing
 from audit.results import write_json_atomic
 from probes.inversion.generator import InversionGenerator
 from probes.inversion.training import BEST_CHECKPOINT, HISTORY_FILE, TrainingConfig, load_generator
@@ -108,14 +108,13 @@ def is_complete(folder: Path) -> bool:
 def write_artifact(folder: Path, *, info: dict[str, Any], training_set: pd.DataFrame,
                    training_vectors: np.ndarray) -> None:
     """Write the description and training set beside the checkpoints; ``generator.json`` last."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with replacing(folder / TRAINING_SET_FILE) as tmp:
+    folder = private_folder(folder)   # embeddings of real people, and weights that reconstruct faces
+    with replacing(folder / TRAINING_SET_FILE, private=True) as tmp:
         training_set.to_csv(tmp, index=False)
-    with replacing(folder / TRAINING_VECTORS_FILE) as tmp, open(tmp, "wb") as fh:
+    with replacing(folder / TRAINING_VECTORS_FILE, private=True) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.asarray(training_vectors, dtype=np.float16))
     write_json_atomic(folder / INFO_FILE, {"format": ARTIFACT_FORMAT, "format_version": ARTIFACT_VERSION,
-                                           **info, "complete": True})
+                                           **info, "complete": True}, private=True)
 
 
 def read_artifact(folder: Path) -> GeneratorArtifact:
