@@ -162,6 +162,29 @@ def test_destination_rules(utk_src, tmp_path):
     assert not (dest / "images").is_symlink()
 
 
+@pytest.mark.parametrize("copy", [True, False], ids=["copied", "linked"])
+def test_a_source_inside_the_destination_is_refused_before_anything_is_deleted(tmp_path, copy):
+    from audit.cli import cli
+    from click.testing import CliRunner
+
+    src = tmp_path / "people"
+    for i, person in enumerate(["ann", "bob"]):
+        write_image(src / person / "1.jpg", i)
+    dest = tmp_path / "ds"
+    import_dataset("folders", src, dest, copy=copy)
+    before = snapshot(dest)
+    result = CliRunner().invoke(cli, ["dataset", "import", "folders", str(dest / "images"), str(dest),
+                                      "--overwrite", *(["--copy"] if copy else [])])
+    if copy:   # before: exit 0, and DEST/images became a symlink to itself, every image gone
+        assert result.exit_code == 2, result.output
+        assert "lies inside the destination" in result.output and "would delete the images" in result.output
+        assert snapshot(dest) == before
+        assert load_dataset(dest).table["path"].tolist() == ["images/ann/1.jpg", "images/bob/1.jpg"]
+    else:      # DEST/images is a link to the source outside: importing through it again is fine
+        assert result.exit_code == 0, result.output
+        assert len(load_dataset(dest).table) == 2
+
+
 def test_a_source_with_no_usable_image_is_an_error(tmp_path):
     src = tmp_path / "src"
     write_image(src / "not_a_utkface_name.jpg")

@@ -36,6 +36,9 @@ class Inputs:
     expected_words: dict[str, str] = field(default_factory=dict)
     #: An import: (kind, source folder, extra options).
     source: tuple[str, Path, list[str]] | None = None
+    #: An import into a dataset the case made: (kind, source, destination, options); a failure must leave
+    #: the destination as it was.
+    import_into: tuple[str, Path, Path, list[str]] | None = None
     policy: Path | None = None
     results: str | bytes | None = None
     cache: Path | None = None
@@ -343,6 +346,36 @@ def _fairface_clean_but_odd(root: Path) -> Inputs:
     return inputs
 
 
+# --------------------------------------------------------------------------- imports that overlap their destination
+
+def _overlap_case(name: str, source: Callable[[Path], Path], *, copy: bool, words: str) -> Case:
+    """An earlier import DS, then an import whose source lies in (or is) DS, with --overwrite: DS must survive."""
+    def make(root: Path) -> Inputs:
+        from audit.data.importers import import_dataset
+
+        src, _ = folders_source(root / "people", people=2)
+        dest = root / "ds"
+        import_dataset("folders", src, dest, copy=copy)
+        return Inputs(import_into=("folders", source(root), dest, ["--overwrite", *(["--copy"] if copy else [])]),
+                      expected_exit={"import-into": 2}, expected_words={"import-into": words})
+    return Case(f"source-overlap-{name}", make)
+
+
+def _link_into_destination(root: Path) -> Path:
+    os.symlink(root / "ds" / "images", root / "shortcut")
+    return root / "shortcut"
+
+
+OVERLAP_CASES = (
+    _overlap_case("its-own-copied-images", lambda root: root / "ds" / "images", copy=True,
+                  words="lies inside the destination"),
+    _overlap_case("a-link-to-its-copied-images", _link_into_destination, copy=True,
+                  words="lies inside the destination"),
+    _overlap_case("the-destination-itself", lambda root: root / "ds", copy=True, words="is inside the source"),
+    _overlap_case("the-destination-itself-linked", lambda root: root / "ds", copy=False, words="is inside the source"),
+)
+
+
 # --------------------------------------------------------------------------- policies
 
 def _policy_case(name: str, text: str | bytes | None, *, exit_code: int | None = 2, words: str | None = None,
@@ -522,6 +555,7 @@ def all_cases() -> list[Case]:
         Case("source-lfw-bad-race-file", _lfw_bad_race_file),
         Case("source-fairface-quote-left-open", _fairface_source),
         Case("source-fairface-odd-rows", _fairface_clean_but_odd),
+        *OVERLAP_CASES,
         *POLICY_CASES,
         *RESULTS_CASES,
         *CACHE_CASES,

@@ -75,6 +75,8 @@ def exercise(case: Case, root: Path, baseline: Baseline) -> list[str]:
         _dataset_commands(runner, inputs, baseline)
     if inputs.source is not None:
         _import_commands(runner, inputs, baseline)
+    if inputs.import_into is not None:
+        _import_into(runner, inputs)
     if inputs.policy is not None:
         _gate(runner, inputs, _copy(baseline.run, root / "run"), inputs.policy)
     if inputs.results is not None:
@@ -218,6 +220,16 @@ def _import_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) -
                                                "--copy"], keep_on_failure=[previous])
     if again.exit_code == 0:
         _check_import(runner, again, kind, src, previous)
+
+
+def _import_into(runner: CorpusRunner, inputs: Inputs) -> None:
+    kind, src, dest, options = inputs.import_into
+    before = _usable_ids(dest)
+    made = runner.invoke("import-into", ["dataset", "import", kind, src, dest, *options], keep_on_failure=[dest])
+    _expect(runner, made, inputs, "import-into")
+    after = _usable_ids(dest)
+    runner.expect(made, after is not None and len(after) == len(before or ()),
+                  f"the destination had {len(before or ())} usable images, now {after}", kind=DATA_LOSS)
 
 
 def _check_import(runner: CorpusRunner, run: Run, kind: str, src: Path, dest: Path) -> None:
