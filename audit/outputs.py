@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from audit.errors import OutputError
 
@@ -39,6 +40,11 @@ ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EN
                                 errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.ETXTBSY})
 #: A disk with less free space than this is refused before any work starts.
 MIN_FREE_BYTES = 1 << 20
+#: In every output folder the tool makes (a run, a generator): which kind it is.  A later command
+#: writes there again (a rerun, a resume); a non-empty folder without it is the user's, never overwritten.
+OWNER_MARKER = ".face-bias-audit"
+#: The marker's ``written_by``.
+TOOL_NAME = "face-bias-audit"
 #: Modes of what holds faces, embeddings or weights: readable and writable by the owner alone.
 PRIVATE_FOLDER_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -213,6 +219,55 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, what: str = "the
         with replacing(path, private=private) as tmp:
             tmp.write_bytes(payload)
     return path
+
+
+def folder_kind(folder: str | os.PathLike) -> str | None:
+    """The kind of output folder the tool marked ``folder`` as ("run", "generator"), or None."""
+    try:
+        data = json.loads((Path(folder) / OWNER_MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("written_by") != TOOL_NAME or not isinstance(data.get("kind"), str):
+        return None
+    return data["kind"]
+
+
+def check_own_folder(folder: str | os.PathLike, *, kind: str, option: str, overwrite: bool,
+                     written_before: Callable[[Path], bool] | None = None) -> None:
+    """Refuse to write into a non-empty folder this tool did not make as a ``kind`` folder; change nothing.
+
+    A folder is the tool's when it carries :data:`OWNER_MARKER` of the same
+    kind, or where ``written_before`` recognises what an earlier version
+    wrote there (a run's results.json) -- so reruns and resumes work, and a
+    folder of the user's own (their results.json, a dataset, their home)
+    is never overwritten unless ``overwrite``.  A link is judged by the
+    folder it points to.
+    """
+    folder = Path(folder).expanduser()
+    if overwrite or not folder.is_dir():
+        return
+    try:
+        entries = sorted(entry.name for entry in folder.iterdir())
+    except OSError:
+        return   # an unreadable folder: check_writable_folder names the problem
+    if not entries:
+        return
+    found = folder_kind(folder)
+    if found == kind or (found is None and written_before is not None and written_before(folder)):
+        return
+    shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+    held = (f"it holds a {found} folder of this tool, not a {kind} folder" if found is not None else
+            f"it already holds files this tool did not write ({shown})")
+    raise OutputError(f"{option} {str(folder)!r}: {held}; refusing to write over them. Choose a new or empty "
+                      f"folder, or pass --overwrite to write into this one anyway.")
+
+
+def mark_own_folder(folder: str | os.PathLike, *, kind: str) -> None:
+    """Mark ``folder`` as the tool's ``kind`` output folder (see :func:`check_own_folder`)."""
+    path = Path(folder) / OWNER_MARKER
+    if folder_kind(folder) != kind:
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps({"written_by": TOOL_NAME, "kind": kind}) + "\n", encoding="utf-8")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

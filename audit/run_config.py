@@ -60,6 +60,8 @@ class RunConfig:
     pairs_file: Path | None = None
     report: bool = True
     no_faces: bool = False
+    #: Write into an --out folder that holds files the tool did not write (``--overwrite``).
+    overwrite: bool = False
     policy_path: Path | None = None
     baseline_path: Path | None = None
     max_requests: int | None = None

@@ -31,13 +31,14 @@ from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, 
                                    check_artifact_against_audit, dataset_keys, identity_model_for, obtain_generator,
                                    seeded_configs, training_size_warning)
 from audit.json_model import Record, from_json, json_safe
-from audit.outputs import check_writable_folder, private_folder, write_atomic, writing
+from audit.outputs import (check_own_folder, check_writable_folder, mark_own_folder, private_folder, write_atomic,
+                           writing)
 from audit.pipeline import build_embedder, default_group_by, load_dataset_for_run, open_target, opened_cache
 from audit.result_sections import (DatasetSection, EnvironmentSection, FindingsSummary, InversionSection,
                                    PermutationTest, ProbeSections, TargetSection, ToolSection, VerificationSection)
 from audit.results import (ALL, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, FLAG_UNSTABLE, GROUPS_FILE,
                            RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, Results, grouping_name, load_results,
-                           write_json_atomic)
+                           write_json_atomic, written_by_audit_run)
 from audit.run_config import RunConfig
 from audit.targets.base import STATUS_OK
 from probes.detection import detection_probe
@@ -70,6 +71,8 @@ MSG_CHECKPOINT_WRITE = ("Cannot write the generator's checkpoints in {folder!r} 
 
 DETECTIONS_FILE = "detections.csv"
 INVERSION_SAMPLES_FILE = "inversion_samples.csv"
+#: The marker's kind in a run folder (audit.outputs.OWNER_MARKER).
+RUN_FOLDER_KIND = "run"
 
 
 @dataclass
@@ -253,6 +256,8 @@ class AuditRun:
         # Everything that can be refused is refused before a target is called,
         # and before anything is written: an input error leaves no empty folder.
         check_writable_folder(out, what="the run folder", option="--out")
+        check_own_folder(out, kind=RUN_FOLDER_KIND, option="--out", overwrite=config.overwrite,
+                         written_before=written_by_audit_run)
         policy, baseline = self._load_policy()
         dataset = load_dataset_for_run(config.dataset_dir, group_by=config.group_by)
         group_by = config.group_by or default_group_by(dataset)
@@ -279,6 +284,7 @@ class AuditRun:
             self.embset = embset
             with writing(out, what="the run folder", option="--out"):
                 private_folder(out)   # reconstructed faces, checkpoints, a report with faces: the owner's alone
+                mark_own_folder(out, kind=RUN_FOLDER_KIND)   # before any checkpoint: a resume finds it the tool's
             self._run_probes(out)
         self._findings()
         results = self._results(started)

@@ -43,6 +43,8 @@ from probes.inversion.generator import InversionGenerator
 from probes.inversion.training import BEST_CHECKPOINT, HISTORY_FILE, TrainingConfig, load_generator
 
 ARTIFACT_FORMAT = "face-bias-audit-generator"
+#: The marker's kind in a generator folder (audit.outputs.OWNER_MARKER).
+GENERATOR_FOLDER_KIND = "generator"
 ARTIFACT_VERSION = 1
 INFO_FILE = "generator.json"
 TRAINING_SET_FILE = "training_set.csv"
@@ -93,6 +95,15 @@ class GeneratorArtifact:
     def history(self) -> list[dict]:
         path = self.folder / HISTORY_FILE
         return json.loads(path.read_text(encoding="utf-8")).get("history", []) if path.is_file() else []
+
+
+def is_generator_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a generator.json of this tool (one written before folders were marked)."""
+    try:
+        info = json.loads((Path(folder) / INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("format") == ARTIFACT_FORMAT
 
 
 def is_complete(folder: Path) -> bool:

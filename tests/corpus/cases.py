@@ -39,6 +39,8 @@ class Inputs:
     #: An import into a dataset the case made: (kind, source, destination, options); a failure must leave
     #: the destination as it was.
     import_into: tuple[str, Path, Path, list[str]] | None = None
+    #: A run of a clean dataset into an --out folder the case made: (dataset, out); a refusal must leave it intact.
+    run_into: tuple[Path, Path] | None = None
     policy: Path | None = None
     results: str | bytes | None = None
     cache: Path | None = None
@@ -376,6 +378,61 @@ OVERLAP_CASES = (
 )
 
 
+# --------------------------------------------------------------------------- output folders
+
+def _output_case(name: str, build: Callable[[Path, Path], Path], *, exit_code: int, words: str | None = None) -> Case:
+    """``audit run --out`` into a folder that exists already: the user's own files are never written over."""
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=4, per_person=1)
+        out = build(root, dataset)
+        return Inputs(run_into=(dataset, out), expected_exit={"run-into": exit_code},
+                      expected_words={"run-into": words} if words else {})
+    return Case(f"output-{name}", make)
+
+
+def _users_own(root: Path, dataset: Path) -> Path:
+    out = root / "mine"
+    out.mkdir()
+    (out / "results.json").write_text('{"my": "own results"}\n')
+    (out / "groups.csv").write_text("mine\n")
+    return out
+
+
+def _link_to_users_own(root: Path, dataset: Path) -> Path:
+    os.symlink(_users_own(root, dataset), root / "link")
+    return root / "link"
+
+
+def _marked(kind: str, *files: str) -> Callable[[Path, Path], Path]:
+    def build(root: Path, dataset: Path) -> Path:
+        from audit.outputs import mark_own_folder
+
+        out = root / "earlier"
+        out.mkdir()
+        for name in files:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(b"from an earlier command of the tool")
+        mark_own_folder(out, kind=kind)
+        return out
+    return build
+
+
+def _empty(root: Path, dataset: Path) -> Path:
+    (root / "empty").mkdir()
+    return root / "empty"
+
+
+OUTPUT_CASES = (
+    _output_case("users-own-results", _users_own, exit_code=2, words="did not write (groups.csv, results.json)"),
+    _output_case("link-to-users-own-results", _link_to_users_own, exit_code=2, words="did not write"),
+    _output_case("the-dataset-folder", lambda root, dataset: dataset, exit_code=2, words="did not write (img"),
+    _output_case("a-generator-folder", _marked("generator", "last.pt"), exit_code=2,
+                 words="holds a generator folder of this tool"),
+    _output_case("an-interrupted-run", _marked("run", "checkpoints/inversion/last.pt"), exit_code=0),
+    _output_case("empty", _empty, exit_code=0),
+)
+
+
 # --------------------------------------------------------------------------- policies
 
 def _policy_case(name: str, text: str | bytes | None, *, exit_code: int | None = 2, words: str | None = None,
@@ -556,6 +613,7 @@ def all_cases() -> list[Case]:
         Case("source-fairface-quote-left-open", _fairface_source),
         Case("source-fairface-odd-rows", _fairface_clean_but_odd),
         *OVERLAP_CASES,
+        *OUTPUT_CASES,
         *POLICY_CASES,
         *RESULTS_CASES,
         *CACHE_CASES,

@@ -77,6 +77,8 @@ def exercise(case: Case, root: Path, baseline: Baseline) -> list[str]:
         _import_commands(runner, inputs, baseline)
     if inputs.import_into is not None:
         _import_into(runner, inputs)
+    if inputs.run_into is not None:
+        _run_into(runner, inputs)
     if inputs.policy is not None:
         _gate(runner, inputs, _copy(baseline.run, root / "run"), inputs.policy)
     if inputs.results is not None:
@@ -220,6 +222,15 @@ def _import_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) -
                                                "--copy"], keep_on_failure=[previous])
     if again.exit_code == 0:
         _check_import(runner, again, kind, src, previous)
+
+
+def _run_into(runner: CorpusRunner, inputs: Inputs) -> None:
+    dataset, out = inputs.run_into
+    ran = runner.invoke("run-into", ["run", "--dataset", dataset, "--out", out, *RUN_FAST], outputs=[out],
+                        keep_on_failure=[out, dataset])
+    _expect(runner, ran, inputs, "run-into")
+    if ran.exit_code == 0:
+        runner.expect(ran, (out / "results.json").is_file(), "no results.json after the run")
 
 
 def _import_into(runner: CorpusRunner, inputs: Inputs) -> None:
