@@ -376,6 +376,36 @@ def test_second_load_reads_no_image_and_a_changed_file_is_read_again(tmp_path, m
     assert third.table["sha256"].iloc[2] == hashlib.sha256((root / "images/c.jpg").read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("how", ["in place", "renamed over"])
+def test_a_file_replaced_with_the_same_size_and_modification_time_is_hashed_again(tmp_path, how):
+    """``cp -p``, ``touch -r``, an unpacked archive: another face, and the size and mtime of the old one."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    old, new = b"BM" + bytes(range(200)) * 5, b"BM" + bytes(reversed(range(200))) * 5
+    (root / "a.bmp").write_bytes(old)
+    write_csv(root / "manifest.csv", "path\na.bmp\n")
+    assert load_dataset(root).table["sha256"].tolist() == [hashlib.sha256(old).hexdigest()]
+    before = os.stat(root / "a.bmp")
+    if how == "in place":
+        (root / "a.bmp").write_bytes(new)
+    else:
+        (root / "new.tmp").write_bytes(new)
+        os.replace(root / "new.tmp", root / "a.bmp")
+    os.utime(root / "a.bmp", ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(root / "a.bmp")
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    # before: the cached hash of the old face, so every cache keyed on it returned the old face's vector
+    assert load_dataset(root).table["sha256"].tolist() == [hashlib.sha256(new).hexdigest()]
+
+
+def test_a_hash_cache_of_the_older_format_is_rebuilt(tmp_path):
+    root = make_dataset(tmp_path / "ds")
+    real = os.path.realpath(root / "images/a.jpg")
+    write_csv(root / HASH_CACHE_FILE, f"path,size,mtime_ns,sha256\n{real},1,1,{'0' * 64}\n")
+    assert "0" * 64 not in load_dataset(root).table["sha256"].tolist()
+    assert (root / HASH_CACHE_FILE).read_text().startswith("path,size,mtime_ns,ctime_ns,inode,sha256\n")
+
+
 def test_damaged_cache_is_rebuilt(tmp_path):
     root = make_dataset(tmp_path / "ds")
     write_csv(root / HASH_CACHE_FILE, "garbage\n1,2\n")

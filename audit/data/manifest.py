@@ -46,8 +46,13 @@ MANIFEST_FILE = "manifest.csv"
 EXCLUSIONS_FILE = "exclusions.csv"
 #: How the folder was made (importer, source, image references, notes).
 INFO_FILE = "dataset.json"
-#: ``path,size,mtime_ns,sha256`` of files already hashed: a rerun reads no image twice.
+#: ``path,size,mtime_ns,ctime_ns,inode,sha256`` of files already hashed: a rerun reads no image twice.
 HASH_CACHE_FILE = ".sha256-cache.csv"
+#: What says a file is the one hashed: size and modification time alone miss a face replaced by
+#: another of the same size with its modification time set back (``cp -p``, ``touch -r``, an
+#: unpacked archive); the change time (set by the system on every write, rename or utime) and the
+#: inode (new for a file written in its place and renamed over it) do not.
+HASH_CACHE_STAMP = ("size", "mtime_ns", "ctime_ns", "inode")
 
 PATH_COLUMN = "path"
 IDENTITY_COLUMN = "identity"
@@ -301,40 +306,50 @@ def _advance(digests: list[FileDigest], bar) -> list[FileDigest]:
     return digests
 
 
-def _read_hash_cache(folder: Path) -> dict[str, tuple[int, int, str]]:
+#: A file's stamp (:data:`HASH_CACHE_STAMP`) and its sha256.
+Stamp = tuple[int, int, int, int]
+HashEntry = tuple[Stamp, str]
+
+
+def file_stamp(st: os.stat_result) -> Stamp:
+    """What :data:`HASH_CACHE_STAMP` records of ``os.stat``: equal stamps mean the same bytes."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _read_hash_cache(folder: Path) -> dict[str, HashEntry]:
     path = folder / HASH_CACHE_FILE
-    cache: dict[str, tuple[int, int, str]] = {}
+    cache: dict[str, HashEntry] = {}
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             for record in csv.DictReader(fh):
-                cache[record["path"]] = (int(record["size"]), int(record["mtime_ns"]),
-                                         record["sha256"])
+                stamp = tuple(int(record[name]) for name in HASH_CACHE_STAMP)
+                cache[record["path"]] = (stamp, record["sha256"])   # type: ignore[assignment]
     except (OSError, KeyError, ValueError, TypeError, csv.Error):
-        return {}  # a cache only: a missing or damaged one is rebuilt
+        return {}  # a cache only: a missing, damaged or older-format one is rebuilt
     return cache
 
 
-def write_hash_cache(folder: str | os.PathLike, entries: Mapping[str, tuple[int, int, str]]) -> None:
-    """Record ``real path -> (size, mtime_ns, sha256)``; silently skipped on a read-only folder."""
+def write_hash_cache(folder: str | os.PathLike, entries: Mapping[str, HashEntry]) -> None:
+    """Record ``real path -> (stamp, sha256)``; silently skipped on a read-only folder."""
     try:
         with replacing(Path(folder) / HASH_CACHE_FILE) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["path", "size", "mtime_ns", "sha256"])
-            for real, (size, mtime_ns, sha) in sorted(entries.items()):
-                writer.writerow([real, size, mtime_ns, sha])
+            writer.writerow(["path", *HASH_CACHE_STAMP, "sha256"])
+            for real, (stamp, sha) in sorted(entries.items()):
+                writer.writerow([real, *stamp, sha])
     except OSError:
         pass  # a cache only: the next run hashes again
 
 
 def hash_cache_entry(path: str | os.PathLike, sha256: str, *,
-                     resolve: "Resolver | None" = None) -> tuple[str, tuple[int, int, str]] | None:
+                     resolve: "Resolver | None" = None) -> tuple[str, HashEntry] | None:
     """The cache entry of a file just hashed (keyed by its real path), or None if gone."""
     try:
         real = resolve(os.fspath(path)) if resolve is not None else os.path.realpath(path)
         st = os.stat(real)
     except OSError:
         return None
-    return real, (st.st_size, st.st_mtime_ns, sha256)
+    return real, (file_stamp(st), sha256)
 
 
 # --------------------------------------------------------------------------- reading
@@ -675,9 +690,9 @@ def _check_files(root: Path, info: Mapping[str, Any], rows: list[dict[str, str]]
     roots = reference_roots(root, info)
     resolve = Resolver()
     cache = _read_hash_cache(root)
-    new_cache: dict[str, tuple[int, int, str]] = {}
+    new_cache: dict[str, HashEntry] = {}
     passed: list[dict[str, str]] = []
-    to_hash: list[tuple[dict[str, str], str, tuple[int, int]]] = []
+    to_hash: list[tuple[dict[str, str], str, Stamp]] = []
     for row in rows:
         full = os.path.join(root, row["_relative"])
         real = resolve(full)
@@ -697,24 +712,25 @@ def _check_files(root: Path, info: Mapping[str, Any], rows: list[dict[str, str]]
             excluded.append((row["row"], row[PATH_COLUMN], REASON_NOT_A_FILE))
             continue
         cached = cache.get(real)
-        if cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns) and os.access(real, os.R_OK):
-            row["_sha256"] = cached[2]
+        stamp = file_stamp(st)
+        if cached is not None and cached[0] == stamp and os.access(real, os.R_OK):
+            row["_sha256"] = cached[1]
             new_cache[real] = cached
             passed.append(row)
         else:
-            to_hash.append((row, real, (st.st_size, st.st_mtime_ns)))
+            to_hash.append((row, real, stamp))
             passed.append(row)
 
     failed: set[int] = set()
     label = "Checking images" if show_progress and to_hash else None
-    for (row, real, (size, mtime_ns)), digest in zip(
+    for (row, real, stamp), digest in zip(
             to_hash, digest_files([real for _, real, _ in to_hash], progress_label=label)):
         if digest.reason is not None:
             excluded.append((row["row"], row[PATH_COLUMN], digest.reason))
             failed.add(id(row))
             continue
         row["_sha256"] = digest.sha256
-        new_cache[real] = (size, mtime_ns, digest.sha256)
+        new_cache[real] = (stamp, digest.sha256)
     if to_hash or len(new_cache) != len(cache):
         write_hash_cache(root, new_cache)
 
@@ -771,7 +787,7 @@ def write_dataset_hash_cache(dest: str | os.PathLike, paths: Iterable[str], sha2
     Called after the folder is in place (the paths must resolve), so that
     the first run on it reads no image only to hash it.
     """
-    cache: dict[str, tuple[int, int, str]] = {}
+    cache: dict[str, HashEntry] = {}
     resolve = Resolver()
     for relative, sha in zip(paths, sha256s):
         entry = hash_cache_entry(os.path.join(dest, relative), sha, resolve=resolve) if sha else None

@@ -41,6 +41,9 @@ class Inputs:
     import_into: tuple[str, Path, Path, list[str]] | None = None
     #: A run of a clean dataset into an --out folder the case made: (dataset, out); a refusal must leave it intact.
     run_into: tuple[Path, Path] | None = None
+    #: (dataset, image id, swap): after a first embed, ``swap`` replaces that image by another face of the same
+    #: size and modification time; the next embed must embed it again.
+    replaced: tuple[Path, str, Callable[[Path], None]] | None = None
     policy: Path | None = None
     results: str | bytes | None = None
     cache: Path | None = None
@@ -433,6 +436,37 @@ OUTPUT_CASES = (
 )
 
 
+# --------------------------------------------------------------------------- files replaced behind the cache
+
+def _replaced_case(name: str, swap: Callable[[Path, bytes], None]) -> Case:
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=4, per_person=1, make=images.bmp)
+        image_id = "img/p0_0.png"      # BMP bytes under the name face_dataset gives: the format is read, not named
+
+        def replace_it(folder: Path) -> None:
+            path = folder / image_id
+            before = os.stat(path)
+            swap(path, images.bmp(20))          # same face, other brightness: another file of the same size
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        return Inputs(replaced=(dataset, image_id, replace_it))
+    return Case(f"cache-replaced-{name}", make)
+
+
+def _in_place(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def _renamed_over(path: Path, data: bytes) -> None:
+    path.with_name("new.tmp").write_bytes(data)
+    os.replace(path.with_name("new.tmp"), path)
+
+
+REPLACED_CASES = (
+    _replaced_case("in-place-same-size-and-mtime", _in_place),
+    _replaced_case("renamed-over-same-size-and-mtime", _renamed_over),
+)
+
+
 # --------------------------------------------------------------------------- policies
 
 def _policy_case(name: str, text: str | bytes | None, *, exit_code: int | None = 2, words: str | None = None,
@@ -614,6 +648,7 @@ def all_cases() -> list[Case]:
         Case("source-fairface-odd-rows", _fairface_clean_but_odd),
         *OVERLAP_CASES,
         *OUTPUT_CASES,
+        *REPLACED_CASES,
         *POLICY_CASES,
         *RESULTS_CASES,
         *CACHE_CASES,

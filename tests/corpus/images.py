@@ -60,6 +60,12 @@ def rgb_png(variant: int = 0) -> bytes:
     return _save(Image.fromarray(pixels), "PNG")
 
 
+def bmp(variant: int = 0) -> bytes:
+    """:func:`rgb_png`'s face as an uncompressed BMP: every variant has the same byte count."""
+    with Image.open(io.BytesIO(rgb_png(variant))) as img:
+        return _save(img.convert("RGB"), "BMP")
+
+
 def jpeg() -> bytes:
     return _save(Image.fromarray(face()), "JPEG", quality=92)
 
