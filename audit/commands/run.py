@@ -48,8 +48,8 @@ from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PR
 @click.option("--correction", type=click.Choice(CORRECTIONS), default=DEFAULT_CORRECTION, show_default=True,
               help="How findings survive the run's many comparisons: holm (no false finding in the whole "
                    "report, at 95%) or bh (Benjamini-Hochberg: at most 5% of findings false).")
-@click.option("--pairs", "pairs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Official verification pairs (LFW's pairs.txt); found in the dataset folder if there.")
+@click.option("--pairs", "pairs_file", help="Official verification pairs (LFW's pairs.txt): a file or a URL "
+              "(s3://...); found in the dataset folder (local or at a URL) if there.")
 @click.option("--max-requests", type=click.IntRange(min=1), help="Budget of API requests (cloud targets).")
 @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Gate the results on this policy (TOML); exit code 1 when a rule fails.")
