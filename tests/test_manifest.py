@@ -398,6 +398,20 @@ def test_a_file_replaced_with_the_same_size_and_modification_time_is_hashed_agai
     assert load_dataset(root).table["sha256"].tolist() == [hashlib.sha256(new).hexdigest()]
 
 
+def test_a_hash_cache_planted_in_a_shared_folder_cannot_give_a_file_another_files_hash(tmp_path):
+    """An unpacked archive keeps sizes and mtimes, never change times or inodes: a cache shipped with a
+    dataset cannot make one face pass for another (a false duplicate, another face's cached vector)."""
+    root = make_dataset(tmp_path / "ds")
+    target = root / "images/a.jpg"
+    st = os.stat(target)
+    other = hashlib.sha256((root / "images/c.jpg").read_bytes()).hexdigest()
+    write_csv(root / HASH_CACHE_FILE, "path,size,mtime_ns,ctime_ns,inode,sha256\n"
+                                      f"{os.path.realpath(target)},{st.st_size},{st.st_mtime_ns},1,1,{other}\n")
+    dataset = load_dataset(root)
+    assert dataset.table["path"].tolist() == ["images/a.jpg", "images/b.jpg", "images/c.jpg"]
+    assert dataset.table["sha256"].iloc[0] == hashlib.sha256(target.read_bytes()).hexdigest()
+
+
 def test_a_hash_cache_of_the_older_format_is_rebuilt(tmp_path):
     root = make_dataset(tmp_path / "ds")
     real = os.path.realpath(root / "images/a.jpg")

@@ -112,6 +112,20 @@ def _special_files(root: Path) -> Inputs:
         "img/pipe.jpg": "excluded", "img/folder.jpg": "excluded", "/dev/zero": "excluded"})
 
 
+def _planted_hash_cache(root: Path) -> Inputs:
+    """A .sha256-cache.csv shipped with the folder gives p0's image the hash of p1's (size and mtime right):
+    trusted, p0 would be a "duplicate" of p1, or get p1's cached vector."""
+    dataset = face_dataset(root / "ds", people=4, per_person=1)
+    import hashlib
+
+    p0, p1 = dataset / "img" / "p0_0.png", dataset / "img" / "p1_1.png"
+    st = os.stat(p0)
+    (dataset / ".sha256-cache.csv").write_text(
+        "path,size,mtime_ns,ctime_ns,inode,sha256\n"
+        f"{os.path.realpath(p0)},{st.st_size},{st.st_mtime_ns},1,1,{hashlib.sha256(p1.read_bytes()).hexdigest()}\n")
+    return Inputs(dataset=dataset, expected_rows=4, expected_status={"img/p0_0.png": "ok"})
+
+
 def _duplicates(root: Path) -> Inputs:
     dataset = face_dataset(root / "ds", people=2, per_person=1)
     (dataset / "img" / "copy.png").write_bytes((dataset / "img" / "p0_0.png").read_bytes())
@@ -634,6 +648,7 @@ def all_cases() -> list[Case]:
         Case("dataset-symlinks", _symlinks),
         Case("dataset-special-files", _special_files),
         Case("dataset-duplicates-with-other-labels", _duplicates),
+        Case("dataset-planted-hash-cache", _planted_hash_cache),
         Case("dataset-every-row-reason", _many_problems),
         Case("dataset-blank-group-column", _blank_group_column),
         Case("dataset-trainable", _trainable),
