@@ -201,7 +201,8 @@ def test_unreadable_image_is_excluded_at_import(tmp_path):
     import_dataset("utkface", src, tmp_path / "dest")
     assert read_exclusions(tmp_path / "dest") == [{
         "row": "", "path": "26_0_0_20170116174525125.jpg.chip.jpg",
-        "reason": "not an image: it is not one of the image formats the tool reads (JPEG, PNG, GIF, BMP, WebP or TIFF)"}]
+        "reason": "not an image: it is not one of the image formats the tool reads "
+                  "(JPEG, PNG, GIF, BMP, WebP or TIFF)"}]
 
 
 # --------------------------------------------------------------------------- LFW

@@ -291,7 +291,8 @@ def test_missing_empty_folder_and_non_image_files_are_excluded(tmp_path):
                      6: ("not a file: the path is a folder, a named pipe or a device (it was not opened); "
                          "point the row at an image file"),
                      7: "unreadable file: the file is empty (0 bytes)",
-                     8: "not an image: it is not one of the image formats the tool reads (JPEG, PNG, GIF, BMP, WebP or TIFF)"}
+                     8: "not an image: it is not one of the image formats the tool reads "
+                        "(JPEG, PNG, GIF, BMP, WebP or TIFF)"}
 
 
 def test_unreadable_file_is_excluded(tmp_path, monkeypatch):
