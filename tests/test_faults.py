@@ -181,3 +181,14 @@ def test_sigterm_during_training_stops_cleanly_and_the_run_resumes_to_the_same_r
                          "--workers", "1", "--no-report", *TRAIN, *FAST], env=env)
     assert reference.returncode == 0, reference.stdout + reference.stderr
     assert results(tmp_path / "out") == results(tmp_path / "reference")
+
+
+def test_sigterm_during_an_import_leaves_no_half_made_folder_behind(tmp_path, env):
+    """Unlike SIGKILL, a stop signal runs the clean-up: the build folder beside DEST is removed at once."""
+    src, attributes = folders_source(tmp_path / "src", people=4)
+    args = ["dataset", "import", "folders", src, tmp_path / "dest", "--attributes", attributes, "--copy"]
+    done, _ = run_killed(args, at="audit.data.manifest:write_info", record=tmp_path / "pids.json", env=env,
+                         signal_name="SIGTERM")
+    assert done.returncode == 143, done.stderr
+    assert "Stopped by SIGTERM" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(("src", "pids", "logs"))) == []
