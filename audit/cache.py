@@ -65,6 +65,12 @@ MSG_DAMAGED = ("the cache {path!r} is damaged ({detail}). Delete it to start afr
 MSG_READ_ONLY = ("the cache {path!r} is valid, but {why}: SQLite must write beside it even to read it. "
                  "Make it writable (chmod u+w), or copy it to a writable folder and point --cache at the "
                  "copy, or pass --no-cache.")
+#: How long a command waits for another one that is writing the cache before it gives up.
+LOCK_WAIT_SECONDS = 30.0
+MSG_LOCKED = ("the cache {path!r} is in use by another audit{who}: it stayed locked for {seconds:.0f} s. Wait "
+              "for that one to finish and rerun this command (what it computed is cached for this one), or "
+              "give this one a cache of its own: --cache OTHER.sqlite (or AUDIT_CACHE=OTHER.sqlite). Do not "
+              "delete a cache that is in use.")
 MSG_FULL = ("no space left on the disk holding the cache {path!r}. Free some space on that disk, or "
             "point --cache at a path on another disk. What was computed before is kept: rerun to resume.")
 
@@ -74,9 +80,42 @@ def _first(problems: list[str]) -> str:
     return shown + (f"; and {len(problems) - 2} more problems" if len(problems) > 2 else "")
 
 
+def _is_locked(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)) or \
+        "database is locked" in str(exc).lower()
+
+
+def _holders(path: Path) -> list[str]:
+    """The other processes that have ``path`` open (Linux, this user's), as ``process PID (command)``.
+
+    Only read on the way to an error message: never a cost of normal work.
+    """
+    try:
+        wanted = {os.path.realpath(path), *(os.path.realpath(f"{path}{s}") for s in ("-wal", "-shm"))}
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit() and int(entry) != os.getpid()]
+    except OSError:
+        return []
+    found = []
+    for pid in pids:
+        try:
+            if not any(os.readlink(f"/proc/{pid}/fd/{fd}") in wanted for fd in os.listdir(f"/proc/{pid}/fd")):
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                command = " ".join(part.decode(errors="replace") for part in fh.read().split(b"\0") if part)
+        except OSError:
+            continue   # gone, or another user's
+        found.append(f"process {pid} ({command[:80]})" if command else f"process {pid}")
+    return found
+
+
 def _cache_error(exc: sqlite3.DatabaseError, path: Path) -> CacheError:
-    """The SQLite error in the user's words: full disk, read-only, damaged, never a guess."""
+    """The SQLite error in the user's words: full disk, read-only, damaged, in use, never a guess."""
     text = str(exc).lower()
+    if _is_locked(exc):
+        holders = _holders(path)
+        who = f" ({', '.join(holders[:3])})" if holders else ""
+        return CacheError(MSG_LOCKED.format(path=str(path), who=who, seconds=LOCK_WAIT_SECONDS))
     if "disk is full" in text or ("disk i/o error" in text and _free_bytes(path.parent) < MIN_FREE_BYTES):
         return CacheError(MSG_FULL.format(path=str(path)))
     if "readonly" in text or "read-only" in text or "unable to open" in text:
@@ -180,7 +219,7 @@ class EmbeddingCache:
             os.close(fd)
             os.chmod(path, 0o600)
         try:
-            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            conn = sqlite3.connect(path, timeout=LOCK_WAIT_SECONDS, isolation_level=None)
             # Read and check first, write after: a file that is not our cache is never changed.
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and "meta" not in tables:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
 from audit import __version__
 from audit.crash import internal_error_message, write_crash_log
-from audit.errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, AuditError
+from audit.errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_SIGNAL_BASE, AuditError
 from audit.outputs import describe_os_error, is_environment_error
 from audit.sinks import terminal_text
 from audit.threads import prepare_environment
@@ -30,8 +35,56 @@ Exit codes:
   3    a target stopped the run (quota, budget, unreachable API); rerun to resume
   4    internal error: a bug in this tool; the message names the log file with the
        traceback
-  130  interrupted; rerun the same command to resume
+  130  interrupted (Ctrl-C); rerun the same command to resume
+  143  stopped by SIGTERM (a CI job cancelled, timeout, docker stop); 129 by SIGHUP
+       (the terminal closed): rerun the same command to resume
 """
+
+#: Signals that ask the tool to stop -- a CI job cancelled, ``timeout``, ``docker stop`` (SIGTERM), the
+#: terminal closed (SIGHUP) -- handled as Ctrl-C is; the exit code is 128 + the signal's number.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+class StopRequested(KeyboardInterrupt):
+    """A stop signal, raised where Ctrl-C's KeyboardInterrupt would be: every clean-up for it runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """While the block runs, a stop signal stops the command as Ctrl-C does (at the next bytecode).
+
+    A signal the parent ignores (``nohup`` ignores SIGHUP) stays ignored;
+    a process forked from this one dies of the signal as before.  Outside
+    the main thread (an embedding library's own thread) nothing is changed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    main_pid = os.getpid()
+
+    def stop(signum: int, frame) -> None:
+        if os.getpid() != main_pid:   # a forked child inherited the handler: end as the signal says
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise StopRequested(signum)
+
+    saved = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is None or signal.getsignal(number) == signal.SIG_IGN:
+            continue
+        saved[number] = signal.signal(number, stop)
+    try:
+        yield
+    finally:
+        for number, previous in saved.items():
+            signal.signal(number, previous)
+
 
 #: Command modules that could not be imported: the CLI refuses to run rather than
 #: silently lacking a command.
@@ -120,14 +173,17 @@ class AuditGroup(click.Group):
                 raise RuntimeError(f"the command module {name!r} cannot be imported "
                                    f"({type(exc).__name__}: {exc}); the installation is broken: "
                                    "reinstall the tool (pip install -e .)") from exc
-            return super().invoke(ctx)
+            with stop_signals_interrupt():
+                return super().invoke(ctx)
         except AuditError as exc:
             _error_line(str(exc))
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted. Everything computed so far is cached: rerun the same command "
-                       "to resume.", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", None)
+            said = f"Stopped by {signal.Signals(signum).name}" if signum else "Interrupted"
+            click.echo(f"{said}. Everything computed so far is cached: rerun the same command to resume.",
+                       err=True)
+            ctx.exit(EXIT_SIGNAL_BASE + signum if signum else EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as exc:  # the one place that catches everything: nothing escapes as a traceback

@@ -27,7 +27,7 @@ def export_embeddings(result: EmbeddingSet, path: Path) -> Path:
         raise InputError(f"unknown export format {suffix!r}; use .npz, .csv or .parquet.")
     with writing(path, what="the --export file", option="--export"):
         path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as tmp:   # a failure leaves the previous export whole
+        with replacing(path, private=True) as tmp:   # whole or not at all; embeddings: the owner's alone
             _write(tmp, suffix, ids, vectors)
     return path
 

@@ -20,6 +20,9 @@ EXIT_TARGET_STOPPED = 3
 EXIT_INTERNAL_ERROR = 4
 #: The run was interrupted (Ctrl-C).  Rerun the same command to resume.
 EXIT_INTERRUPTED = 130
+#: Stopped by a signal that asks a program to end (SIGTERM: 143, SIGHUP: 129): 128 + its number,
+#: as a shell reports a signal.  Rerun the same command to resume.
+EXIT_SIGNAL_BASE = 128
 
 
 class AuditError(Exception):

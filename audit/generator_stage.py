@@ -28,11 +28,11 @@ import pandas as pd
 from audit import __version__
 from audit.data.manifest import load_dataset
 from audit.errors import InputError
-from audit.outputs import check_writable_folder
+from audit.outputs import check_own_folder, check_writable_folder, mark_own_folder, private_folder
 from audit.pipeline import default_group_by, open_embedder, open_target
 from audit.targets.base import STATUS_OK, Target
-from probes.inversion.artifact import (GeneratorArtifact, generator_cache_dir, generator_key,
-                                       is_complete, read_artifact, write_artifact)
+from probes.inversion.artifact import (GENERATOR_FOLDER_KIND, GeneratorArtifact, generator_cache_dir, generator_key,
+                                       is_complete, is_generator_folder, read_artifact, write_artifact)
 from probes.inversion.splits import SPLIT_TRAIN, SPLIT_VAL, split_identities
 from probes.inversion.splits import average_identities as average_chips
 from probes.inversion.training import TrainingConfig, train_generator
@@ -250,7 +250,7 @@ def obtain_generator(request: GeneratorRequest, training: TrainingSet, *, embed_
     if folder is None:
         if cache_path is None:
             raise InputError("no folder for the generator: pass --out GEN/ or use the cache.")
-        folder = generator_cache_dir(cache_path) / key[:32]
+        folder = private_folder(generator_cache_dir(cache_path)) / key[:32]
     folder = Path(folder)
     if is_complete(folder):
         artifact = read_artifact(folder)
@@ -262,6 +262,8 @@ def obtain_generator(request: GeneratorRequest, training: TrainingSet, *, embed_
     chips = training.chips[train]
     if request.average_identities:
         chips = average_chips(chips, training.table["identity"].to_numpy()[train])
+    private_folder(folder)
+    mark_own_folder(folder, kind=GENERATOR_FOLDER_KIND)   # before the first checkpoint: a rerun resumes here
     started = time.monotonic()
     result = train_generator(training.vectors[train], chips, training.vectors[val], training.chips[val],
                              embed_fn=embed_fn, metric=request.target.metric, config=request.config,
@@ -339,9 +341,12 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
                              train_per_group: int | None, near_duplicate_distance: float | None,
                              identity_loss: float, device: str, seed: int, cache_path: Path | None,
                              use_cache: bool, face_config, workers: int | None,
-                             show_progress: bool, scheduler: str | None = None) -> GeneratorArtifact:
+                             show_progress: bool, scheduler: str | None = None,
+                             overwrite: bool = False) -> GeneratorArtifact:
     """``audit generator train``: every setting checked first, then corpus, exclusions, training."""
     check_writable_folder(Path(out_dir), what="the generator folder", option="--out")
+    check_own_folder(Path(out_dir), kind=GENERATOR_FOLDER_KIND, option="--out", overwrite=overwrite,
+                     written_before=is_generator_folder)
     config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, validate_every=validate_every, seed=seed,
                             device=device, image_size=image_size, base_channels=generator_channels,
                             identity_weight=identity_loss)

@@ -1,5 +1,10 @@
 """Reading images into RGB uint8 arrays, the one format every layer uses.
 
+Only the formats face datasets come in are opened (:data:`FORMATS`): Pillow
+knows dozens more, and some of them hand the file to another program (an
+EPS file goes to Ghostscript, whatever its name says), so a PostScript file
+called ``face.jpg`` is refused from its first bytes, never interpreted.
+
 Whatever the file holds, the detector must see the face as a person would:
 a 16-bit PNG scaled down to 8 bits (not clipped to white), transparency
 laid over white, CMYK and palettes converted, the EXIF orientation applied.
@@ -22,6 +27,11 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+#: The image formats the tool opens (Pillow's names; a phone's multi-picture JPEG opens as JPEG);
+#: any other file is refused unread.
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+#: The same, for people: what a refused file's reason lists.
+FORMATS_TEXT = "JPEG, PNG, GIF, BMP, WebP or TIFF"
 #: Decompression-bomb guard: larger images are refused, not decoded.
 MAX_PIXELS = 40_000_000
 #: What transparent pixels are laid over (a neutral studio background).
@@ -32,6 +42,7 @@ REASON_TOO_LARGE = ("{name}: the image is {size} pixels, more than the limit of 
 REASON_UNREADABLE = "{name}: not a readable image ({error})"
 REASON_NOT_REGULAR = "{name}: not a regular file ({kind}); it was not opened"
 REASON_EMPTY = "{name}: the file is empty (0 bytes)"
+NOT_A_FORMAT_READ = f"not one of the image formats the tool reads ({FORMATS_TEXT}); convert it to one"
 
 _FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
@@ -128,6 +139,16 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
+def open_image(data: bytes, formats: tuple[str, ...] = FORMATS) -> Image.Image:
+    """Pillow's lazy image over ``data``, tried only as one of ``formats``.
+
+    Raises ``UnidentifiedImageError`` for anything else (PostScript, PDF,
+    SVG-like text, the many rare formats Pillow also reads), so no other
+    program and no rarely used decoder ever sees a dataset's file.
+    """
+    return Image.open(io.BytesIO(data), formats=list(formats))
+
+
 def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     """Decode bytes to an H x W x 3 uint8 RGB array, honouring EXIF orientation.
 
@@ -141,7 +162,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
         # per-image reason, so its warning would only be noise on the terminal.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = open_image(data)
         with img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageReadError(_too_large_reason(name, None, img))
@@ -159,8 +180,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     except MemoryError as exc:
         raise ImageReadError(REASON_UNREADABLE.format(name=name, error="too large to decode in memory")) from exc
     except UnidentifiedImageError as exc:
-        raise ImageReadError(REASON_UNREADABLE.format(name=name, error="not an image format Pillow "
-                                                      "knows")) from exc
+        raise ImageReadError(REASON_UNREADABLE.format(name=name, error=NOT_A_FORMAT_READ)) from exc
     except Exception as exc:  # Pillow's decoders raise many types on broken or hostile files
         raise ImageReadError(REASON_UNREADABLE.format(name=name, error=f"{type(exc).__name__}: {exc}")) from exc
 
@@ -178,5 +198,5 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
+    with open_image(data, ("PNG",)) as img:
         return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()

@@ -11,18 +11,25 @@ what to do about it, never a traceback.
 The checks create nothing that stays: a folder that does not exist yet is
 judged by its nearest existing parent, so that a command stopped by an
 input error leaves no empty output folder behind.
+
+What holds faces, embeddings (biometric data) or model weights is the
+owner's alone, whatever the umask: such folders are made with
+:func:`private_folder` (0700) and such files with ``private=True``
+(:func:`replacing`, :func:`write_atomic`: 0600), as the embedding cache is.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from audit.errors import OutputError
 
@@ -33,6 +40,14 @@ ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EN
                                 errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.ETXTBSY})
 #: A disk with less free space than this is refused before any work starts.
 MIN_FREE_BYTES = 1 << 20
+#: In every output folder the tool makes (a run, a generator): which kind it is.  A later command
+#: writes there again (a rerun, a resume); a non-empty folder without it is the user's, never overwritten.
+OWNER_MARKER = ".face-bias-audit"
+#: The marker's ``written_by``.
+TOOL_NAME = "face-bias-audit"
+#: Modes of what holds faces, embeddings or weights: readable and writable by the owner alone.
+PRIVATE_FOLDER_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 
 def _choose(option: str | None, elsewhere: str | None = None, disk: str = "") -> str:
@@ -148,20 +163,44 @@ def check_writable_file(path: str | os.PathLike, *, what: str, option: str | Non
     return path
 
 
+def private_folder(folder: str | os.PathLike) -> Path:
+    """Make ``folder`` and leave it owner-only (0700), new or not; the parents it makes are too.
+
+    For folders that hold faces, embeddings or weights: a generator folder,
+    a run folder, the generator cache.  A folder that existed is narrowed
+    too (the tool is about to put biometric data in it); parents that
+    existed are left as they are.  OS errors are the caller's to name
+    (:func:`writing`).
+    """
+    folder = Path(folder)
+    missing = []
+    current = folder.absolute()
+    while not os.path.lexists(current) and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for made in reversed(missing):
+        made.mkdir(mode=PRIVATE_FOLDER_MODE, exist_ok=True)
+        os.chmod(made, PRIVATE_FOLDER_MODE)   # mkdir's mode is masked by the umask
+    if not missing and stat.S_IMODE(os.stat(folder).st_mode) != PRIVATE_FOLDER_MODE:
+        os.chmod(folder, PRIVATE_FOLDER_MODE)
+    return folder
+
+
 @contextmanager
-def replacing(path: str | os.PathLike) -> Iterator[Path]:
+def replacing(path: str | os.PathLike, *, private: bool = False) -> Iterator[Path]:
     """A temporary file beside ``path`` that replaces it when the block succeeds.
 
     The one way this project writes a file whole or not at all: a crash, a
     kill or a full disk halfway leaves the previous version in place and no
     temporary file (its name ends in ``.tmp``).  The temporary file gets the
-    permissions a plain ``open`` would give (mkstemp's are 0600).
+    permissions a plain ``open`` would give (mkstemp's are 0600), or 0600
+    where ``private`` (a file of faces, embeddings or weights).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, PRIVATE_FILE_MODE if private else 0o666 & ~_umask())
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -170,16 +209,65 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str, *, what: str = "the file",
-                 option: str | None = None, elsewhere: str | None = None) -> Path:
-    """Write a file whole or not at all (:func:`replacing`); an environment error becomes an
-    :class:`OutputError` naming ``what`` and the fix."""
+                 option: str | None = None, elsewhere: str | None = None, private: bool = False) -> Path:
+    """Write a file whole or not at all (:func:`replacing`, owner-only where ``private``); an
+    environment error becomes an :class:`OutputError` naming ``what`` and the fix."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with writing(path, what=what, option=option, elsewhere=elsewhere, prefer_path=True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as tmp:
+        with replacing(path, private=private) as tmp:
             tmp.write_bytes(payload)
     return path
+
+
+def folder_kind(folder: str | os.PathLike) -> str | None:
+    """The kind of output folder the tool marked ``folder`` as ("run", "generator"), or None."""
+    try:
+        data = json.loads((Path(folder) / OWNER_MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("written_by") != TOOL_NAME or not isinstance(data.get("kind"), str):
+        return None
+    return data["kind"]
+
+
+def check_own_folder(folder: str | os.PathLike, *, kind: str, option: str, overwrite: bool,
+                     written_before: Callable[[Path], bool] | None = None) -> None:
+    """Refuse to write into a non-empty folder this tool did not make as a ``kind`` folder; change nothing.
+
+    A folder is the tool's when it carries :data:`OWNER_MARKER` of the same
+    kind, or where ``written_before`` recognises what an earlier version
+    wrote there (a run's results.json) -- so reruns and resumes work, and a
+    folder of the user's own (their results.json, a dataset, their home)
+    is never overwritten unless ``overwrite``.  A link is judged by the
+    folder it points to.
+    """
+    folder = Path(folder).expanduser()
+    if overwrite or not folder.is_dir():
+        return
+    try:
+        entries = sorted(entry.name for entry in folder.iterdir())
+    except OSError:
+        return   # an unreadable folder: check_writable_folder names the problem
+    if not entries:
+        return
+    found = folder_kind(folder)
+    if found == kind or (found is None and written_before is not None and written_before(folder)):
+        return
+    shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+    held = (f"it holds a {found} folder of this tool, not a {kind} folder" if found is not None else
+            f"it already holds files this tool did not write ({shown})")
+    raise OutputError(f"{option} {str(folder)!r}: {held}; refusing to write over them. Choose a new or empty "
+                      f"folder, or pass --overwrite to write into this one anyway.")
+
+
+def mark_own_folder(folder: str | os.PathLike, *, kind: str) -> None:
+    """Mark ``folder`` as the tool's ``kind`` output folder (see :func:`check_own_folder`)."""
+    path = Path(folder) / OWNER_MARKER
+    if folder_kind(folder) != kind:
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps({"written_by": TOOL_NAME, "kind": kind}) + "\n", encoding="utf-8")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

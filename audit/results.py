@@ -154,11 +154,23 @@ class Disparity:
         return f"{self.probe}.{self.metric}"
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write a JSON file so that a crash never leaves half a file behind (NaN written as null)."""
+def written_by_audit_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a results.json this tool wrote (a run folder of a version that did not
+    mark its folders): its ``tool.name`` says so."""
+    try:
+        data = json.loads((Path(folder) / RESULTS_FILE).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    tool = data.get("tool") if isinstance(data, dict) else None
+    return isinstance(tool, dict) and tool.get("name") == ToolSection().name
+
+
+def write_json_atomic(path: Path, payload: dict, *, private: bool = False) -> None:
+    """Write a JSON file so that a crash never leaves half a file behind (NaN written as null);
+    owner-only where ``private``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(path) as tmp:
+    with replacing(path, private=private) as tmp:
         tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=False, allow_nan=False) + "\n",
                        encoding="utf-8")
 

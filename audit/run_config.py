@@ -57,9 +57,11 @@ class RunConfig:
     near_duplicate_distance: float | None = None
     n_resamples: int = DEFAULT_N_RESAMPLES
     correction: str = DEFAULT_CORRECTION
-    pairs_file: Path | None = None
+    pairs_file: Path | str | None = None   # a local file, or a URL read through fsspec
     report: bool = True
     no_faces: bool = False
+    #: Write into an --out folder that holds files the tool did not write (``--overwrite``).
+    overwrite: bool = False
     policy_path: Path | None = None
     baseline_path: Path | None = None
     max_requests: int | None = None

@@ -25,19 +25,22 @@ from audit import __version__
 from audit.cache import default_cache_path
 from audit.data.describe import describe_dataset
 from audit.data.manifest import load_dataset
+from audit.data.remote import PAIRS_FILE, join_location, read_location
 from audit.errors import InputError, OutputError
 from audit.gate import evaluate_policy, load_policy
 from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, build_training_set,
                                    check_artifact_against_audit, dataset_keys, identity_model_for, obtain_generator,
                                    seeded_configs, training_size_warning)
+from audit.images import ImageReadError
 from audit.json_model import Record, from_json, json_safe
-from audit.outputs import check_writable_folder, write_atomic, writing
+from audit.outputs import (check_own_folder, check_writable_folder, mark_own_folder, private_folder, write_atomic,
+                           writing)
 from audit.pipeline import build_embedder, default_group_by, load_dataset_for_run, open_target, opened_cache
 from audit.result_sections import (DatasetSection, EnvironmentSection, FindingsSummary, InversionSection,
                                    PermutationTest, ProbeSections, TargetSection, ToolSection, VerificationSection)
 from audit.results import (ALL, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, GROUPS_FILE,
                            RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, Results, grouping_name, load_results,
-                           write_json_atomic)
+                           write_json_atomic, written_by_audit_run)
 from audit.run_config import RunConfig
 from audit.sinks import csv_frame
 from audit.targets.base import STATUS_OK
@@ -72,6 +75,8 @@ MSG_CHECKPOINT_WRITE = ("Cannot write the generator's checkpoints in {folder!r} 
 
 DETECTIONS_FILE = "detections.csv"
 INVERSION_SAMPLES_FILE = "inversion_samples.csv"
+#: The marker's kind in a run folder (audit.outputs.OWNER_MARKER).
+RUN_FOLDER_KIND = "run"
 
 
 @dataclass
@@ -242,6 +247,7 @@ class AuditRun:
         self.probe_details: dict[str, Record] = {}
         self.tests: dict[str, dict] = {}
         self.inversion_samples: pd.DataFrame | None = None
+        self.pairs_text: tuple[str, str] | None = None
         self.findings: dict = {}
 
     # -- stages ------------------------------------------------------------------
@@ -252,8 +258,11 @@ class AuditRun:
         # Everything that can be refused is refused before a target is called,
         # and before anything is written: an input error leaves no empty folder.
         check_writable_folder(out, what="the run folder", option="--out")
+        check_own_folder(out, kind=RUN_FOLDER_KIND, option="--out", overwrite=config.overwrite,
+                         written_before=written_by_audit_run)
         policy, baseline = self._load_policy()
         dataset = load_dataset_for_run(config.dataset_dir, group_by=config.group_by)
+        self.pairs_text = self._read_pairs(dataset)
         group_by = config.group_by or default_group_by(dataset)
         if not group_by:
             raise InputError(f"dataset {str(config.dataset_dir)!r} has no attribute to group by; "
@@ -277,7 +286,8 @@ class AuditRun:
             embset = embedder.embed_dataset(dataset, chip_size=config.image_size if need_chips else None)
             self.embset = embset
             with writing(out, what="the run folder", option="--out"):
-                out.mkdir(parents=True, exist_ok=True)
+                private_folder(out)   # reconstructed faces, checkpoints, a report with faces: the owner's alone
+                mark_own_folder(out, kind=RUN_FOLDER_KIND)   # before any checkpoint: a resume finds it the tool's
             self._run_probes(out)
         self._findings()
         results = self._results(started)
@@ -324,6 +334,35 @@ class AuditRun:
         """A saved generator must have learned this target's embeddings (no embedding paid yet)."""
         for artifact in getattr(self, "artifacts", []):
             check_target(artifact, fingerprint=self.target.fingerprint(), preprocessing=embedder.preprocessing)
+
+    def _read_pairs(self, dataset) -> tuple[str, str] | None:
+        """The official pairs' (name, text), read before any target call: ``--pairs`` (a file or a URL), else
+        the dataset folder's pairs.txt (a folder at a URL has it fetched beside its manifest)."""
+        location = self.config.pairs_file
+        if location is None:
+            local = Path(dataset.root) / PAIRS_FILE
+            if not local.is_file():
+                return None
+            location = local
+            name = join_location(dataset.url, PAIRS_FILE) if getattr(dataset, "url", "") else str(local)
+        else:
+            name = str(location)
+        try:
+            data = read_location(location)
+        except ImageReadError as exc:
+            raise InputError(f"The pairs file {name!r} is not a regular file ({exc}); give LFW's pairs.txt.") from exc
+        except FileNotFoundError:
+            raise InputError(f"--pairs {name!r}: no such file. Give LFW's pairs.txt (a path or a URL), or "
+                             "leave --pairs out to generate the pairs.") from None
+        except OSError as exc:
+            raise InputError(f"The pairs file {name!r} cannot be read ({exc}); check the path or URL and "
+                             "its permissions.") from exc
+        except Exception as exc:  # noqa: BLE001 - a store's own error class (botocore...)
+            raise InputError(f"The pairs file {name!r} cannot be read ({type(exc).__name__}: {exc}).") from exc
+        try:
+            return name, data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"The pairs file {name!r} is not UTF-8 text; pass LFW's pairs.txt unchanged.") from exc
 
     def _load_policy(self):
         """The policy and baseline, read before any work: a typo in them must not cost a run."""
@@ -393,11 +432,9 @@ class AuditRun:
                         "genuine pairs (LFW has them; UTKFace does not).")
             return
         pairs = None
-        pairs_file = self.config.pairs_file
-        if pairs_file is None and (Path(self.dataset.root) / "pairs.txt").is_file():
-            pairs_file = Path(self.dataset.root) / "pairs.txt"
-        if pairs_file is not None:
-            pairs = read_lfw_pairs(pairs_file, folder=_pairs_folder(samples["image_id"]))
+        if self.pairs_text is not None:
+            name, text = self.pairs_text
+            pairs = read_lfw_pairs(name, folder=_pairs_folder(samples["image_id"]), text=text)
         # Every image, found face or not: the rates are generalised (ISO/IEC 19795-1).
         result = verification_probe(self.embset.vectors, samples, groupings=self.groupings,
                                     person="identity", metric=self.target.metric,

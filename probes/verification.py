@@ -107,15 +107,16 @@ def fmr_label(target_fmr: float) -> str:
 
 # --------------------------------------------------------------------------- pairs
 
-def read_lfw_pairs(path: str | Path, *, folder: str = "images_deepfunneled") -> pd.DataFrame:
+def read_lfw_pairs(path: str | Path, *, folder: str = "images_deepfunneled", text: str | None = None) -> pd.DataFrame:
     """Read LFW's pairs.txt (or pairsDevTrain/Test.txt) into ``image_id_a, image_id_b, genuine``.
 
     A line ``Name i j`` is a genuine pair, ``Name1 i Name2 j`` an impostor
     pair; the first line (the number of folds and/or pairs) is skipped.
     Image ids read ``<folder>/<Name>/<Name>_0001.jpg``, as the dataset's manifest.
+    ``text``: the file's text, read already (from a URL); ``path`` then only names it.
     """
     rows = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = (Path(path).read_text(encoding="utf-8") if text is None else text).splitlines()
     for number, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts or (number == 1 and all(p.isdigit() for p in parts)):

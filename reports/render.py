@@ -719,7 +719,7 @@ def render_html(context: Mapping) -> str:
     return _environment().get_template(MAIN_TEMPLATE).render(**context)
 
 
-def write_pdf(html: str, run_dir: Path, target: Path) -> Path:
+def write_pdf(html: str, run_dir: Path, target: Path, *, private: bool = False) -> Path:
     """Lay the HTML out on A4 pages with WeasyPrint, fetching nothing outside the run."""
     try:
         import weasyprint
@@ -727,12 +727,13 @@ def write_pdf(html: str, run_dir: Path, target: Path) -> Path:
         raise InputError(MSG_NO_WEASYPRINT) from exc
     document = weasyprint.HTML(string=html, base_url=Path(run_dir).resolve().as_uri() + "/",
                                url_fetcher=make_url_fetcher(run_dir))
-    _write_atomic(target, document.write_pdf())
+    _write_atomic(target, document.write_pdf(), private=private)
     return target
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    write_atomic(path, data, what="the report", elsewhere=ELSEWHERE)
+def _write_atomic(path: Path, data: bytes, *, private: bool) -> None:
+    """``private``: the report shows faces, so it is the owner's alone, as the run's images are."""
+    write_atomic(path, data, what="the report", elsewhere=ELSEWHERE, private=private)
 
 
 def check_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
@@ -764,8 +765,8 @@ def render_report(run_dir: Path, *, no_faces: bool = False, formats: Iterable[st
     written: dict[str, Path] = {}
     if "html" in chosen:
         path = run_dir / HTML_FILE
-        _write_atomic(path, html.encode("utf-8"))
+        _write_atomic(path, html.encode("utf-8"), private=not no_faces)
         written["html"] = path
     if "pdf" in chosen:
-        written["pdf"] = write_pdf(html, run_dir, run_dir / PDF_FILE)
+        written["pdf"] = write_pdf(html, run_dir, run_dir / PDF_FILE, private=not no_faces)
     return written

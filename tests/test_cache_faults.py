@@ -144,3 +144,32 @@ def test_a_foreign_sqlite_file_is_refused_without_being_changed(tmp_path):
         EmbeddingCache(path)
     assert path.read_bytes() == before
     assert not Path(str(path) + "-wal").exists()
+
+
+def test_a_cache_in_use_by_another_audit_says_so_names_it_and_offers_another_cache(tmp_path, monkeypatch):
+    """Before: "Delete it to start afresh", the wrong advice for a cache another audit is writing."""
+    import subprocess
+    import sys
+
+    import audit.cache as cache_module
+
+    path = tmp_path / "cache.sqlite"
+    EmbeddingCache(path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+                               "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                               "c.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\ntime.sleep(60)\n",
+         str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(cache_module, "LOCK_WAIT_SECONDS", 0.2)
+        with EmbeddingCache(path) as cache, pytest.raises(CacheError) as caught:
+            cache.put_embeddings([("h", CachedEmbedding("ok", 1, "", np.ones(4, np.float32)))],
+                                 target="t", preprocessing="p")
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(caught.value)
+    assert "is in use by another audit" in message and f"process {holder.pid} (" in message
+    assert "--cache OTHER.sqlite (or AUDIT_CACHE=OTHER.sqlite)" in message
+    assert "Delete it" not in message and "Do not delete a cache that is in use" in message

@@ -103,3 +103,22 @@ def test_no_traceback_reaches_the_terminal_of_a_real_process(tmp_path):
     assert done.returncode == EXIT_INTERNAL_ERROR
     assert "Traceback" not in done.stderr + done.stdout
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: internal error in 'audit targets'")
+
+
+def test_stop_signals_raise_where_ctrl_c_would_and_an_ignored_one_stays_ignored():
+    import os
+    import signal
+
+    from audit.cli import StopRequested, stop_signals_interrupt
+
+    saved_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)     # as under nohup
+    saved_term = signal.getsignal(signal.SIGTERM)
+    try:
+        with stop_signals_interrupt():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            with pytest.raises(StopRequested) as caught:
+                os.kill(os.getpid(), signal.SIGTERM)   # the handler runs before the next line
+            assert caught.value.signum == signal.SIGTERM and isinstance(caught.value, KeyboardInterrupt)
+        assert signal.getsignal(signal.SIGTERM) == saved_term
+    finally:
+        signal.signal(signal.SIGHUP, saved_hup)

@@ -44,6 +44,7 @@ def test_embed_exports_vectors_keyed_by_image_id(face_dataset, tmp_path, suffix)
         ids, vectors = list(frame["image_id"]), frame.drop(columns="image_id").to_numpy()
     assert ids == [f"img/face{i}.png" for i in range(4)]
     assert vectors.shape == (4, 128)
+    assert out.stat().st_mode & 0o777 == 0o600     # embeddings are biometric data: the owner's alone
     # the same person, brighter or mirrored: dlib's descriptors stay under its 0.6 threshold
     assert np.linalg.norm(vectors[0] - vectors[1:], axis=1).max() < 0.6
 
@@ -94,3 +95,27 @@ def test_every_command_has_help_with_an_example():
                 assert "audit " in sub_help.split("xample", 1)[-1], f"{name} {sub}"
         else:
             assert "xample" in result.output, name
+
+
+def test_a_face_replaced_with_the_same_size_and_modification_time_is_embedded_again(tmp_path, astronaut):
+    """BMP: another face of the same size has the same byte count; the mtime is set back as ``cp -p`` does."""
+    import os
+
+    root = tmp_path / "faces"
+    (root / "img").mkdir(parents=True)
+    variants = [np.clip(astronaut.astype(int) + 8 * i, 0, 255).astype(np.uint8) for i in range(5)]
+    for i in range(4):
+        Image.fromarray(variants[i] if i % 2 == 0 else variants[i][:, ::-1]).save(root / "img" / f"face{i}.bmp")
+    pd.DataFrame({"path": [f"img/face{i}.bmp" for i in range(4)]}).to_csv(root / "manifest.csv", index=False)
+    args = ["embed", "--dataset", str(root), "--target-option", "engine=dlib", "--cache", str(tmp_path / "c.sqlite"),
+            "--workers", "1", "-q"]
+    first = CliRunner().invoke(cli, [*args, "--export", str(tmp_path / "first.csv")])
+    assert "4 computed, 0 from the cache" in first.output, first.output
+    face0 = root / "img" / "face0.bmp"
+    before = os.stat(face0)
+    Image.fromarray(variants[4][::-1]).save(face0)      # another picture: upside down, brighter
+    os.utime(face0, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (os.stat(face0).st_size, os.stat(face0).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    second = CliRunner().invoke(cli, [*args, "--export", str(tmp_path / "second.csv")])
+    assert second.exit_code == 0, second.output
+    assert "1 computed, 3 from the cache" in second.output   # before: 0 computed, 4 from the cache

@@ -146,3 +146,49 @@ def test_sigkill_during_report_rendering_then_a_rerun_completes(tmp_path, env, s
     invoke("report", tmp_path / "reference")
     assert (out / "report.html").read_bytes() == (tmp_path / "reference" / "report.html").read_bytes()
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_stop_signal_during_embedding_stops_cleanly_says_how_to_resume_and_the_rerun_resumes(
+        tmp_path, env, dataset, signal_name, code):
+    """CI cancelling a job, ``timeout`` and ``docker stop`` send SIGTERM; a closed terminal SIGHUP."""
+    args = ["embed", "--dataset", dataset, "--workers", "2", "--export", tmp_path / "vectors.csv", *TARGET]
+    done, children = run_killed(args, at="audit.cache:EmbeddingCache.put_embeddings", after=1,
+                                record=tmp_path / "pids.json", env=env, signal_name=signal_name)
+    assert done.returncode == code, done.stderr        # before: -15 (or -1) and not a word
+    assert f"Stopped by {signal_name}. Everything computed so far is cached: rerun the same command to resume." \
+        in done.stderr
+    assert "Traceback" not in done.stderr
+    assert orphans(children) == []
+    assert not (tmp_path / "vectors.csv").exists()
+    again = run_cli(args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "32 from the cache" in again.stdout + again.stderr
+
+
+def test_sigterm_during_training_stops_cleanly_and_the_run_resumes_to_the_same_results(tmp_path, env, trainable):
+    env = {**env, "OMP_NUM_THREADS": "1"}
+    args = ["run", "--dataset", trainable, "--out", tmp_path / "out", "--probes", "inversion", "--workers", "1",
+            "--no-report", *TRAIN, *FAST]
+    done, _ = run_killed(args, at="probes.inversion.training:_atomic_torch_save", after=3,
+                         record=tmp_path / "pids.json", env=env, signal_name="SIGTERM")
+    assert done.returncode == 143, done.stderr
+    assert "Stopped by SIGTERM" in done.stderr and "rerun the same command to resume" in done.stderr
+    assert (tmp_path / "out" / "checkpoints" / "inversion" / "last.pt").is_file()
+    resumed = run_cli(args, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    reference = run_cli(["run", "--dataset", trainable, "--out", tmp_path / "reference", "--probes", "inversion",
+                         "--workers", "1", "--no-report", *TRAIN, *FAST], env=env)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    assert results(tmp_path / "out") == results(tmp_path / "reference")
+
+
+def test_sigterm_during_an_import_leaves_no_half_made_folder_behind(tmp_path, env):
+    """Unlike SIGKILL, a stop signal runs the clean-up: the build folder beside DEST is removed at once."""
+    src, attributes = folders_source(tmp_path / "src", people=4)
+    args = ["dataset", "import", "folders", src, tmp_path / "dest", "--attributes", attributes, "--copy"]
+    done, _ = run_killed(args, at="audit.data.manifest:write_info", record=tmp_path / "pids.json", env=env,
+                         signal_name="SIGTERM")
+    assert done.returncode == 143, done.stderr
+    assert "Stopped by SIGTERM" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(("src", "pids", "logs"))) == []

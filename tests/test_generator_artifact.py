@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,26 @@ def test_round_trip_holds_everything_an_audit_needs(tmp_path: Path) -> None:
     x = torch.from_numpy(training_set().vectors[:4])
     with torch.no_grad():
         assert torch.equal(artifact.model()(x), again.model()(x))
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mode & 0o777 for p in [folder, *folder.rglob("*")]}
+
+
+@pytest.mark.parametrize("where", ["out", "cache"])
+def test_a_generator_folder_is_owner_only_whatever_the_umask(tmp_path: Path, where: str) -> None:
+    """Its training vectors are biometric data and its weights reconstruct faces."""
+    old = os.umask(0o022)
+    try:
+        artifact = make(tmp_path / "gen" if where == "out" else None, tmp_path / "cache" / "cache.sqlite")
+    finally:
+        os.umask(old)
+    modes = _modes(artifact.folder)
+    assert {"best.pt", "last.pt", "training_vectors.npy", "training_set.csv", "generator.json"} <= set(modes)
+    assert {name: mode for name, mode in modes.items()
+            if mode != (0o700 if (artifact.folder / name).is_dir() else 0o600)} == {}
+    if where == "cache":
+        assert generator_cache_dir(tmp_path / "cache" / "cache.sqlite").stat().st_mode & 0o777 == 0o700
 
 
 def test_weights_load_weights_only(tmp_path: Path, monkeypatch) -> None:

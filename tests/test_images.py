@@ -78,7 +78,7 @@ def test_pillows_bomb_warning_never_reaches_the_terminal(tmp_path):
 
 @pytest.mark.parametrize("make, reason", [
     (corpus.truncated_jpeg, "not a readable image (OSError: image file is truncated"),
-    (corpus.text_as_jpg, "not a readable image (not an image format Pillow knows)"),
+    (corpus.text_as_jpg, "not a readable image (not one of the image formats the tool reads"),
     (corpus.zero_bytes, "the file is empty (0 bytes)"),
 ])
 def test_broken_files_are_a_per_image_reason(make, reason):
@@ -101,3 +101,49 @@ def test_a_truncated_image_stays_an_error_after_weasyprint_is_imported(monkeypat
     with pytest.raises(ImageReadError, match="image file is truncated"):
         decode_image(corpus.truncated_jpeg(), name="x.jpg")
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True
+
+
+@pytest.fixture
+def ghostscript_spy(tmp_path, monkeypatch):
+    """A ``gs`` first on PATH that only logs its calls: Pillow's EPS plugin would run it."""
+    from PIL import EpsImagePlugin
+
+    log = tmp_path / "gs-calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    spy = bin_dir / "gs"
+    spy.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit 1\n')
+    spy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)   # Pillow remembers where it found gs
+    return log
+
+
+@pytest.mark.parametrize("make", [corpus.eps, corpus.ppm, corpus.ico], ids=["eps", "ppm", "ico"])
+def test_a_format_the_tool_does_not_read_is_refused_unread(make, ghostscript_spy):
+    with pytest.raises(ImageReadError, match=r"^face.jpg: not a readable image \(not one of the image formats "
+                                             r"the tool reads \(JPEG, PNG, GIF, BMP, WebP or TIFF\)"):
+        decode_image(make(), name="face.jpg")
+    assert not ghostscript_spy.exists()
+
+
+def test_a_postscript_file_named_jpg_in_a_dataset_is_excluded_and_ghostscript_never_runs(tmp_path,
+                                                                                          ghostscript_spy):
+    from audit.data.manifest import load_dataset
+
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "good.png").write_bytes(corpus.rgb_png(1))
+    (tmp_path / "ds" / "face.jpg").write_bytes(corpus.eps())
+    (tmp_path / "ds" / "manifest.csv").write_text("path,identity\ngood.png,a\nface.jpg,b\n")
+    dataset = load_dataset(tmp_path / "ds")
+    assert dataset.table["path"].tolist() == ["good.png"]
+    assert dataset.exclusions["reason"].tolist() == [
+        "not an image: it is not one of the image formats the tool reads (JPEG, PNG, GIF, BMP, WebP or TIFF)"]
+    with pytest.raises(ImageReadError):
+        read_image(tmp_path / "ds" / "face.jpg")
+    assert not ghostscript_spy.exists()
+
+
+@pytest.mark.parametrize("make", [corpus.jpeg, corpus.webp, corpus.gif, corpus.rgb_png, corpus.cmyk_jpeg])
+def test_every_documented_format_still_decodes(make):
+    assert decode_image(make()).shape[2] == 3

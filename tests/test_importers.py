@@ -162,6 +162,29 @@ def test_destination_rules(utk_src, tmp_path):
     assert not (dest / "images").is_symlink()
 
 
+@pytest.mark.parametrize("copy", [True, False], ids=["copied", "linked"])
+def test_a_source_inside_the_destination_is_refused_before_anything_is_deleted(tmp_path, copy):
+    from audit.cli import cli
+    from click.testing import CliRunner
+
+    src = tmp_path / "people"
+    for i, person in enumerate(["ann", "bob"]):
+        write_image(src / person / "1.jpg", i)
+    dest = tmp_path / "ds"
+    import_dataset("folders", src, dest, copy=copy)
+    before = snapshot(dest)
+    result = CliRunner().invoke(cli, ["dataset", "import", "folders", str(dest / "images"), str(dest),
+                                      "--overwrite", *(["--copy"] if copy else [])])
+    if copy:   # before: exit 0, and DEST/images became a symlink to itself, every image gone
+        assert result.exit_code == 2, result.output
+        assert "lies inside the destination" in result.output and "would delete the images" in result.output
+        assert snapshot(dest) == before
+        assert load_dataset(dest).table["path"].tolist() == ["images/ann/1.jpg", "images/bob/1.jpg"]
+    else:      # DEST/images is a link to the source outside: importing through it again is fine
+        assert result.exit_code == 0, result.output
+        assert len(load_dataset(dest).table) == 2
+
+
 def test_a_source_with_no_usable_image_is_an_error(tmp_path):
     src = tmp_path / "src"
     write_image(src / "not_a_utkface_name.jpg")
@@ -178,7 +201,8 @@ def test_unreadable_image_is_excluded_at_import(tmp_path):
     import_dataset("utkface", src, tmp_path / "dest")
     assert read_exclusions(tmp_path / "dest") == [{
         "row": "", "path": "26_0_0_20170116174525125.jpg.chip.jpg",
-        "reason": "not an image: Pillow cannot identify it as an image"}]
+        "reason": "not an image: it is not one of the image formats the tool reads "
+                  "(JPEG, PNG, GIF, BMP, WebP or TIFF)"}]
 
 
 # --------------------------------------------------------------------------- LFW
@@ -441,6 +465,31 @@ def test_source_made_of_symlinks_elsewhere_loads_through_recorded_references(tmp
     dataset = load_dataset(tmp_path / "ds")
     assert dataset.table["path"].tolist() == ["images/ann/a.jpg", "images/ben/b.jpg"]
     assert dataset.exclusions.empty
+
+
+def test_a_source_file_linked_beside_the_destination_is_referenced_alone_not_by_its_folder(tmp_path):
+    """Its folder holds the new dataset: as a reference it would admit every file beside the dataset."""
+    write_image(tmp_path / "stray.jpg", 3)
+    src = tmp_path / "people"
+    write_image(src / "ann" / "a.jpg", 1)
+    os.symlink(tmp_path / "stray.jpg", src / "ann" / "b.jpg")
+    import_dataset("folders", src, tmp_path / "ds")
+    info = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert info["references"] == [str(src.resolve()), str((tmp_path / "stray.jpg").resolve())]
+    assert load_dataset(tmp_path / "ds").table["path"].tolist() == ["images/ann/a.jpg", "images/ann/b.jpg"]
+
+
+def test_a_copied_face_is_never_readable_by_more_people_than_its_original(tmp_path):
+    src = tmp_path / "people"
+    write_image(src / "ann" / "private.jpg", 1).chmod(0o600)
+    write_image(src / "ann" / "shared.jpg", 2).chmod(0o644)
+    old = os.umask(0o022)
+    try:
+        import_dataset("folders", src, tmp_path / "ds", copy=True)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ds" / "images" / "ann").iterdir()}
+    assert modes == {"private.jpg": 0o600, "shared.jpg": 0o644}
 
 
 def test_unknown_kind(tmp_path):

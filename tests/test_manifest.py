@@ -291,7 +291,8 @@ def test_missing_empty_folder_and_non_image_files_are_excluded(tmp_path):
                      6: ("not a file: the path is a folder, a named pipe or a device (it was not opened); "
                          "point the row at an image file"),
                      7: "unreadable file: the file is empty (0 bytes)",
-                     8: "not an image: Pillow cannot identify it as an image"}
+                     8: "not an image: it is not one of the image formats the tool reads "
+                        "(JPEG, PNG, GIF, BMP, WebP or TIFF)"}
 
 
 def test_unreadable_file_is_excluded(tmp_path, monkeypatch):
@@ -312,9 +313,12 @@ def test_images_in_other_formats_are_accepted(tmp_path):
     root.mkdir()
     Image.new("RGB", (4, 4), (1, 2, 3)).save(root / "a.png")
     Image.new("RGB", (4, 4), (4, 5, 6)).save(root / "b.webp")
-    Image.new("RGB", (4, 4), (7, 8, 9)).save(root / "c.ppm")  # no signature listed: Pillow decides
-    write_csv(root / "manifest.csv", "path\na.png\nb.webp\nc.ppm\n")
-    assert len(load_dataset(root).table) == 3
+    Image.new("RGB", (4, 4), (7, 8, 9)).save(root / "c.tif")
+    Image.new("RGB", (4, 4), (7, 8, 9)).save(root / "d.ppm")  # Pillow reads it; the tool does not
+    write_csv(root / "manifest.csv", "path\na.png\nb.webp\nc.tif\nd.ppm\n")
+    dataset = load_dataset(root)
+    assert dataset.table["path"].tolist() == ["a.png", "b.webp", "c.tif"]
+    assert dataset.exclusions["path"].tolist() == ["d.ppm"]
 
 
 def test_byte_identical_files_keep_the_first_and_exclude_the_others(tmp_path):
@@ -373,6 +377,50 @@ def test_second_load_reads_no_image_and_a_changed_file_is_read_again(tmp_path, m
     assert third.table["sha256"].iloc[2] == hashlib.sha256((root / "images/c.jpg").read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("how", ["in place", "renamed over"])
+def test_a_file_replaced_with_the_same_size_and_modification_time_is_hashed_again(tmp_path, how):
+    """``cp -p``, ``touch -r``, an unpacked archive: another face, and the size and mtime of the old one."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    old, new = b"BM" + bytes(range(200)) * 5, b"BM" + bytes(reversed(range(200))) * 5
+    (root / "a.bmp").write_bytes(old)
+    write_csv(root / "manifest.csv", "path\na.bmp\n")
+    assert load_dataset(root).table["sha256"].tolist() == [hashlib.sha256(old).hexdigest()]
+    before = os.stat(root / "a.bmp")
+    if how == "in place":
+        (root / "a.bmp").write_bytes(new)
+    else:
+        (root / "new.tmp").write_bytes(new)
+        os.replace(root / "new.tmp", root / "a.bmp")
+    os.utime(root / "a.bmp", ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(root / "a.bmp")
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    # before: the cached hash of the old face, so every cache keyed on it returned the old face's vector
+    assert load_dataset(root).table["sha256"].tolist() == [hashlib.sha256(new).hexdigest()]
+
+
+def test_a_hash_cache_planted_in_a_shared_folder_cannot_give_a_file_another_files_hash(tmp_path):
+    """An unpacked archive keeps sizes and mtimes, never change times or inodes: a cache shipped with a
+    dataset cannot make one face pass for another (a false duplicate, another face's cached vector)."""
+    root = make_dataset(tmp_path / "ds")
+    target = root / "images/a.jpg"
+    st = os.stat(target)
+    other = hashlib.sha256((root / "images/c.jpg").read_bytes()).hexdigest()
+    write_csv(root / HASH_CACHE_FILE, "path,size,mtime_ns,ctime_ns,inode,sha256\n"
+                                      f"{os.path.realpath(target)},{st.st_size},{st.st_mtime_ns},1,1,{other}\n")
+    dataset = load_dataset(root)
+    assert dataset.table["path"].tolist() == ["images/a.jpg", "images/b.jpg", "images/c.jpg"]
+    assert dataset.table["sha256"].iloc[0] == hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def test_a_hash_cache_of_the_older_format_is_rebuilt(tmp_path):
+    root = make_dataset(tmp_path / "ds")
+    real = os.path.realpath(root / "images/a.jpg")
+    write_csv(root / HASH_CACHE_FILE, f"path,size,mtime_ns,sha256\n{real},1,1,{'0' * 64}\n")
+    assert "0" * 64 not in load_dataset(root).table["sha256"].tolist()
+    assert (root / HASH_CACHE_FILE).read_text().startswith("path,size,mtime_ns,ctime_ns,inode,sha256\n")
+
+
 def test_damaged_cache_is_rebuilt(tmp_path):
     root = make_dataset(tmp_path / "ds")
     write_csv(root / HASH_CACHE_FILE, "garbage\n1,2\n")
@@ -428,3 +476,51 @@ def test_absolute_path_refuses_paths_outside_the_folder(tmp_path):
     assert dataset.absolute_path("images/b.jpg").is_file()
     with pytest.raises(DatasetError, match="is not a path inside the dataset folder"):
         dataset.absolute_path("../x.jpg")
+
+
+def _escaping_dataset(tmp_path: Path, info: dict) -> Path:
+    """A dataset whose one image is a symlink to a face outside it, and a dataset.json saying ``info``."""
+    outside = write_image(tmp_path / "srv" / "faces" / "someone.jpg", 7)
+    root = tmp_path / "ds"
+    write_image(root / "mine.jpg", 1)
+    os.symlink(outside, root / "theirs.jpg")
+    write_csv(root / "manifest.csv", "path\nmine.jpg\ntheirs.jpg\n")
+    write_csv(root / INFO_FILE, json.dumps(info))
+    return root
+
+
+@pytest.mark.parametrize("references, words", [
+    ("/srv/faces", r"'references' is str '/srv/faces', not a list of text; write it as \[\"/srv/faces\"\]"),
+    ({"/": 1}, "'references' is dict"),
+    ([1], "'references' is list"),
+    (["srv/faces"], r"'references'\[0\] 'srv/faces' is not an absolute path"),
+    (["/"], r"'references'\[0\] '/' holds the dataset folder itself"),
+    ("parent", r"'references'\[0\] '.*' holds the dataset folder itself"),
+])
+def test_a_reference_of_the_wrong_type_or_above_the_dataset_is_refused_naming_the_field(tmp_path, references,
+                                                                                        words):
+    if references == "parent":
+        references = [str(tmp_path)]
+    root = _escaping_dataset(tmp_path, {"references": references})
+    with pytest.raises(DatasetError, match=words):
+        load_dataset(root)    # before: "/srv/faces" was read as "/", "s", ...: the face outside was used
+
+
+def test_a_listed_reference_still_admits_its_folder_alone(tmp_path):
+    root = _escaping_dataset(tmp_path, {"references": [str(tmp_path / "srv" / "faces")]})
+    assert load_dataset(root).table["path"].tolist() == ["mine.jpg", "theirs.jpg"]
+    (root / INFO_FILE).write_text(json.dumps({"references": [str(tmp_path / "srv" / "other")]}))
+    assert reasons(load_dataset(root))[3].startswith("path leaves the dataset folder")
+
+
+@pytest.mark.parametrize("info, words", [
+    ({"images": "copy"}, "'images' is str 'copy', not an object"),
+    ({"images": {"mode": ["copy"]}}, "'images'.'mode' is \\['copy'\\]"),
+    ({"notes": "one note"}, "'notes' is str 'one note', not a list of text"),
+    ({"source": ["/a"]}, "'source' is list"),
+])
+def test_other_dataset_json_fields_of_the_wrong_type_are_refused_naming_the_field(tmp_path, info, words):
+    root = make_dataset(tmp_path / "ds")
+    write_csv(root / INFO_FILE, json.dumps(info))
+    with pytest.raises(DatasetError, match=words):
+        load_dataset(root)

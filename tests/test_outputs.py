@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -170,3 +171,101 @@ def test_a_disk_that_fills_with_checkpoints_is_named_not_a_bug(tmp_path, monkeyp
     assert result.output.startswith(f"Error: Cannot write the generator's checkpoints in "
                                     f"{str(disk / 'out' / 'checkpoints')!r}")
     assert "Free some space on that disk" in result.output
+
+
+def test_private_folders_and_files_are_the_owners_alone_whatever_the_umask(tmp_path):
+    from audit.outputs import private_folder, replacing, write_atomic
+
+    old = os.umask(0o002)
+    try:
+        folder = private_folder(tmp_path / "made" / "deeper")
+        (tmp_path / "existing").mkdir(mode=0o755)
+        existing = private_folder(tmp_path / "existing")
+        with replacing(folder / "weights.pt", private=True) as tmp:
+            tmp.write_bytes(b"w")
+        write_atomic(folder / "vectors.npy", b"v", private=True)
+        write_atomic(folder / "results.json", b"{}")
+    finally:
+        os.umask(old)
+    mode = lambda p: p.stat().st_mode & 0o777   # noqa: E731
+    assert [mode(tmp_path / "made"), mode(folder), mode(existing)] == [0o700, 0o700, 0o700]
+    assert [mode(folder / "weights.pt"), mode(folder / "vectors.npy"), mode(folder / "results.json")] == \
+        [0o600, 0o600, 0o664]
+
+
+RUN_FAST = ["--probes", "detection", "--no-report", "--resamples", "100", "-q", "--target-option", "engine=dlib",
+            "--workers", "1"]
+
+
+def _foreign_out(tmp_path: Path) -> Path:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.json").write_text('{"my": "own results"}')
+    (out / "groups.csv").write_text("my,own\n1,2\n")
+    return out
+
+
+def test_run_refuses_an_out_folder_of_the_users_own_files_before_any_target_call(dataset, tmp_path, no_target):
+    out = _foreign_out(tmp_path)
+    result = invoke("run", "--dataset", dataset, "--out", out, *RUN_FAST)
+    assert result.exit_code == 2, result.output     # before: exit 0, both files replaced
+    assert "already holds files this tool did not write (groups.csv, results.json)" in result.output
+    assert "pass --overwrite" in result.output
+    assert (out / "results.json").read_text() == '{"my": "own results"}'
+    assert (out / "groups.csv").read_text() == "my,own\n1,2\n"
+
+
+def test_a_link_to_a_folder_of_the_users_own_files_is_refused_too(dataset, tmp_path, no_target):
+    os.symlink(_foreign_out(tmp_path), tmp_path / "link")
+    result = invoke("run", "--dataset", dataset, "--out", tmp_path / "link", *RUN_FAST)
+    assert result.exit_code == 2 and "did not write" in result.output
+
+
+def test_run_into_the_dataset_folder_is_refused(dataset, no_target):
+    result = invoke("run", "--dataset", dataset, "--out", dataset, *RUN_FAST)
+    assert result.exit_code == 2 and "did not write (img, manifest.csv" in result.output
+
+
+def test_a_folder_of_another_kind_is_refused(dataset, tmp_path, no_target):
+    from audit.outputs import mark_own_folder
+
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "last.pt").write_bytes(b"w")
+    mark_own_folder(tmp_path / "gen", kind="generator")
+    result = invoke("run", "--dataset", dataset, "--out", tmp_path / "gen", *RUN_FAST)
+    assert result.exit_code == 2 and "holds a generator folder of this tool, not a run folder" in result.output
+
+
+def test_run_writes_again_where_it_wrote_before_and_with_overwrite_where_asked(dataset, tmp_path):
+    out = tmp_path / "run"
+    assert invoke("run", "--dataset", dataset, "--out", out, *RUN_FAST).exit_code == 0
+    assert json.loads((out / ".face-bias-audit").read_text()) == {"written_by": "face-bias-audit", "kind": "run"}
+    again = invoke("run", "--dataset", dataset, "--out", out, *RUN_FAST)
+    assert again.exit_code == 0, again.output
+    (out / ".face-bias-audit").unlink()   # a run folder of a version that did not mark it: its results.json
+    assert invoke("run", "--dataset", dataset, "--out", out, *RUN_FAST).exit_code == 0
+    foreign = _foreign_out(tmp_path)
+    forced = invoke("run", "--dataset", dataset, "--out", foreign, "--overwrite", *RUN_FAST)
+    assert forced.exit_code == 0, forced.output
+    assert (foreign / ".face-bias-audit").is_file() and "schema_version" in (foreign / "results.json").read_text()
+
+
+def test_generator_train_refuses_a_folder_of_the_users_own_files(dataset, tmp_path, no_target):
+    out = _foreign_out(tmp_path)
+    result = invoke("generator", "train", "--dataset", dataset, "--out", out, "-q")
+    assert result.exit_code == 2, result.output
+    assert "already holds files this tool did not write" in result.output
+    assert (out / "results.json").read_text() == '{"my": "own results"}'
+
+
+def test_a_resumed_generator_folder_is_the_tools(tmp_path):
+    from audit.outputs import check_own_folder, mark_own_folder
+    from probes.inversion.artifact import is_generator_folder
+
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    (folder / "last.pt").write_bytes(b"w")
+    with pytest.raises(Exception, match="did not write \\(last.pt\\)"):
+        check_own_folder(folder, kind="generator", option="--out", overwrite=False, written_before=is_generator_folder)
+    mark_own_folder(folder, kind="generator")     # what a training writes before its first checkpoint
+    check_own_folder(folder, kind="generator", option="--out", overwrite=False, written_before=is_generator_folder)

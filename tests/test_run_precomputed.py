@@ -44,6 +44,27 @@ RUN = ["--probes", "detection,inversion", "--group-by", "group", "--epochs", "2"
        "--generator-channels", "16", "--validate-every", "1", "--resamples", "100", "-q"]
 
 
+def test_the_run_folder_and_every_face_weight_and_report_in_it_are_owner_only(exported):
+    import os
+
+    out = exported / "run-modes"
+    old = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(cli, ["run", "--target", f"precomputed:{exported / 'vectors.csv'}",
+                                          "--target-option", "threshold=0.6", "--dataset", str(exported / "faces"),
+                                          "--out", str(out), "--cache", str(exported / "cache.sqlite"), *RUN])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o700
+    private = [*out.glob("samples/*.png"), *out.rglob("*.pt"), out / "report.html"]
+    assert len(private) > 3
+    assert {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in private
+            if p.stat().st_mode & 0o777 != 0o600} == {}
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_dir() and p.stat().st_mode & 0o777 != 0o700} \
+        == set()
+
+
 def test_without_a_model_the_report_says_which_figures_are_unavailable(exported):
     out = exported / "run-no-model"
     result = CliRunner().invoke(cli, ["run", "--target", f"precomputed:{exported / 'vectors.csv'}",

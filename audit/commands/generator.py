@@ -32,6 +32,8 @@ def generator() -> None:
                    "near-duplicates are kept out of training.")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The generator folder to write (rerun the same command to resume a stopped training).")
+@click.option("--overwrite", is_flag=True, help="Write into --out even where it holds files this tool did not "
+              "write.")
 @click.option("--group-by", "group_by", help="Attributes the training set is balanced over with "
               "--train-balance group-by (default: race and gender where the corpus has them).")
 @training_options
@@ -41,7 +43,7 @@ def generator() -> None:
 @face_options
 @scheduler_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epochs, image_size, batch_size,
+def train(target_spec, target_option, datasets, excluded, out_dir, overwrite, group_by, epochs, image_size, batch_size,
           lr, validate_every, average_identities, generator_channels, train_balance, train_per_group,
           near_duplicate_distance, identity_loss, device, seed, cache_path, no_cache, detector, upsample,
           min_score, workers, scheduler, quiet):
@@ -67,7 +69,7 @@ def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epo
         train_balance=train_balance, train_per_group=train_per_group,
         near_duplicate_distance=near_duplicate_distance, identity_loss=identity_loss, device=device, seed=seed,
         cache_path=cache_path, use_cache=not no_cache, face_config=make_face_config(detector, upsample, min_score),
-        workers=workers, scheduler=scheduler, show_progress=not quiet)
+        workers=workers, scheduler=scheduler, show_progress=not quiet, overwrite=overwrite)
     summary = artifact.info["training_set"]
     echo(f"Generator: {artifact.folder} (target {artifact.info['target']['name']}, best epoch "
          f"{artifact.info['best_epoch']}, validation distance {artifact.info['best_val_mean_distance']:.3f})")

@@ -23,6 +23,8 @@ from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PR
 @dataset_option
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="audit-out",
               show_default=True, help="Folder for results.json, groups.csv, checkpoints and the report.")
+@click.option("--overwrite", is_flag=True, help="Write into --out even where it holds files this tool did not "
+              "write (a folder of its own earlier run, or a resume, needs no flag).")
 @click.option("--group-by", "group_by", help="Attributes to compare, e.g. race,gender (default: race and "
               "gender where present). Each alone and their intersection are reported.")
 @click.option("--probes", default=",".join(DEFAULT_PROBES), show_default=True,
@@ -47,8 +49,8 @@ from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PR
 @click.option("--correction", type=click.Choice(CORRECTIONS), default=DEFAULT_CORRECTION, show_default=True,
               help="How findings survive the run's many comparisons: holm (no false finding in the whole "
                    "report, at 95%) or bh (Benjamini-Hochberg: at most 5% of findings false).")
-@click.option("--pairs", "pairs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Official verification pairs (LFW's pairs.txt); found in the dataset folder if there.")
+@click.option("--pairs", "pairs_file", help="Official verification pairs (LFW's pairs.txt): a file or a URL "
+              "(s3://...); found in the dataset folder (local or at a URL) if there.")
 @click.option("--max-requests", type=click.IntRange(min=1), help="Budget of API requests (cloud targets).")
 @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Gate the results on this policy (TOML); exit code 1 when a rule fails.")
@@ -105,7 +107,8 @@ def run(junit_path: Path | None, quiet: bool, **options) -> None:
 _SAME_NAME = ("dataset_dir", "out_dir", "target_spec", "cache_path", "workers", "scheduler", "seed", "epochs",
               "batch_size", "lr", "validate_every", "average_identities", "generator_channels", "identity_loss",
               "train_balance", "train_per_group", "generator_seeds", "near_duplicate_distance", "n_resamples",
-              "correction", "pairs_file", "no_faces", "policy_path", "baseline_path", "max_requests", "device")
+              "correction", "pairs_file", "no_faces", "policy_path", "baseline_path", "max_requests", "device",
+              "overwrite")
 
 
 #: Options converted on their way to RunConfig.

@@ -47,7 +47,8 @@ def check_destination(dest: str | os.PathLike, *, sources: Sequence[str | os.Pat
     """Refuse a destination that cannot, or may not, receive a dataset; change nothing.
 
     ``dest`` must not be, or lie inside, a source folder (writing there would
-    modify the source).  An existing non-empty folder is refused unless
+    modify the source), nor hold one (replacing it would delete the source:
+    ``DEST/images`` of a copied dataset imported again into ``DEST``).  An existing non-empty folder is refused unless
     ``overwrite`` and it was written by this tool (it has a dataset.json);
     its parent must be writable (the new folder is built there).
     """
@@ -60,6 +61,10 @@ def check_destination(dest: str | os.PathLike, *, sources: Sequence[str | os.Pat
         if real_dest == real_source or real_source in real_dest.parents:
             raise DatasetError(f"The destination {str(dest)!r} is inside the source {str(source)!r}; "
                                "writing there would modify the source. Choose a folder outside it.")
+        if real_dest in real_source.parents:
+            raise DatasetError(f"The source {str(source)!r} lies inside the destination {str(dest)!r}; "
+                               "replacing the destination would delete the images it is read from. Import "
+                               "into another folder, or move the images out of the destination first.")
     if dest.exists() and not dest.is_dir():
         raise DatasetError(f"The destination {str(dest)!r} is a file; choose a folder.")
     if dest.is_dir() and any(dest.iterdir()):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -510,6 +511,17 @@ def _collect(kind: str, src: Path, options: dict[str, Any]) -> Collected:
     return collectors[kind](src, **{k: v for k, v in options.items() if v is not None})
 
 
+def _no_wider_than(copy: Path, original: Path) -> None:
+    """A copied face is never readable by more people than its original (an owner-only photo stays so)."""
+    try:
+        allowed = stat.S_IMODE(os.stat(original).st_mode)
+    except OSError:   # gone since it was read: the copy keeps the umask's mode
+        return
+    current = stat.S_IMODE(os.stat(copy).st_mode)
+    if current & ~allowed:
+        os.chmod(copy, current & allowed)
+
+
 def _read_images(collected, image_root: Path, images_dir: Path, *, prefix: str, copy: bool,
                  show_progress: bool) -> list[dict[str, str]]:
     """Hash (and with ``copy``, copy) every collected image; a file that cannot be read is excluded
@@ -528,21 +540,25 @@ def _read_images(collected, image_root: Path, images_dir: Path, *, prefix: str, 
                 target.parent.mkdir(parents=True, exist_ok=True)
                 made_dirs.add(target.parent)
             target.write_bytes(digest.data)
+            _no_wider_than(target, image_root / row["source"])
         out = {PATH_COLUMN: f"{IMAGES_FOLDER}/{row['source']}", SHA256_COLUMN: digest.sha256}
         out.update({c: row.get(c, "") for c in collected.columns})
         rows_out.append(out)
     return rows_out
 
 
-def _link_references(build: Path, image_root: Path, rows_out: list[dict[str, str]]) -> list[str]:
+def _link_references(build: Path, dest: Path, image_root: Path, rows_out: list[dict[str, str]]) -> list[str]:
     """The folders a linked dataset reads from: the image root, and the real folder of any source
-    file that is itself a link elsewhere."""
+    file that is itself a link elsewhere (the file alone where that folder holds ``dest``: loading
+    refuses a reference that would open everything beside the dataset)."""
     references = [str(image_root)]
+    real_dest = os.path.realpath(dest)
     resolve = Resolver()
     for out in rows_out:
         real = resolve(os.path.join(build, out[PATH_COLUMN]))
         if not is_inside(real, references):
-            references.append(os.path.dirname(real))
+            folder = os.path.dirname(real)
+            references.append(real if is_inside(real_dest, [folder]) else folder)
     return references
 
 
@@ -584,7 +600,7 @@ def import_dataset(kind: str, src: str | os.PathLike, dest: str | os.PathLike, *
         references: list[str] = []
         if not copy:
             os.symlink(image_root, images_dir, target_is_directory=True)
-            references = _link_references(build, image_root, rows_out)
+            references = _link_references(build, dest, image_root, rows_out)
 
         table = pd.DataFrame(rows_out, columns=[PATH_COLUMN, SHA256_COLUMN, *collected.columns])
         exclusions = exclusions_frame(collected.exclusions)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 from collections import deque
 import hashlib
-import io
 import json
 import os
 import posixpath
@@ -38,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from audit import __version__
 from audit.data.csv_records import CsvRecord, read_csv_records
 from audit.errors import DatasetError
-from audit.images import ImageReadError, read_regular_file
+from audit.images import FORMATS_TEXT, ImageReadError, open_image, read_regular_file
 from audit.outputs import replacing
 from audit.progress import Progress
 
@@ -47,8 +46,13 @@ MANIFEST_FILE = "manifest.csv"
 EXCLUSIONS_FILE = "exclusions.csv"
 #: How the folder was made (importer, source, image references, notes).
 INFO_FILE = "dataset.json"
-#: ``path,size,mtime_ns,sha256`` of files already hashed: a rerun reads no image twice.
+#: ``path,size,mtime_ns,ctime_ns,inode,sha256`` of files already hashed: a rerun reads no image twice.
 HASH_CACHE_FILE = ".sha256-cache.csv"
+#: What says a file is the one hashed: size and modification time alone miss a face replaced by
+#: another of the same size with its modification time set back (``cp -p``, ``touch -r``, an
+#: unpacked archive); the change time (set by the system on every write, rename or utime) and the
+#: inode (new for a file written in its place and renamed over it) do not.
+HASH_CACHE_STAMP = ("size", "mtime_ns", "ctime_ns", "inode")
 
 PATH_COLUMN = "path"
 IDENTITY_COLUMN = "identity"
@@ -221,15 +225,20 @@ _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a"
 
 
 def _looks_like_image(data: bytes) -> str | None:
-    """None if ``data`` starts like an image, else why not (Pillow decides unknown formats)."""
+    """None if ``data`` starts like an image of a format the tool reads, else why not.
+
+    Pillow decides what the signatures miss, asked only about
+    :data:`audit.images.FORMATS`: a PostScript or PDF file is refused here,
+    never handed to the program that would interpret it.
+    """
     if data.startswith(_IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         return None
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data) as img:
             img.size  # noqa: B018 - parsing the header is the check
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError):
-        return "Pillow cannot identify it as an image"
+        return f"it is not one of the image formats the tool reads ({FORMATS_TEXT})"
     return None
 
 
@@ -297,40 +306,50 @@ def _advance(digests: list[FileDigest], bar) -> list[FileDigest]:
     return digests
 
 
-def _read_hash_cache(folder: Path) -> dict[str, tuple[int, int, str]]:
+#: A file's stamp (:data:`HASH_CACHE_STAMP`) and its sha256.
+Stamp = tuple[int, int, int, int]
+HashEntry = tuple[Stamp, str]
+
+
+def file_stamp(st: os.stat_result) -> Stamp:
+    """What :data:`HASH_CACHE_STAMP` records of ``os.stat``: equal stamps mean the same bytes."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _read_hash_cache(folder: Path) -> dict[str, HashEntry]:
     path = folder / HASH_CACHE_FILE
-    cache: dict[str, tuple[int, int, str]] = {}
+    cache: dict[str, HashEntry] = {}
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             for record in csv.DictReader(fh):
-                cache[record["path"]] = (int(record["size"]), int(record["mtime_ns"]),
-                                         record["sha256"])
+                stamp = tuple(int(record[name]) for name in HASH_CACHE_STAMP)
+                cache[record["path"]] = (stamp, record["sha256"])   # type: ignore[assignment]
     except (OSError, KeyError, ValueError, TypeError, csv.Error):
-        return {}  # a cache only: a missing or damaged one is rebuilt
+        return {}  # a cache only: a missing, damaged or older-format one is rebuilt
     return cache
 
 
-def write_hash_cache(folder: str | os.PathLike, entries: Mapping[str, tuple[int, int, str]]) -> None:
-    """Record ``real path -> (size, mtime_ns, sha256)``; silently skipped on a read-only folder."""
+def write_hash_cache(folder: str | os.PathLike, entries: Mapping[str, HashEntry]) -> None:
+    """Record ``real path -> (stamp, sha256)``; silently skipped on a read-only folder."""
     try:
         with replacing(Path(folder) / HASH_CACHE_FILE) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["path", "size", "mtime_ns", "sha256"])
-            for real, (size, mtime_ns, sha) in sorted(entries.items()):
-                writer.writerow([real, size, mtime_ns, sha])
+            writer.writerow(["path", *HASH_CACHE_STAMP, "sha256"])
+            for real, (stamp, sha) in sorted(entries.items()):
+                writer.writerow([real, *stamp, sha])
     except OSError:
         pass  # a cache only: the next run hashes again
 
 
 def hash_cache_entry(path: str | os.PathLike, sha256: str, *,
-                     resolve: "Resolver | None" = None) -> tuple[str, tuple[int, int, str]] | None:
+                     resolve: "Resolver | None" = None) -> tuple[str, HashEntry] | None:
     """The cache entry of a file just hashed (keyed by its real path), or None if gone."""
     try:
         real = resolve(os.fspath(path)) if resolve is not None else os.path.realpath(path)
         st = os.stat(real)
     except OSError:
         return None
-    return real, (st.st_size, st.st_mtime_ns, sha256)
+    return real, (file_stamp(st), sha256)
 
 
 # --------------------------------------------------------------------------- reading
@@ -414,7 +433,64 @@ def read_info(folder: str | os.PathLike) -> dict[str, Any]:
                            "manifest yourself.") from exc
     if not isinstance(info, dict):
         raise DatasetError(f"{str(path)!r} is not a JSON object; re-import the dataset or delete it.")
+    _check_info_fields(info, path)
     return info
+
+
+#: dataset.json fields the tool reads, each of one type: a string where a list belongs would be
+#: read character by character (``"/srv/faces"`` would make ``/`` a folder the images may lie in).
+_TEXT_FIELDS = ("created_by", "kind", "source")
+
+
+def _info_error(path: Path, field_name: str, problem: str, example: str) -> DatasetError:
+    return DatasetError(f"{str(path)!r}: {field_name} {problem}; write it as {example}, or re-import the "
+                        "dataset (the file only records how the folder was made).")
+
+
+def _check_info_fields(info: Mapping[str, Any], path: Path) -> None:
+    """Every field the tool reads from dataset.json has its documented type, or a DatasetError names it."""
+    for name in _TEXT_FIELDS:
+        value = info.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _info_error(path, repr(name), f"is {type(value).__name__} {value!r:.60}, not text", '"..."')
+    for name in ("references", "notes"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise _info_error(path, repr(name), f"is {type(value).__name__} {value!r:.60}, not a list of text",
+                              '["/srv/faces"]' if name == "references" else '["..."]')
+    for i, reference in enumerate(info.get("references") or ()):
+        if not os.path.isabs(reference):
+            raise _info_error(path, f"'references'[{i}]", f"{reference!r} is not an absolute path",
+                              "the absolute path of a folder the images lie in")
+    images = info.get("images")
+    if images is not None:
+        if not isinstance(images, dict):
+            raise _info_error(path, "'images'", f"is {type(images).__name__} {images!r:.60}, not an object",
+                              '{"mode": "link"} or {"mode": "copy"}')
+        if images.get("mode") not in (None, "link", "copy"):
+            raise _info_error(path, "'images'.'mode'", f"is {images.get('mode')!r:.60}", '"link" or "copy"')
+
+
+def reference_roots(root: str | os.PathLike, info: Mapping[str, Any]) -> list[str]:
+    """The real folders the dataset's files may lie in: the folder itself and its recorded references.
+
+    A reference that holds the dataset folder itself (``/``, or a folder
+    above it) would let the manifest reach any file beside it: refused,
+    since no import records one.
+    """
+    real_root = os.path.realpath(root)
+    roots = [real_root]
+    for i, reference in enumerate(info.get("references") or ()):
+        real = os.path.realpath(reference)
+        if real != real_root and is_inside(real_root, [real]):
+            raise DatasetError(
+                f"{str(Path(root) / INFO_FILE)!r}: 'references'[{i}] {reference!r} holds the dataset folder "
+                f"itself, so any file under {real!r} could be read as one of its images; name the folder the "
+                "images lie in, or re-import the dataset.")
+        roots.append(real)
+    return roots
 
 
 def _read_import_exclusions(folder: Path) -> pd.DataFrame:
@@ -607,24 +683,16 @@ def _without_duplicate_content(rows: list[dict[str, str]],
     return kept
 
 
-def _reference_roots(root: Path, info: Mapping[str, Any]) -> list[str]:
-    roots = [os.path.realpath(root)]
-    for reference in info.get("references", ()) or ():
-        if isinstance(reference, str) and os.path.isabs(reference):
-            roots.append(os.path.realpath(reference))
-    return roots
-
-
 def _check_files(root: Path, info: Mapping[str, Any], rows: list[dict[str, str]],
                  excluded: list[tuple[Any, str, str]], *, has_sha: bool,
                  show_progress: bool) -> list[dict[str, str]]:
     """Existence, containment, readability and hash of every file; the rows that pass."""
-    roots = _reference_roots(root, info)
+    roots = reference_roots(root, info)
     resolve = Resolver()
     cache = _read_hash_cache(root)
-    new_cache: dict[str, tuple[int, int, str]] = {}
+    new_cache: dict[str, HashEntry] = {}
     passed: list[dict[str, str]] = []
-    to_hash: list[tuple[dict[str, str], str, tuple[int, int]]] = []
+    to_hash: list[tuple[dict[str, str], str, Stamp]] = []
     for row in rows:
         full = os.path.join(root, row["_relative"])
         real = resolve(full)
@@ -644,24 +712,25 @@ def _check_files(root: Path, info: Mapping[str, Any], rows: list[dict[str, str]]
             excluded.append((row["row"], row[PATH_COLUMN], REASON_NOT_A_FILE))
             continue
         cached = cache.get(real)
-        if cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns) and os.access(real, os.R_OK):
-            row["_sha256"] = cached[2]
+        stamp = file_stamp(st)
+        if cached is not None and cached[0] == stamp and os.access(real, os.R_OK):
+            row["_sha256"] = cached[1]
             new_cache[real] = cached
             passed.append(row)
         else:
-            to_hash.append((row, real, (st.st_size, st.st_mtime_ns)))
+            to_hash.append((row, real, stamp))
             passed.append(row)
 
     failed: set[int] = set()
     label = "Checking images" if show_progress and to_hash else None
-    for (row, real, (size, mtime_ns)), digest in zip(
+    for (row, real, stamp), digest in zip(
             to_hash, digest_files([real for _, real, _ in to_hash], progress_label=label)):
         if digest.reason is not None:
             excluded.append((row["row"], row[PATH_COLUMN], digest.reason))
             failed.add(id(row))
             continue
         row["_sha256"] = digest.sha256
-        new_cache[real] = (size, mtime_ns, digest.sha256)
+        new_cache[real] = (stamp, digest.sha256)
     if to_hash or len(new_cache) != len(cache):
         write_hash_cache(root, new_cache)
 
@@ -718,7 +787,7 @@ def write_dataset_hash_cache(dest: str | os.PathLike, paths: Iterable[str], sha2
     Called after the folder is in place (the paths must resolve), so that
     the first run on it reads no image only to hash it.
     """
-    cache: dict[str, tuple[int, int, str]] = {}
+    cache: dict[str, HashEntry] = {}
     resolve = Resolver()
     for relative, sha in zip(paths, sha256s):
         entry = hash_cache_entry(os.path.join(dest, relative), sha, resolve=resolve) if sha else None

@@ -45,14 +45,15 @@ from audit.data.manifest import (EXCLUSIONS_FILE, IMAGE_ID_COLUMN, INFO_FILE, MA
                                  SHA256_COLUMN, Dataset, _looks_like_image, exclusions_frame,
                                  load_dataset)
 from audit.errors import DatasetError
-from audit.images import content_hash, decode_image
+from audit.images import content_hash, decode_image, read_regular_file
 
 #: ``scheme://`` at the start of a location (two letters at least, so that a
 #: Windows drive such as ``C:\\`` is never taken for one).
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
 #: Small files of a dataset folder copied beside the manifest (``pairs.txt``:
 #: LFW's official verification pairs, found by ``audit run``).
-SIDE_FILES = (INFO_FILE, EXCLUSIONS_FILE, "pairs.txt")
+PAIRS_FILE = "pairs.txt"
+SIDE_FILES = (INFO_FILE, EXCLUSIONS_FILE, PAIRS_FILE)
 #: Threads that read and hash remote files: requests wait on the network, not the CPU.
 REMOTE_READ_THREADS = 16
 #: Threads a worker reads one chunk's URLs with.
@@ -70,9 +71,13 @@ def join_location(root: str, relative: str) -> str:
 
 
 def read_location(location: str | os.PathLike) -> bytes:
-    """The bytes of a local file or of a URL (fsspec); OSError when it cannot be read."""
+    """The bytes of a local file or of a URL (fsspec); OSError when it cannot be read.
+
+    A local named pipe or device is refused unread (:class:`~audit.images.ImageReadError`): a read would
+    wait forever.
+    """
     if not is_url(location):
-        return Path(location).read_bytes()
+        return read_regular_file(location)
     import fsspec
 
     try:

@@ -37,12 +37,14 @@ import numpy as np
 import pandas as pd
 
 from audit.errors import InputError
-from audit.outputs import replacing
+from audit.outputs import private_folder, replacing
 from audit.results import write_json_atomic
 from probes.inversion.generator import InversionGenerator
 from probes.inversion.training import BEST_CHECKPOINT, HISTORY_FILE, TrainingConfig, load_generator
 
 ARTIFACT_FORMAT = "face-bias-audit-generator"
+#: The marker's kind in a generator folder (audit.outputs.OWNER_MARKER).
+GENERATOR_FOLDER_KIND = "generator"
 ARTIFACT_VERSION = 1
 INFO_FILE = "generator.json"
 TRAINING_SET_FILE = "training_set.csv"
@@ -95,6 +97,15 @@ class GeneratorArtifact:
         return json.loads(path.read_text(encoding="utf-8")).get("history", []) if path.is_file() else []
 
 
+def is_generator_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a generator.json of this tool (one written before folders were marked)."""
+    try:
+        info = json.loads((Path(folder) / INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("format") == ARTIFACT_FORMAT
+
+
 def is_complete(folder: Path) -> bool:
     path = Path(folder) / INFO_FILE
     if not path.is_file():
@@ -108,14 +119,13 @@ def is_complete(folder: Path) -> bool:
 def write_artifact(folder: Path, *, info: dict[str, Any], training_set: pd.DataFrame,
                    training_vectors: np.ndarray) -> None:
     """Write the description and training set beside the checkpoints; ``generator.json`` last."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with replacing(folder / TRAINING_SET_FILE) as tmp:
+    folder = private_folder(folder)   # embeddings of real people, and weights that reconstruct faces
+    with replacing(folder / TRAINING_SET_FILE, private=True) as tmp:
         training_set.to_csv(tmp, index=False)
-    with replacing(folder / TRAINING_VECTORS_FILE) as tmp, open(tmp, "wb") as fh:
+    with replacing(folder / TRAINING_VECTORS_FILE, private=True) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.asarray(training_vectors, dtype=np.float16))
     write_json_atomic(folder / INFO_FILE, {"format": ARTIFACT_FORMAT, "format_version": ARTIFACT_VERSION,
-                                           **info, "complete": True})
+                                           **info, "complete": True}, private=True)
 
 
 def read_artifact(folder: Path) -> GeneratorArtifact:

@@ -61,6 +61,7 @@ from PIL import Image
 
 from audit.distances import cross_distances
 from audit.errors import InputError
+from audit.outputs import private_folder, replacing
 from audit.results import grouping_name
 from audit.targets.base import Metric
 from probes.inversion.metrics import (DEFAULT_FMR, crossfit_crossing_thresholds, random_pair_distances,
@@ -107,8 +108,10 @@ def _json_float(x: float) -> float | None:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(path)
+    """A face (an audit image's chip or its reconstruction): owner-only, in an owner-only folder."""
+    private_folder(path.parent)
+    with replacing(path, private=True) as tmp:
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(tmp, format="PNG")
 
 
 def _sweep_thresholds(values: Sequence[np.ndarray], default_threshold: float, n_points: int) -> np.ndarray:

@@ -69,7 +69,7 @@ from torch import nn
 
 from audit.distances import check_metric
 from audit.errors import InputError
-from audit.outputs import replacing
+from audit.outputs import private_folder, replacing
 from audit.progress import progress as progress_bar
 from audit.results import write_json_atomic
 from audit.targets.base import Metric
@@ -156,7 +156,7 @@ def _check_inputs(name: str, embeddings: np.ndarray, chips: np.ndarray, image_si
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> None:
-    with replacing(path) as tmp:
+    with replacing(path, private=True) as tmp:   # weights that reconstruct faces: the owner's alone
         torch.save(payload, tmp)
 
 
@@ -364,8 +364,7 @@ def train_generator(train_embeddings: np.ndarray, train_chips: np.ndarray, val_e
     if config.amp and device.type != "cuda":
         raise InputError(f"amp=True needs a CUDA device, but training runs on {device.type!r}. Turn amp "
                          "off on the CPU (bf16 there is slower and changes results).")
-    checkpoint_dir = Path(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = private_folder(checkpoint_dir)
     run = _TrainingRun(config=config, metric=metric, device=device, checkpoint_dir=checkpoint_dir,
                        fingerprint=data_fingerprint(train_embeddings, train_chips, val_embeddings, val_chips),
                        dim=dim, identity_model=_frozen_identity_model(identity_model, config, device))
@@ -559,4 +558,4 @@ class _TrainingRun:
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    write_json_atomic(path, {"history": history})
+    write_json_atomic(path, {"history": history}, private=True)

@@ -38,6 +38,14 @@ class Inputs:
     expected_words: dict[str, str] = field(default_factory=dict)
     #: An import: (kind, source folder, extra options).
     source: tuple[str, Path, list[str]] | None = None
+    #: An import into a dataset the case made: (kind, source, destination, options); a failure must leave
+    #: the destination as it was.
+    import_into: tuple[str, Path, Path, list[str]] | None = None
+    #: A run of a clean dataset into an --out folder the case made: (dataset, out); a refusal must leave it intact.
+    run_into: tuple[Path, Path] | None = None
+    #: (dataset, image id, swap): after a first embed, ``swap`` replaces that image by another face of the same
+    #: size and modification time; the next embed must embed it again.
+    replaced: tuple[Path, str, Callable[[Path], None]] | None = None
     policy: Path | None = None
     results: str | bytes | None = None
     cache: Path | None = None
@@ -104,6 +112,20 @@ def _special_files(root: Path) -> Inputs:
         fh.write("img/pipe.jpg,p5,A,F\nimg/folder.jpg,p6,B,M\n/dev/zero,p7,A,M\nimg/,p8,B,F\n")
     return Inputs(dataset=dataset, expected_rows=6, expected_status={
         "img/pipe.jpg": "excluded", "img/folder.jpg": "excluded", "/dev/zero": "excluded"})
+
+
+def _planted_hash_cache(root: Path) -> Inputs:
+    """A .sha256-cache.csv shipped with the folder gives p0's image the hash of p1's (size and mtime right):
+    trusted, p0 would be a "duplicate" of p1, or get p1's cached vector."""
+    dataset = face_dataset(root / "ds", people=4, per_person=1)
+    import hashlib
+
+    p0, p1 = dataset / "img" / "p0_0.png", dataset / "img" / "p1_1.png"
+    st = os.stat(p0)
+    (dataset / ".sha256-cache.csv").write_text(
+        "path,size,mtime_ns,ctime_ns,inode,sha256\n"
+        f"{os.path.realpath(p0)},{st.st_size},{st.st_mtime_ns},1,1,{hashlib.sha256(p1.read_bytes()).hexdigest()}\n")
+    return Inputs(dataset=dataset, expected_rows=4, expected_status={"img/p0_0.png": "ok"})
 
 
 def _duplicates(root: Path) -> Inputs:
@@ -255,6 +277,36 @@ def _hostile_attribute_names(root: Path) -> Inputs:
     return Inputs(dataset=dataset, expected_rows=4)
 
 
+# --------------------------------------------------------------------------- datasets: dataset.json
+
+def _info_case(name: str, info: Callable[[Path], dict], words: str) -> Case:
+    """A dataset.json field of the wrong type, or reaching outside: the symlinked face beyond is never read."""
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=4, per_person=1)
+        (root / "srv" / "faces").mkdir(parents=True)
+        (root / "srv" / "faces" / "someone.png").write_bytes(rgb_png(60))
+        os.symlink(root / "srv" / "faces" / "someone.png", dataset / "img" / "someone.png")
+        with open(dataset / "manifest.csv", "a", encoding="utf-8") as fh:
+            fh.write("img/someone.png,p9,B,M\n")
+        (dataset / "dataset.json").write_text(json.dumps(info(root)))
+        commands = ("describe", "embed", "run", "balance")
+        return Inputs(dataset=dataset, expected_exit={c: 2 for c in commands},
+                      expected_words={c: words for c in ("describe", "run")})
+    return Case(f"dataset-info-{name}", make)
+
+
+INFO_CASES = (
+    _info_case("references-a-string", lambda root: {"references": str(root / "srv" / "faces")},
+               "'references' is str"),
+    _info_case("references-the-filesystem-root", lambda root: {"references": ["/"]},
+               "holds the dataset folder itself"),
+    _info_case("references-the-parent-folder", lambda root: {"references": [str(root)]},
+               "holds the dataset folder itself"),
+    _info_case("references-relative", lambda root: {"references": ["../srv/faces"]}, "is not an absolute path"),
+    _info_case("images-a-string", lambda root: {"images": "copy"}, "'images' is str"),
+)
+
+
 # --------------------------------------------------------------------------- import sources
 
 def _hostile_folders_source(root: Path) -> Inputs:
@@ -375,6 +427,122 @@ def _fairface_clean_but_odd(root: Path) -> Inputs:
     label.write_text(label.read_text().replace('"3-9', "3-9"))
     inputs.expected_exit, inputs.expected_words = {}, {}
     return inputs
+
+
+# --------------------------------------------------------------------------- imports that overlap their destination
+
+def _overlap_case(name: str, source: Callable[[Path], Path], *, copy: bool, words: str) -> Case:
+    """An earlier import DS, then an import whose source lies in (or is) DS, with --overwrite: DS must survive."""
+    def make(root: Path) -> Inputs:
+        from audit.data.importers import import_dataset
+
+        src, _ = folders_source(root / "people", people=2)
+        dest = root / "ds"
+        import_dataset("folders", src, dest, copy=copy)
+        return Inputs(import_into=("folders", source(root), dest, ["--overwrite", *(["--copy"] if copy else [])]),
+                      expected_exit={"import-into": 2}, expected_words={"import-into": words})
+    return Case(f"source-overlap-{name}", make)
+
+
+def _link_into_destination(root: Path) -> Path:
+    os.symlink(root / "ds" / "images", root / "shortcut")
+    return root / "shortcut"
+
+
+OVERLAP_CASES = (
+    _overlap_case("its-own-copied-images", lambda root: root / "ds" / "images", copy=True,
+                  words="lies inside the destination"),
+    _overlap_case("a-link-to-its-copied-images", _link_into_destination, copy=True,
+                  words="lies inside the destination"),
+    _overlap_case("the-destination-itself", lambda root: root / "ds", copy=True, words="is inside the source"),
+    _overlap_case("the-destination-itself-linked", lambda root: root / "ds", copy=False, words="is inside the source"),
+)
+
+
+# --------------------------------------------------------------------------- output folders
+
+def _output_case(name: str, build: Callable[[Path, Path], Path], *, exit_code: int, words: str | None = None) -> Case:
+    """``audit run --out`` into a folder that exists already: the user's own files are never written over."""
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=4, per_person=1)
+        out = build(root, dataset)
+        return Inputs(run_into=(dataset, out), expected_exit={"run-into": exit_code},
+                      expected_words={"run-into": words} if words else {})
+    return Case(f"output-{name}", make)
+
+
+def _users_own(root: Path, dataset: Path) -> Path:
+    out = root / "mine"
+    out.mkdir()
+    (out / "results.json").write_text('{"my": "own results"}\n')
+    (out / "groups.csv").write_text("mine\n")
+    return out
+
+
+def _link_to_users_own(root: Path, dataset: Path) -> Path:
+    os.symlink(_users_own(root, dataset), root / "link")
+    return root / "link"
+
+
+def _marked(kind: str, *files: str) -> Callable[[Path, Path], Path]:
+    def build(root: Path, dataset: Path) -> Path:
+        from audit.outputs import mark_own_folder
+
+        out = root / "earlier"
+        out.mkdir()
+        for name in files:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(b"from an earlier command of the tool")
+        mark_own_folder(out, kind=kind)
+        return out
+    return build
+
+
+def _empty(root: Path, dataset: Path) -> Path:
+    (root / "empty").mkdir()
+    return root / "empty"
+
+
+OUTPUT_CASES = (
+    _output_case("users-own-results", _users_own, exit_code=2, words="did not write (groups.csv, results.json)"),
+    _output_case("link-to-users-own-results", _link_to_users_own, exit_code=2, words="did not write"),
+    _output_case("the-dataset-folder", lambda root, dataset: dataset, exit_code=2, words="did not write (img"),
+    _output_case("a-generator-folder", _marked("generator", "last.pt"), exit_code=2,
+                 words="holds a generator folder of this tool"),
+    _output_case("an-interrupted-run", _marked("run", "checkpoints/inversion/last.pt"), exit_code=0),
+    _output_case("empty", _empty, exit_code=0),
+)
+
+
+# --------------------------------------------------------------------------- files replaced behind the cache
+
+def _replaced_case(name: str, swap: Callable[[Path, bytes], None]) -> Case:
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=4, per_person=1, make=images.bmp)
+        image_id = "img/p0_0.png"      # BMP bytes under the name face_dataset gives: the format is read, not named
+
+        def replace_it(folder: Path) -> None:
+            path = folder / image_id
+            before = os.stat(path)
+            swap(path, images.bmp(20))          # same face, other brightness: another file of the same size
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        return Inputs(replaced=(dataset, image_id, replace_it))
+    return Case(f"cache-replaced-{name}", make)
+
+
+def _in_place(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def _renamed_over(path: Path, data: bytes) -> None:
+    path.with_name("new.tmp").write_bytes(data)
+    os.replace(path.with_name("new.tmp"), path)
+
+
+REPLACED_CASES = (
+    _replaced_case("in-place-same-size-and-mtime", _in_place),
+    _replaced_case("renamed-over-same-size-and-mtime", _renamed_over),
+)
 
 
 # --------------------------------------------------------------------------- policies
@@ -560,12 +728,14 @@ def all_cases() -> list[Case]:
         Case("dataset-symlinks", _symlinks),
         Case("dataset-special-files", _special_files),
         Case("dataset-duplicates-with-other-labels", _duplicates),
+        Case("dataset-planted-hash-cache", _planted_hash_cache),
         Case("dataset-every-row-reason", _many_problems),
         Case("dataset-blank-group-column", _blank_group_column),
         Case("dataset-trainable", _trainable),
         *LABEL_CASES,
         Case("labels-attribute-names", _hostile_attribute_names),
         *MANIFEST_CASES,
+        *INFO_CASES,
         Case("source-folders-hostile", _hostile_folders_source),
         Case("source-folders-hostile-labels", _hostile_labels_source),
         *ATTRIBUTE_CASES,
@@ -574,6 +744,9 @@ def all_cases() -> list[Case]:
         Case("source-lfw-bad-race-file", _lfw_bad_race_file),
         Case("source-fairface-quote-left-open", _fairface_source),
         Case("source-fairface-odd-rows", _fairface_clean_but_odd),
+        *OVERLAP_CASES,
+        *OUTPUT_CASES,
+        *REPLACED_CASES,
         *POLICY_CASES,
         *RESULTS_CASES,
         *CACHE_CASES,

@@ -78,6 +78,12 @@ def exercise(case: Case, root: Path, baseline: Baseline) -> list[str]:
         _dataset_commands(runner, inputs, baseline)
     if inputs.source is not None:
         _import_commands(runner, inputs, baseline)
+    if inputs.import_into is not None:
+        _import_into(runner, inputs)
+    if inputs.run_into is not None:
+        _run_into(runner, inputs)
+    if inputs.replaced is not None:
+        _replaced_commands(runner, inputs)
     if inputs.policy is not None:
         _gate(runner, inputs, _copy(baseline.run, root / "run"), inputs.policy)
     if inputs.results is not None:
@@ -246,6 +252,49 @@ def _import_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) -
                                                "--copy"], keep_on_failure=[previous])
     if again.exit_code == 0:
         _check_import(runner, again, kind, src, previous)
+
+
+def _replaced_commands(runner: CorpusRunner, inputs: Inputs) -> None:
+    """Embed, replace one image behind the cache's back, embed again: the new face gets its own vector."""
+    root = runner.root
+    dataset, image_id, replace_it = inputs.replaced
+    cache = root / "own-cache.sqlite"      # not the corpus's shared cache: the old vector must be this run's
+    exports = [root / "first.csv", root / "second.csv"]
+    side = [cache.with_name(cache.name + s) for s in ("", "-wal", "-shm", "-journal")]
+    vectors = []
+    for k, export in enumerate(exports):
+        if k:
+            replace_it(dataset)
+        embedded = runner.invoke("embed-replaced", ["embed", "--dataset", dataset, "--export", export, "--cache",
+                                                    cache, "-q", *TARGET], outputs=[export, *side])
+        runner.expect(embedded, embedded.exit_code == 0, f"exit {embedded.exit_code}: {embedded.output[-300:]}")
+        rows = {row["image_id"]: row for row in read_csv(export)} if export.is_file() else {}
+        vectors.append({k: v for k, v in rows.get(image_id, {}).items() if k != "image_id"})
+        if k:
+            runner.expect(embedded, "1 computed, 3 from the cache" in embedded.output,
+                          f"the replaced image was not embedded again: {embedded.output.strip()[-200:]}",
+                          kind=SILENT_DROP)
+    runner.expect(runner.runs[-1], vectors[0] != vectors[1], f"{image_id}: the old face's vector after the swap",
+                  kind=SILENT_DROP)
+
+
+def _run_into(runner: CorpusRunner, inputs: Inputs) -> None:
+    dataset, out = inputs.run_into
+    ran = runner.invoke("run-into", ["run", "--dataset", dataset, "--out", out, *RUN_FAST], outputs=[out],
+                        keep_on_failure=[out, dataset])
+    _expect(runner, ran, inputs, "run-into")
+    if ran.exit_code == 0:
+        runner.expect(ran, (out / "results.json").is_file(), "no results.json after the run")
+
+
+def _import_into(runner: CorpusRunner, inputs: Inputs) -> None:
+    kind, src, dest, options = inputs.import_into
+    before = _usable_ids(dest)
+    made = runner.invoke("import-into", ["dataset", "import", kind, src, dest, *options], keep_on_failure=[dest])
+    _expect(runner, made, inputs, "import-into")
+    after = _usable_ids(dest)
+    runner.expect(made, after is not None and len(after) == len(before or ()),
+                  f"the destination had {len(before or ())} usable images, now {after}", kind=DATA_LOSS)
 
 
 def _check_import(runner: CorpusRunner, run: Run, kind: str, src: Path, dest: Path) -> None:

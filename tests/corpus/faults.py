@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _BOOTSTRAP = r"""
 import importlib, json, multiprocessing, os, signal, sys
 
-module_name, attribute, after, when, record = sys.argv[1:6]
+module_name, attribute, after, when, record, signal_name = sys.argv[1:7]
 owner = importlib.import_module(module_name)
 *path, name = attribute.split(".")
 for part in path:
@@ -34,7 +34,7 @@ calls = [0]
 def die():
     with open(record, "w") as fh:
         json.dump([child.pid for child in multiprocessing.active_children()], fh)
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), getattr(signal, signal_name))
 
 def wrapped(*args, **kwargs):
     calls[0] += 1
@@ -46,7 +46,7 @@ def wrapped(*args, **kwargs):
     return result
 
 setattr(owner, name, wrapped)
-sys.argv = ["audit", *sys.argv[6:]]
+sys.argv = ["audit", *sys.argv[7:]]
 from audit.cli import main
 main()
 """
@@ -60,9 +60,10 @@ def run_cli(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: 
 
 
 def run_killed(args: Sequence[str], *, at: str, after: int = 1, when: str = "after",
-               record: Path, env: dict[str, str] | None = None, timeout: float = 300
-               ) -> tuple[subprocess.CompletedProcess, list[int]]:
-    """``audit ARGS`` SIGKILLed at the ``after``-th call of ``at`` ("module:Class.method" or "module:function").
+               record: Path, env: dict[str, str] | None = None, timeout: float = 300,
+               signal_name: str = "SIGKILL") -> tuple[subprocess.CompletedProcess, list[int]]:
+    """``audit ARGS`` sent ``signal_name`` (SIGKILL: no clean-up at all) by itself at the ``after``-th call
+    of ``at`` ("module:Class.method" or "module:function").
 
     Returns the finished process and the pids its children had when it died.
     Output goes to files, not pipes: an orphaned child holding a pipe open
@@ -72,7 +73,7 @@ def run_killed(args: Sequence[str], *, at: str, after: int = 1, when: str = "aft
     out, err = record.with_suffix(".stdout"), record.with_suffix(".stderr")
     with open(out, "w") as stdout, open(err, "w") as stderr:
         code = subprocess.run([sys.executable, "-c", _BOOTSTRAP, module_name, attribute, str(after), when,
-                               str(record), *map(str, args)], stdout=stdout, stderr=stderr,
+                               str(record), signal_name, *map(str, args)], stdout=stdout, stderr=stderr,
                               env={**os.environ, **(env or {})}, cwd=REPO_ROOT, timeout=timeout).returncode
     done = subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
     children = json.loads(record.read_text()) if record.exists() else []

@@ -4,7 +4,7 @@ For every command run, :class:`CorpusRunner` checks:
 
 * **no traceback**: nothing escapes the CLI, no ``Traceback`` in the output,
   and no exit code 4 (an internal error is a bug this corpus must not find);
-* **a documented exit code**: 0, 1, 2, 3 or 130, and a failure ends with one
+* **a documented exit code**: 0, 1, 2, 3, 129, 130 or 143, and a failure ends with one
   ``Error:`` line;
 * **every input accounted for** (a *silent drop* otherwise): each manifest
   row is a usable image or an exclusion with a reason; each usable image
@@ -42,7 +42,7 @@ from click.testing import CliRunner
 
 from audit.cli import cli
 
-DOCUMENTED_EXIT_CODES = (0, 1, 2, 3, 130)
+DOCUMENTED_EXIT_CODES = (0, 1, 2, 3, 129, 130, 143)
 #: Files a command may write beside its output, by design: the dataset folder's hash cache.
 SIDE_FILES = (".sha256-cache.csv",)
 

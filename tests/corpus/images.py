@@ -60,6 +60,12 @@ def rgb_png(variant: int = 0) -> bytes:
     return _save(Image.fromarray(pixels), "PNG")
 
 
+def bmp(variant: int = 0) -> bytes:
+    """:func:`rgb_png`'s face as an uncompressed BMP: every variant has the same byte count."""
+    with Image.open(io.BytesIO(rgb_png(variant))) as img:
+        return _save(img.convert("RGB"), "BMP")
+
+
 def jpeg() -> bytes:
     return _save(Image.fromarray(face()), "JPEG", quality=92)
 
@@ -142,6 +148,20 @@ def garbage_after_png_signature() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
 
+def eps() -> bytes:
+    """The face as Encapsulated PostScript: Pillow would hand it to Ghostscript to decode."""
+    return _save(Image.fromarray(face()), "EPS")
+
+
+def ppm() -> bytes:
+    """A format Pillow reads but face datasets do not come in (nor does the tool read)."""
+    return _save(Image.fromarray(face()), "PPM")
+
+
+def ico() -> bytes:
+    return _save(Image.fromarray(face()), "ICO", sizes=[(64, 64)])
+
+
 @dataclass(frozen=True)
 class ImageCase:
     name: str
@@ -167,4 +187,8 @@ IMAGE_CASES: tuple[ImageCase, ...] = (
     ImageCase("garbage_png", ".png", garbage_after_png_signature, "error"),
     ImageCase("text_as_jpg", ".jpg", text_as_jpg, "excluded"),
     ImageCase("zero_bytes", ".jpg", zero_bytes, "excluded"),
+    # disguised formats: read by Pillow, not by the tool (EPS would run Ghostscript)
+    ImageCase("eps_as_jpg", ".jpg", eps, "excluded"),
+    ImageCase("ppm_as_png", ".png", ppm, "excluded"),
+    ImageCase("ico_as_jpg", ".jpg", ico, "excluded"),
 )
