@@ -479,3 +479,18 @@ def test_no_unavailable_note_when_every_figure_is_there(full):
     _, _, html, results = full
     assert "unavailable" not in results["probes"]["inversion"]
     assert "Figures unavailable" not in html
+
+
+@pytest.mark.parametrize("n_generators, words", [(1, "One generator was trained"),
+                                                 (3, "carry the spread between generators")])
+def test_the_report_says_what_the_number_of_generators_controls(tmp_path, n_generators, words):
+    """One generator cannot show its own artefacts: the report says so and names the measured cost."""
+    from reports.render import render_report
+
+    run_dir = build_run(tmp_path / "run", probes=("inversion",))
+    path = run_dir / "results.json"
+    data = json.loads(path.read_text())
+    data["probes"]["inversion"]["generators"] = [{"label": f"seed {i}", "best_epoch": 3} for i in range(n_generators)]
+    path.write_text(json.dumps(data))
+    html = render_report(run_dir, formats=("html",))["html"].read_text()
+    assert words in html
