@@ -242,6 +242,7 @@ LABEL_CASES = (
     _hostile_labels_case("xml-forbidden", ("xml-forbidden", "title")),
     _hostile_labels_case("chart-mathtext", ("mathtext", "legend-hidden"), report=True),
     _hostile_labels_case("markup", ("markup", "title"), report=True),
+    _hostile_labels_case("markdown", ("md-table", "md-code")),
 )
 
 

@@ -17,11 +17,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from audit.gate import MARKDOWN_COLUMNS
 from audit.sinks import csv_value, terminal_text
 from tests.corpus.cases import Case, Inputs
 from tests.corpus.datasets import HOSTILE_LABELS, face_dataset, folders_source
 from tests.corpus.harness import (DATA_LOSS, INJECTION, SILENT_DROP, CorpusRunner, Run, describe_counts,
-                                  formula_cells, junit_problem, read_csv, report_problem, source_files)
+                                  formula_cells, junit_problem, markdown_problem, read_csv, report_problem,
+                                  source_files)
 
 TARGET = ["--target-option", "engine=dlib", "--workers", "1"]
 FAST = ["--resamples", "100", "-q", *TARGET]
@@ -167,12 +169,13 @@ def _dataset_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) 
     _expect(runner, ran, inputs, "run")
     if ran.exit_code == 0:
         _check_run(runner, ran, inputs, out, usable, excluded_ids)
-        junit = _old_file(root / "gate.xml")
-        gated = runner.invoke("gate", ["gate", out, "--policy", baseline.policy, "--junit", junit],
-                              keep_on_failure=[junit])
+        junit, markdown = _old_file(root / "gate.xml"), _old_file(root / "gate.md")
+        gated = runner.invoke("gate", ["gate", out, "--policy", baseline.policy, "--junit", junit,
+                                       "--markdown", markdown], keep_on_failure=[junit, markdown])
         runner.expect(gated, gated.exit_code in (0, 1, 2), f"gate exit {gated.exit_code}")
         if gated.exit_code in (0, 1):
             _check_junit(runner, gated, junit)
+            _check_markdown(runner, gated, markdown)
         if inputs.report:
             (out / "report.html").write_text(OLD)
             rendered = runner.invoke("report", ["report", out, "--format", "html"], keep_on_failure=[out])
@@ -199,6 +202,11 @@ def _check_csv_reports(runner: CorpusRunner, run: Run, paths: list[Path]) -> Non
 
 def _check_junit(runner: CorpusRunner, run: Run, junit: Path) -> None:
     if (problem := junit_problem(junit)) is not None:
+        runner.expect(run, False, problem, kind=INJECTION)
+
+
+def _check_markdown(runner: CorpusRunner, run: Run, markdown: Path) -> None:
+    if (problem := markdown_problem(markdown, len(MARKDOWN_COLUMNS))) is not None:
         runner.expect(run, False, problem, kind=INJECTION)
 
 
@@ -273,13 +281,15 @@ def _check_import(runner: CorpusRunner, run: Run, kind: str, src: Path, dest: Pa
 # --------------------------------------------------------------------------- gate, report, caches
 
 def _gate(runner: CorpusRunner, inputs: Inputs, run_folder: Path, policy: Path) -> Run:
-    junit = _old_file(runner.root / "gate.xml")
-    gated = runner.invoke("gate", ["gate", run_folder, "--policy", policy, "--junit", junit],
-                          keep_on_failure=[junit])
+    junit, markdown = _old_file(runner.root / "gate.xml"), _old_file(runner.root / "gate.md")
+    gated = runner.invoke("gate", ["gate", run_folder, "--policy", policy, "--junit", junit,
+                                   "--markdown", markdown], keep_on_failure=[junit, markdown])
     _expect(runner, gated, inputs, "gate")
     if gated.exit_code in (0, 1):
         runner.expect(gated, junit.read_text() != OLD, "the JUnit file was not written", kind=DATA_LOSS)
+        runner.expect(gated, markdown.read_text() != OLD, "the Markdown verdict was not written", kind=DATA_LOSS)
         _check_junit(runner, gated, junit)
+        _check_markdown(runner, gated, markdown)
     return gated
 
 
