@@ -191,11 +191,16 @@ def test_github_caches_the_generator_on_the_target_fingerprint_and_publishes_the
     steps = data["jobs"]["audit"]["steps"]
     keys = next(s for s in steps if s.get("id") == "keys")
     assert "audit targets --fingerprint" in keys["run"]
-    cache = next(s for s in steps if s.get("id") == "generator")
-    assert cache["uses"].startswith("actions/cache@") and cache["with"]["path"].rstrip("/") == "gen"
-    assert "steps.keys.outputs.generator" in cache["with"]["key"]
+    restore = next(s for s in steps if s.get("id") == "generator")
+    assert restore["uses"].startswith("actions/cache/restore@") and restore["with"]["path"].rstrip("/") == "gen"
+    assert "steps.keys.outputs.generator" in restore["with"]["key"]
     train = next(s for s in steps if "generator train" in s.get("run", ""))
-    assert train["if"] == "steps.generator.outputs.cache-hit != 'true'"
+    miss = "steps.generator.outputs.cache-hit != 'true'"
+    assert train["if"] == miss
+    # saved right after training, not at the job's end: a job whose policy fails keeps its generator
+    save = steps[steps.index(train) + 1]
+    assert save["uses"].startswith("actions/cache/save@") and save["if"] == miss
+    assert save["with"] == restore["with"]
     assert ">> \"$GITHUB_STEP_SUMMARY\"" in next(s for s in steps if s.get("id") == "audit")["run"]
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["if"] == "always()"
@@ -213,8 +218,76 @@ def test_gitlab_caches_the_generator_and_reports_junit():
                                          f"{variables['AUDIT_SET']}/manifest.csv"]
     script = "\n".join(job["script"])
     assert "audit targets --fingerprint" in script and "gen.key" in generator["paths"]
+    assert generator["when"] == "always"          # kept when the policy fails the job
     assert 'exit "$code"' in script
     artifacts = job["artifacts"]
     assert artifacts["when"] == "always"
     assert artifacts["reports"]["junit"] == "audit-out/gate-junit.xml"
     assert {"audit-out/gate-junit.xml", "audit-out/gate.md"} <= set(artifacts["paths"])
+
+
+# --------------------------------------------------------------------------- the shell steps, with a stub audit
+
+STUB = """#!/bin/sh
+# 'audit' for the recipes' shell steps: run exits $RUN_CODE; gate writes its --markdown file, exits $GATE_CODE.
+echo "$*" >> "$STUB_LOG"
+case "$1" in
+  run) exit "${RUN_CODE:-0}" ;;
+  gate)
+    while [ $# -gt 0 ]; do
+      if [ "$1" = --markdown ]; then printf '## Bias audit gate: stub\\n' > "$2"; fi
+      shift
+    done
+    exit "${GATE_CODE:-0}" ;;
+esac
+"""
+
+
+def run_shell(script: str, tmp_path: Path, env: dict[str, str], **codes: int):
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / "audit"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    full = {**os.environ, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(tmp_path / "log"),
+            **{k.upper(): str(v) for k, v in codes.items()}}
+    return subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=full, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("run_code, gate_code, expected", [(0, 0, 0), (0, 1, 1), (2, 0, 2), (0, 2, 2)])
+def test_github_publishes_the_verdict_and_fails_the_job_on_its_exit_code(tmp_path, run_code, gate_code, expected):
+    data = load(GITHUB)
+    steps = data["jobs"]["audit"]["steps"]
+    audit_step = next(s for s in steps if s.get("id") == "audit")
+    (tmp_path / "audit-out").mkdir()
+    files = {"GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+    env = {**{k: str(v) for k, v in data["env"].items()}, **files}
+    done = run_shell(audit_step["run"], tmp_path, env, run_code=run_code, gate_code=gate_code)
+    assert done.returncode == 0, done.stderr                 # the step itself never fails: the last one does
+    output = (tmp_path / "output").read_text()
+    assert output == f"exit_code={run_code or gate_code}\n"
+    summary = (tmp_path / "summary").read_text()
+    assert summary.startswith("## Bias audit gate: " + ("stub" if run_code == 0 else "ERROR"))
+    final = steps[-1]["run"].replace("${{ steps.audit.outputs.exit_code }}", str(run_code or gate_code))
+    assert run_shell(final, tmp_path, env).returncode == expected
+
+
+@pytest.mark.parametrize("run_code, gate_code", [(0, 0), (0, 1), (2, 0)])
+def test_gitlab_fails_the_job_on_the_exit_code_and_retrains_only_on_a_new_key(tmp_path, run_code, gate_code):
+    job = gitlab_job()
+    env = {k: str(v) for k, v in job["variables"].items()}
+    script = "\n".join(job["script"])
+    (tmp_path / "audit-out").mkdir()
+    done = run_shell(script, tmp_path, env, run_code=run_code, gate_code=gate_code)
+    assert done.returncode == (run_code or gate_code), done.stderr
+    assert ("Bias audit gate: stub" in done.stdout) is (run_code == 0)
+    calls = (tmp_path / "log").read_text().splitlines()
+    assert sum(c.startswith("generator train") for c in calls) == 1
+    again = run_shell(script, tmp_path, env, run_code=run_code, gate_code=gate_code)
+    calls = (tmp_path / "log").read_text().splitlines()
+    assert again.returncode == done.returncode
+    assert sum(c.startswith("generator train") for c in calls) == 1          # gen.key matched: not retrained
