@@ -80,6 +80,8 @@ def exercise(case: Case, root: Path, baseline: Baseline) -> list[str]:
         _dataset_commands(runner, inputs, baseline)
     if inputs.source is not None:
         _import_commands(runner, inputs, baseline)
+    if inputs.archive is not None:
+        _fetch_commands(runner, inputs)
     if inputs.policy is not None:
         _gate(runner, inputs, _copy(baseline.run, root / "run"), inputs.policy)
     if inputs.results is not None:
@@ -276,6 +278,21 @@ def _check_import(runner: CorpusRunner, run: Run, kind: str, src: Path, dest: Pa
                       kind=SILENT_DROP)
     loaded = _usable_ids(dest)
     runner.expect(run, loaded is not None, "the imported dataset does not load")
+
+
+def _fetch_commands(runner: CorpusRunner, inputs: Inputs) -> None:
+    """``audit dataset fetch lfw`` of the case's archive from a file:// mirror: imported, or refused whole."""
+    archive, md5 = inputs.archive
+    dest, source = runner.root / "fetched", runner.root / "fetched-source"
+    fetched = runner.invoke("fetch", ["dataset", "fetch", "lfw", dest, "--url", archive.as_uri(), "--md5", md5, "-q"],
+                            outputs=[dest, source])
+    _expect(runner, fetched, inputs, "fetch")
+    if fetched.exit_code == 0:
+        runner.expect(fetched, _usable_ids(dest) is not None, "the fetched dataset does not load")
+    else:
+        runner.expect(fetched, not dest.exists(), "a refused archive left a dataset folder", kind=DATA_LOSS)
+        unpacked = [p for p in source.rglob("*") if p.is_file() and p.suffix == ".jpg"] if source.exists() else []
+        runner.expect(fetched, unpacked == [], f"a refused archive left files: {unpacked[:3]}")
 
 
 # --------------------------------------------------------------------------- gate, report, caches
