@@ -54,6 +54,10 @@ _HTML_UNSAFE = re.compile(f"[{_C0}{_HIDDEN}]")
 #: and code spans, emphasis and strikethrough, links, images and footnotes, raw HTML, entities, table cells,
 #: math, headings and references.  CommonMark lets any ASCII punctuation be escaped with a backslash.
 _MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()<>#!|~&$^])")
+#: Where a renderer would start a reference of its own in plain text: a mention (``@user``), an issue or
+#: merge request (``#12``, ``!3``), a bare web address (``https://``, ``www.``).  A zero-width space there
+#: keeps the text as it looks and stops the reference (and the notification or cross-link it would make).
+_MARKDOWN_REFERENCE = re.compile(r"(?<=[@#!])|(?<=:)(?=//)|(?<=\bwww)(?=\.)", re.IGNORECASE)
 
 
 def _visible(match: re.Match) -> str:
@@ -167,8 +171,11 @@ def markdown_text(text: Any) -> str:
     characters are shown as their escapes, as on a terminal (line feeds
     included); then every character of ``\\`*_{}[]()<>#!|~&$^`` gets a
     backslash, the backslash itself too, so that a label's own ``\\|``
-    cannot undo the escape of its pipe.  An ``@`` gets a zero-width space
-    after it, so that ``@all`` in a label is not a mention that notifies
-    people.
+    cannot undo the escape of its pipe.  GitHub and GitLab also act on
+    plain text: ``@all`` notifies people, ``#12`` or ``!3`` cross-links an
+    issue or merge request (and notes it there), a bare address becomes a
+    link.  A zero-width space after ``@``, ``#``, ``!``, a ``:`` before
+    ``//`` and a ``www`` before ``.`` stops each of them; the text looks the
+    same.
     """
-    return _MARKDOWN_SYNTAX.sub(r"\\\1", terminal_text(text)).replace("@", "@\u200b")
+    return _MARKDOWN_REFERENCE.sub("\u200b", _MARKDOWN_SYNTAX.sub(r"\\\1", terminal_text(text)))

@@ -35,7 +35,7 @@ def rendered_table(markdown: str) -> list[list[str]]:
         elif token.type == "inline" and in_cell:
             children = token.children or []
             assert not [c for c in children if c.type.startswith(("html", "link", "image", "code"))], children
-            rows[-1].append("".join(c.content for c in children if c.type == "text"))
+            rows[-1].append("".join(c.content for c in children if c.type == "text").replace(ZWSP, ""))
     return rows
 
 
@@ -60,9 +60,12 @@ def markdown_cases(markdown: str) -> list[tuple[str, str, bool]]:
     return out
 
 
+ZWSP = "\u200b"
+
+
 def shown(text: str) -> str:
-    """What a reader of the rendered Markdown sees for ``text``: the terminal's escapes, and no mention."""
-    return terminal_text(text).replace("@", "@\u200b")
+    """What a reader of the rendered Markdown sees for ``text``: the terminal's escapes (zero-width spaces aside)."""
+    return terminal_text(text).replace(ZWSP, "")
 
 
 # --------------------------------------------------------------------------- markdown_text
@@ -83,8 +86,15 @@ def test_markdown_text_neutralises_markdown_syntax(label):
     assert rendered_table(table) == [["label", "b"], [shown(label), "2"]]
 
 
-def test_markdown_text_breaks_mentions_and_leaves_plain_labels_alone():
-    assert markdown_text("@all") == "@\u200ball"
+@pytest.mark.parametrize("label, reference", [("@all", "@a"), ("fixes #12", "#1"), ("see !3", "!3"),
+                                              ("https://x.invalid", "://"), ("www.x.invalid", "www.")])
+def test_markdown_text_breaks_mentions_references_and_bare_addresses(label, reference):
+    escaped = markdown_text(label)
+    assert reference not in escaped.replace("\\", "")          # a zero-width space sits inside it
+    assert escaped.replace(ZWSP, "").replace("\\", "") == label
+
+
+def test_markdown_text_leaves_plain_labels_alone():
     assert markdown_text("Black / Female") == "Black / Female"
     assert markdown_text("20-29") == "20-29"
     assert "\n" not in markdown_text("a\nb") and "\x1b" not in markdown_text("\x1b[2J")

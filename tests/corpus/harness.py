@@ -231,11 +231,16 @@ def junit_problem(path: Path) -> str | None:
     return None
 
 
+#: What GitHub and GitLab turn into a mention, an issue or merge-request reference, or a link in plain text.
+_MARKDOWN_REFERENCE = re.compile(r"[@#!][A-Za-z0-9]|://|\bwww\.", re.IGNORECASE)
+
+
 def markdown_problem(path: Path, columns: int) -> str | None:
     """Why a Markdown verdict's table is not one row of ``columns`` plain cells per check, or None.
 
     Rendered as CommonMark with GitHub's tables (markdown-it): a label must
-    not split a cell, end a row, or become a link, an image or HTML.
+    not split a cell, end a row, or become a link, an image, HTML, a mention
+    or a reference.
     """
     from markdown_it import MarkdownIt
 
@@ -253,6 +258,8 @@ def markdown_problem(path: Path, columns: int) -> str | None:
         for child in token.children or ():
             if child.type.startswith(("html", "link", "image", "code")):
                 return f"{path.name} holds a {child.type}: {child.content or child.attrs!r}"
+            if child.type == "text" and (found := _MARKDOWN_REFERENCE.search(child.content)) is not None:
+                return f"{path.name} holds a mention, reference or address a renderer acts on: {found.group()!r}"
     return None if rows else f"{path.name} has no table"
 
 
