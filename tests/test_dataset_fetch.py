@@ -302,3 +302,20 @@ def test_the_download_shows_progress_as_plain_lines_off_a_terminal(tmp_path, ser
     assert done.exit_code == 0, done.output
     assert "Downloading lfw-deepfunneled.tgz: 1/1 (100%" in done.output
     assert "\r" not in done.output
+
+
+def test_the_bytes_of_this_run_are_counted_when_a_server_starts_over(tmp_path, server):
+    source = default_source(tmp_path / "lfw")
+    source.mkdir(parents=True)
+    (source / "lfw-deepfunneled.tgz.part").write_bytes(b"x" * 100)
+    server.ignore_range = True
+    summary = fetch_dataset("lfw", tmp_path / "lfw", url=server.url, md5=MD5, show_progress=False, config=FAST)
+    assert summary.downloaded_bytes == len(ARCHIVE)
+
+
+@pytest.mark.parametrize("header, parsed", [("bytes 100-199/1000", (100, 1000)), ("bytes */1000", (None, 1000)),
+                                            ("bytes x-y/z", (None, None)), (None, (None, None))])
+def test_content_range_headers_are_read_without_trusting_them(header, parsed):
+    from audit.data.fetch import _content_range
+
+    assert _content_range(header) == parsed

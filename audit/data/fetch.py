@@ -139,8 +139,8 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     if not value or not value.startswith("bytes "):
         return None, None
     spec, _, total = value[6:].partition("/")
-    start = None if spec.strip() == "*" else int(spec.split("-")[0])
-    return start, (int(total) if total.strip().isdigit() else None)
+    first = spec.split("-")[0].strip()
+    return (int(first) if first.isdigit() else None), (int(total) if total.strip().isdigit() else None)
 
 
 class _Bar:
@@ -167,8 +167,12 @@ class _Bar:
         self._bar.__exit__(*exc)
 
 
-def _attempt(client: httpx.Client, url: str, part: Path, *, show_progress: bool) -> None:
-    """One request: append to ``part`` from where it stops; return when the file is whole, else raise _Retry."""
+def _attempt(client: httpx.Client, url: str, part: Path, *, show_progress: bool, received: list[int]) -> None:
+    """One request: append to ``part`` from where it stops; return when the file is whole, else raise _Retry.
+
+    Every byte written is added to ``received[0]`` as it arrives, so that an
+    attempt cut short still counts what it brought.
+    """
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     with client.stream("GET", url, headers=headers) as response:
@@ -201,6 +205,7 @@ def _attempt(client: httpx.Client, url: str, part: Path, *, show_progress: bool)
             for chunk in response.iter_raw():
                 fh.write(chunk)
                 offset += len(chunk)
+                received[0] += len(chunk)
                 bar.update(offset)
     if total is not None and offset < total:
         raise _Retry(f"the connection ended at byte {offset} of {total}")
@@ -236,12 +241,13 @@ def download(url: str, target: Path, *, config: DownloadConfig = DEFAULT_DOWNLOA
     is kept and that a rerun resumes.
     """
     part = _part(target)
-    before = part.stat().st_size if part.exists() else 0
     if urllib.parse.urlparse(url).scheme == "file":
+        before = part.stat().st_size if part.exists() else 0
         with writing(part, what="the download", option="--source"):
             _copy_local(url, part, config=config, show_progress=show_progress)
             part.replace(target)
         return target.stat().st_size - before
+    received = [0]
     rng = rng or random.Random()
     timeout = httpx.Timeout(config.timeout, connect=config.connect_timeout)
     headers = {"User-Agent": f"face-bias-audit/{__version__}", "Accept-Encoding": "identity"}
@@ -250,7 +256,7 @@ def download(url: str, target: Path, *, config: DownloadConfig = DEFAULT_DOWNLOA
         attempt = 0
         while True:
             try:
-                _attempt(client, url, part, show_progress=show_progress)
+                _attempt(client, url, part, show_progress=show_progress, received=received)
                 break
             except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
                 raise InputError(f"--url {url!r} is not an http(s):// or file:// address ({exc}).") from None
@@ -264,7 +270,7 @@ def download(url: str, target: Path, *, config: DownloadConfig = DEFAULT_DOWNLOA
             sleep(config.delay(attempt, rng))
             attempt += 1
         part.replace(target)
-    return target.stat().st_size - before
+    return received[0]
 
 
 # --------------------------------------------------------------------------- checksum
