@@ -141,6 +141,7 @@ def command_problem(args: list[str]) -> str | None:
 @pytest.mark.parametrize("line, problem", [
     ("run --dataset d --bogus", "no option --bogus"),
     ("gate out --policy", "needs 1 value"),
+    ("run --dataset d --markdown", "needs 1 value"),
     ("gate --policy p.toml", "needs 1 argument"),
     ("generator train --dataset d", "needs --out"),
     ("generator fit --dataset d", "no subcommand 'fit'"),
@@ -168,7 +169,7 @@ def test_every_audit_command_of_a_recipe_is_valid(recipe):
     problems = [(" ".join(c), command_problem(c)) for c in commands]
     assert [p for p in problems if p[1] is not None] == []
     lines = [" ".join(c[:2]) for c in commands]
-    for expected in ("targets --fingerprint", "generator train", "run --target", "gate audit-out"):
+    for expected in ("targets --fingerprint", "generator train", "run --target"):
         assert expected in lines, (expected, lines)
 
 
@@ -177,13 +178,12 @@ def test_a_recipe_trains_on_the_corpus_without_the_audit_set_and_audits_with_tha
     commands = audit_commands(*recipe())
     train = next(c for c in commands if c[:2] == ["generator", "train"])
     run = next(c for c in commands if c[0] == "run")
-    gate = next(c for c in commands if c[0] == "gate")
     value = lambda c, opt: c[c.index(opt) + 1]          # noqa: E731
     assert value(train, "--exclude") == value(run, "--dataset")
     assert value(train, "--dataset") != value(run, "--dataset")
     assert value(train, "--out").rstrip("/") == value(run, "--generator").rstrip("/")
-    assert value(run, "--out") == gate[1]
-    assert {"--junit", "--markdown", "--policy"} <= set(gate)
+    assert {"--junit", "--markdown", "--policy"} <= set(run)
+    assert value(run, "--markdown").startswith(value(run, "--out") + "/")
 
 
 def test_github_caches_the_generator_on_the_target_fingerprint_and_publishes_the_verdict():
@@ -229,16 +229,17 @@ def test_gitlab_caches_the_generator_and_reports_junit():
 # --------------------------------------------------------------------------- the shell steps, with a stub audit
 
 STUB = """#!/bin/sh
-# 'audit' for the recipes' shell steps: run exits $RUN_CODE; gate writes its --markdown file, exits $GATE_CODE.
+# 'audit' for the recipes' shell steps: run exits $RUN_CODE, and writes its --markdown verdict
+# when it got as far as the verdict (exit 0 or 1).
 echo "$*" >> "$STUB_LOG"
 case "$1" in
-  run) exit "${RUN_CODE:-0}" ;;
-  gate)
+  run)
+    code="${RUN_CODE:-0}"
     while [ $# -gt 0 ]; do
-      if [ "$1" = --markdown ]; then printf '## Bias audit gate: stub\\n' > "$2"; fi
+      if [ "$1" = --markdown ] && [ "$code" -le 1 ]; then printf '## Bias audit gate: stub\\n' > "$2"; fi
       shift
     done
-    exit "${GATE_CODE:-0}" ;;
+    exit "$code" ;;
 esac
 """
 
@@ -258,36 +259,36 @@ def run_shell(script: str, tmp_path: Path, env: dict[str, str], **codes: int):
                           timeout=60)
 
 
-@pytest.mark.parametrize("run_code, gate_code, expected", [(0, 0, 0), (0, 1, 1), (2, 0, 2), (0, 2, 2)])
-def test_github_publishes_the_verdict_and_fails_the_job_on_its_exit_code(tmp_path, run_code, gate_code, expected):
+@pytest.mark.parametrize("run_code, expected", [(0, 0), (1, 1), (2, 2), (3, 3)])
+def test_github_publishes_the_verdict_and_fails_the_job_on_its_exit_code(tmp_path, run_code, expected):
     data = load(GITHUB)
     steps = data["jobs"]["audit"]["steps"]
     audit_step = next(s for s in steps if s.get("id") == "audit")
     (tmp_path / "audit-out").mkdir()
     files = {"GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
     env = {**{k: str(v) for k, v in data["env"].items()}, **files}
-    done = run_shell(audit_step["run"], tmp_path, env, run_code=run_code, gate_code=gate_code)
+    done = run_shell(audit_step["run"], tmp_path, env, run_code=run_code)
     assert done.returncode == 0, done.stderr                 # the step itself never fails: the last one does
     output = (tmp_path / "output").read_text()
-    assert output == f"exit_code={run_code or gate_code}\n"
+    assert output == f"exit_code={run_code}\n"
     summary = (tmp_path / "summary").read_text()
-    assert summary.startswith("## Bias audit gate: " + ("stub" if run_code == 0 else "ERROR"))
-    final = steps[-1]["run"].replace("${{ steps.audit.outputs.exit_code }}", str(run_code or gate_code))
+    assert summary.startswith("## Bias audit gate: " + ("stub" if run_code <= 1 else "ERROR"))
+    final = steps[-1]["run"].replace("${{ steps.audit.outputs.exit_code }}", str(run_code))
     assert run_shell(final, tmp_path, env).returncode == expected
 
 
-@pytest.mark.parametrize("run_code, gate_code", [(0, 0), (0, 1), (2, 0)])
-def test_gitlab_fails_the_job_on_the_exit_code_and_retrains_only_on_a_new_key(tmp_path, run_code, gate_code):
+@pytest.mark.parametrize("run_code", [0, 1, 2])
+def test_gitlab_fails_the_job_on_the_exit_code_and_retrains_only_on_a_new_key(tmp_path, run_code):
     job = gitlab_job()
     env = {k: str(v) for k, v in job["variables"].items()}
     script = "\n".join(job["script"])
     (tmp_path / "audit-out").mkdir()
-    done = run_shell(script, tmp_path, env, run_code=run_code, gate_code=gate_code)
-    assert done.returncode == (run_code or gate_code), done.stderr
-    assert ("Bias audit gate: stub" in done.stdout) is (run_code == 0)
+    done = run_shell(script, tmp_path, env, run_code=run_code)
+    assert done.returncode == run_code, done.stderr
+    assert ("Bias audit gate: stub" in done.stdout) is (run_code <= 1)
     calls = (tmp_path / "log").read_text().splitlines()
     assert sum(c.startswith("generator train") for c in calls) == 1
-    again = run_shell(script, tmp_path, env, run_code=run_code, gate_code=gate_code)
+    again = run_shell(script, tmp_path, env, run_code=run_code)
     calls = (tmp_path / "log").read_text().splitlines()
     assert again.returncode == done.returncode
     assert sum(c.startswith("generator train") for c in calls) == 1          # gen.key matched: not retrained
