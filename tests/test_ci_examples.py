@@ -233,6 +233,8 @@ STUB = """#!/bin/sh
 # when it got as far as the verdict (exit 0 or 1).
 echo "$*" >> "$STUB_LOG"
 case "$1" in
+  targets) echo "dlib-resnet-v1:sha256:55533b28a95800a5"; exit "${TARGETS_CODE:-0}" ;;
+  --version) echo "audit, version 0.1.0" ;;
   run)
     code="${RUN_CODE:-0}"
     while [ $# -gt 0 ]; do
@@ -292,3 +294,36 @@ def test_gitlab_fails_the_job_on_the_exit_code_and_retrains_only_on_a_new_key(tm
     calls = (tmp_path / "log").read_text().splitlines()
     assert again.returncode == done.returncode
     assert sum(c.startswith("generator train") for c in calls) == 1          # gen.key matched: not retrained
+
+
+def test_github_cache_keys_name_the_fingerprint_and_fail_when_it_cannot_be_read(tmp_path):
+    data = load(GITHUB)
+    keys = next(s for s in data["jobs"]["audit"]["steps"] if s.get("id") == "keys")
+    env = {k: str(v) for k, v in data["env"].items()}
+    for name in ("CORPUS", "AUDIT_SET"):
+        (tmp_path / env[name]).mkdir(parents=True)
+        (tmp_path / env[name] / "manifest.csv").write_text(f"path\n{name}.jpg\n")
+    env["GITHUB_OUTPUT"] = str(tmp_path / "output")
+    done = run_shell(keys["run"], tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    output = dict(line.split("=", 1) for line in (tmp_path / "output").read_text().splitlines())
+    assert output["target"] == "dlib-resnet-v1-sha256-55533b28a95800a5"
+    assert re.fullmatch(r"audit-generator-dlib-resnet-v1-sha256-55533b28a95800a5-[0-9a-f]{16}-[0-9a-f]{16}",
+                        output["generator"]), output
+    (tmp_path / "output").write_text("")
+    (tmp_path / env["CORPUS"] / "manifest.csv").write_text("path\nother.jpg\n")
+    run_shell(keys["run"], tmp_path, env)
+    changed = dict(line.split("=", 1) for line in (tmp_path / "output").read_text().splitlines())
+    assert changed["generator"] != output["generator"]              # another corpus: another generator
+    (tmp_path / "output").write_text("")
+    failed = run_shell(keys["run"], tmp_path, env, targets_code=2)
+    assert failed.returncode != 0                                    # never an empty fingerprint in the key
+
+
+def test_gitlab_stops_when_the_fingerprint_cannot_be_read(tmp_path):
+    job = gitlab_job()
+    env = {k: str(v) for k, v in job["variables"].items()}
+    (tmp_path / "audit-out").mkdir()
+    done = run_shell("\n".join(job["script"]), tmp_path, env, targets_code=2)
+    assert done.returncode != 0
+    assert not any(c.startswith(("generator", "run")) for c in (tmp_path / "log").read_text().splitlines())
