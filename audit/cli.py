@@ -32,7 +32,8 @@ Exit codes:
   1    audit gate (or run --policy): a rule failed
   2    usage or input error (bad option, dataset, policy, results; an unwritable
        or full output disk): the message names the problem and the fix
-  3    a target stopped the run (quota, budget, unreachable API); rerun to resume
+  3    a target stopped the run (quota, budget, unreachable API), or a download
+       did (unreachable server); rerun to resume
   4    internal error: a bug in this tool; the message names the log file with the
        traceback
   130  interrupted (Ctrl-C); rerun the same command to resume

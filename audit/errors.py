@@ -75,6 +75,16 @@ class TargetStopped(AuditError):
         self.partial_outcomes: list = list(partial_outcomes or [])
 
 
+class DownloadStopped(AuditError):
+    """A download that kept failing (unreachable server, broken connections) until its retries ran out.
+
+    What arrived is kept in a ``.part`` file: rerunning the same command
+    resumes from there, so it shares the exit code of a stopped target.
+    """
+
+    exit_code = EXIT_TARGET_STOPPED
+
+
 class ClusterError(InputError):
     """A Dask scheduler that cannot be reached, or workers that cannot run the embed stage."""
 

@@ -28,10 +28,10 @@ from audit.policy import Policy, Rule, load_policy
 from audit.json_model import to_json
 from audit.result_sections import Check, VerdictSection, subject_label
 from audit.results import BLOCKING_FLAGS, Disparity, Results, blocking_flags
-from audit.sinks import terminal_text, xml_text
+from audit.sinks import markdown_text, terminal_text, xml_text
 
 __all__ = ["Check", "Verdict", "load_policy", "evaluate_policy", "verdict_to_junit",
-           "format_verdict_table", "verdict_to_json"]
+           "format_verdict_table", "verdict_to_json", "verdict_to_markdown"]
 
 MSG_NO_BASELINE = ("rule {rule!r} compares with a baseline run, but none was given. Pass the earlier "
                    "release's results with --baseline OLD_RESULTS (or remove the rule).")
@@ -360,6 +360,60 @@ def format_verdict_table(verdict: Verdict) -> str:
     lines.append("")
     lines.append(terminal_text(verdict.summary(), multiline=True))
     return "\n".join(lines) + "\n"
+
+
+MARKDOWN_COLUMNS = ("rule", "metric", "figure of", "judged value", "limit", "result", "reason")
+
+
+def _findings_line(results: Results | Mapping | None) -> str | None:
+    """``Findings: 2 of 36 comparisons ...``: the run's differences that survived the correction."""
+    if results is None:
+        return None
+    run = _as_results(results, "the")
+    summary = run.findings
+    n_findings = summary.n_findings if summary is not None else sum(d.finding for d in run.disparities)
+    if summary is None or not summary.n_comparisons:
+        return f"**Findings:** {n_findings}"
+    how = f" ({markdown_text(summary.method)}, alpha {summary.alpha:g})" if summary.method and summary.alpha else ""
+    return (f"**Findings:** {n_findings} of {summary.n_comparisons} comparisons between groups "
+            f"survive the correction{how}.")
+
+
+def _markdown_row(check: Check) -> str:
+    judged = (f"change {_fmt(check.judged_value)} ({check.judged_on})" if check.against_baseline
+              else f"{check.judged_on} {_fmt(check.judged_value)}")
+    cells = [markdown_text(c) for c in (check.rule_id, check.metric, check.subject, judged,
+                                         f"{check.operator} {check.bound:g}")]
+    cells.append("pass" if check.passed else "**FAIL**")
+    cells.append(markdown_text(check.reason))
+    return "| " + " | ".join(cells) + " |"
+
+
+def verdict_to_markdown(verdict: Verdict, results: Results | Mapping | None = None) -> str:
+    """The verdict as a short Markdown summary, for a CI job summary or a merge-request comment.
+
+    A title with PASS or FAIL, the one-line summary, one table row per
+    check (the same checks, in the same order, as :func:`verdict_to_junit`)
+    and, given the run's ``results``, how many differences between groups
+    are findings.  Every text from the results or the policy goes through
+    :func:`audit.sinks.markdown_text`: a group label holding ``|``, a
+    backtick or a line feed must not split, swallow or end a row, so that
+    no FAIL can be read under another rule's name or as "pass".
+    """
+    status = "PASS" if verdict.passed else "FAIL"
+    lines = [f"## Bias audit gate: {status}", "",
+             f"{markdown_text(verdict.summary())}" + (
+                 f" Policy file: {markdown_text(verdict.policy_source)}." if verdict.policy_source else ""),
+             ""]
+    if verdict.checks:
+        lines.append("| " + " | ".join(MARKDOWN_COLUMNS) + " |")
+        lines.append("|" + "|".join(" --- " for _ in MARKDOWN_COLUMNS) + "|")
+        lines.extend(_markdown_row(check) for check in verdict.checks)
+        lines.append("")
+    findings = _findings_line(results)
+    if findings is not None:
+        lines.extend([findings, ""])
+    return "\n".join(lines)
 
 
 def verdict_to_junit(verdict: Verdict) -> str:

@@ -15,7 +15,10 @@ value as it was):
 * :func:`chart_label`: matplotlib's mathtext and legend conventions;
 * :func:`html_text`: invisible and reordering characters in the report
   (markup itself is escaped by the report's Jinja environment,
-  ``autoescape=True``, and its Content-Security-Policy runs nothing).
+  ``autoescape=True``, and its Content-Security-Policy runs nothing);
+* :func:`markdown_text`: a cell of the gate's Markdown verdict (a CI job
+  summary, a merge-request comment), whose pipes, backticks, brackets and
+  markup Markdown would read as syntax.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["CSV_FORMULA_PREFIXES", "csv_cell", "csv_frame", "csv_value", "terminal_text", "xml_text",
-           "chart_label", "html_text"]
+           "chart_label", "html_text", "markdown_text"]
 
 #: First characters that make a spreadsheet read a cell as a formula (OWASP's list, with NUL and line
 #: feed from ASVS 1.2.10), and the quote itself, so that the escape can be undone without ambiguity.
@@ -47,6 +50,14 @@ _TERMINAL_UNSAFE_MULTILINE = re.compile(f"[\t\r{_C0}{_HIDDEN}]")
 _XML_UNSAFE = re.compile(f"[\r{_C0}{_HIDDEN}\ufffe\uffff]")
 #: HTML treats tab, line feed and carriage return as white space.
 _HTML_UNSAFE = re.compile(f"[{_C0}{_HIDDEN}]")
+#: ASCII punctuation that CommonMark or GitHub / GitLab Markdown read as syntax anywhere in a line: escapes
+#: and code spans, emphasis and strikethrough, links, images and footnotes, raw HTML, entities, table cells,
+#: math, headings and references.  CommonMark lets any ASCII punctuation be escaped with a backslash.
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()<>#!|~&$^])")
+#: Where a renderer would start a reference of its own in plain text: a mention (``@user``), an issue or
+#: merge request (``#12``, ``!3``), a bare web address (``https://``, ``www.``).  A zero-width space there
+#: keeps the text as it looks and stops the reference (and the notification or cross-link it would make).
+_MARKDOWN_REFERENCE = re.compile(r"(?<=[@#!])|(?<=:)(?=//)|(?<=\bwww)(?=\.)", re.IGNORECASE)
 
 
 def _visible(match: re.Match) -> str:
@@ -146,3 +157,25 @@ def html_text(text: Any) -> str:
     returns are white space in HTML, and kept.
     """
     return _HTML_UNSAFE.sub(_visible, str(text))
+
+
+def markdown_text(text: Any) -> str:
+    """Text for a cell of a Markdown table (the gate's CI summary): shown as written, never read as syntax.
+
+    The verdict is pasted where Markdown is rendered (a GitHub job summary,
+    a merge-request comment), and a group label is the dataset's: a ``|``
+    would split a cell and shift every column after it (a FAIL read under
+    "pass"), a line feed would end the row, ``<img src=...>`` is HTML that
+    a renderer may keep, ``[text](url)`` a link, a backtick a code span that
+    swallows the cells after it, ``#`` a heading, ``$...$`` math.  Control
+    characters are shown as their escapes, as on a terminal (line feeds
+    included); then every character of ``\\`*_{}[]()<>#!|~&$^`` gets a
+    backslash, the backslash itself too, so that a label's own ``\\|``
+    cannot undo the escape of its pipe.  GitHub and GitLab also act on
+    plain text: ``@all`` notifies people, ``#12`` or ``!3`` cross-links an
+    issue or merge request (and notes it there), a bare address becomes a
+    link.  A zero-width space after ``@``, ``#``, ``!``, a ``:`` before
+    ``//`` and a ``www`` before ``.`` stops each of them; the text looks the
+    same.
+    """
+    return _MARKDOWN_REFERENCE.sub("\u200b", _MARKDOWN_SYNTAX.sub(r"\\\1", terminal_text(text)))

@@ -84,12 +84,19 @@ def test_run_refuses_an_unwritable_out_before_any_target_call(dataset, locked, n
     assert not (locked / "out").exists()
 
 
-def test_run_refuses_an_unwritable_junit_before_any_target_call(tmp_path, dataset, locked, no_target):
+@pytest.mark.parametrize("option, name", [("--junit", "verdict.xml"), ("--markdown", "verdict.md")])
+def test_run_refuses_an_unwritable_verdict_file_before_any_target_call(tmp_path, dataset, locked, no_target,
+                                                                      option, name):
     (tmp_path / "policy.toml").write_text(POLICY)
     result = invoke("run", "--dataset", dataset, "--out", tmp_path / "out", "--probes", "detection",
-                    "--policy", tmp_path / "policy.toml", "--junit", locked / "verdict.xml")
-    assert_refused(result, path=locked, words="Pass another --junit")
+                    "--policy", tmp_path / "policy.toml", option, locked / name)
+    assert_refused(result, path=locked, words=f"Pass another {option}")
     assert not (tmp_path / "out").exists()
+
+
+def test_run_refuses_a_markdown_verdict_without_a_policy(tmp_path, dataset, no_target):
+    result = invoke("run", "--dataset", dataset, "--out", tmp_path / "out", "--markdown", tmp_path / "v.md")
+    assert result.exit_code == 2 and "--markdown writes the policy's verdict: give --policy too" in result.output
 
 
 def test_embed_refuses_an_unwritable_export_before_any_target_call(dataset, locked, no_target):

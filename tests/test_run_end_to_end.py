@@ -154,14 +154,19 @@ metric = "volume.effective_dimensionality"
 grouping = "race"
 min = {bound}
 """)
-    junit = tmp_path / "verdict.xml"
+    junit, markdown = tmp_path / "verdict.xml", tmp_path / "verdict.md"
     result = invoke("run", "--dataset", str(sample["dataset"]), "--out", str(tmp_path / "out"), "--cache",
                     str(sample["cache"]), "--probes", "detection,volume", "--no-report", "-q",
-                    "--policy", str(policy), "--junit", str(junit))
+                    "--policy", str(policy), "--junit", str(junit), "--markdown", str(markdown))
     assert result.exit_code == expected_exit, result.output
     verdict = json.loads((tmp_path / "out" / "results.json").read_text())["policy_verdict"]
     assert verdict["passed"] is (expected_exit == 0)
     import xml.etree.ElementTree as ET
 
+    from tests.test_gate_markdown import junit_cases, markdown_cases
+
     cases = ET.parse(junit).getroot().iter("testcase")
     assert len(list(cases)) >= 5 + 1
+    summary = markdown.read_text(encoding="utf-8")
+    assert summary.startswith(f"## Bias audit gate: {'PASS' if expected_exit == 0 else 'FAIL'}")
+    assert markdown_cases(summary) == junit_cases(junit.read_text(encoding="utf-8"))

@@ -135,3 +135,17 @@ def test_targets_command(plugins):
     assert "toy options (--target-option KEY=VALUE):\n  argument  the part after 'toy:'" in with_options
     help_text = runner.invoke(targets_command, ["--help"]).output
     assert "Example:" in help_text and "audit targets --options" in help_text
+
+
+def test_targets_fingerprint_prints_the_fingerprint_alone(plugins):
+    from audit.cli import cli
+
+    runner = CliRunner()
+    toy = runner.invoke(cli, ["targets", "--fingerprint", "toy", "--target-option", "scale=2"])
+    assert (toy.exit_code, toy.stdout) == (0, "toy-v1\n"), toy.output
+    dlib = runner.invoke(cli, ["targets", "--fingerprint", "dlib"])
+    assert dlib.exit_code == 0 and dlib.stdout == get_target("dlib").fingerprint() + "\n", dlib.output
+    unknown = runner.invoke(cli, ["targets", "--fingerprint", "nosuch"])
+    assert unknown.exit_code == 2 and "unknown target 'nosuch'" in unknown.output
+    stray = runner.invoke(cli, ["targets", "--target-option", "scale=2"])
+    assert stray.exit_code == 2 and "--fingerprint" in stray.output

@@ -16,7 +16,8 @@ import click
 from audit.commands.terminal import echo
 from audit.data.balance import DEFAULT_SEED, balance_dataset
 from audit.data.describe import describe_dataset, render_description
-from audit.data.importers import KINDS, LFW_IMAGES, import_dataset
+from audit.data.fetch import PUBLISHED_ARCHIVES, fetch_dataset
+from audit.data.importers import KINDS, LFW_IMAGES, LFW_LABELS, ImportSummary, import_dataset
 from audit.data.manifest import (EXCLUSIONS_FILE, MANIFEST_FILE, check_group_by, load_dataset,
                                  manifest_attributes)
 from audit.sinks import terminal_text
@@ -40,6 +41,36 @@ def _n(value: int) -> str:
     return f"{value:,}"
 
 
+def _echo_import_summary(kind: str, summary: ImportSummary) -> None:
+    """What an import made: counts, exclusions, duplicates, notes, and the next command."""
+    images = summary.dest / "images"
+    how = f"copied into {images}" if summary.mode == "copy" else f"linked: {images} -> {os.readlink(images)}"
+    echo(f"Imported {kind} from {summary.source} into {summary.dest}")
+    people = f" of {_n(summary.n_identities)} identities" if summary.n_identities is not None else ""
+    echo(f"  {_n(summary.n_images)} images{people} ({how})")
+    n_excluded = len(summary.exclusions)
+    if n_excluded:
+        echo(f"  {_n(n_excluded)} excluded (all listed in {summary.dest / EXCLUSIONS_FILE}):")
+        for row, path, reason in summary.exclusions.head(MAX_LISTED_EXCLUSIONS).itertuples(
+                index=False, name=None):
+            where = f"{row} " if row else ""
+            echo(terminal_text(f"    {where}{path}: {reason}"))   # one line, whatever the file name holds
+        if n_excluded > MAX_LISTED_EXCLUSIONS:
+            echo(f"    ... and {_n(n_excluded - MAX_LISTED_EXCLUSIONS)} more")
+    else:
+        echo("  nothing excluded")
+    if summary.n_duplicates:
+        echo(f"  {_n(summary.n_duplicates)} images are byte-identical copies of another: they stay "
+             "in the manifest, and loading keeps the first copy of each")
+    if summary.notes:
+        echo(f"  notes ({len(summary.notes)}, all in {summary.dest / 'dataset.json'}):")
+        for note in summary.notes[:MAX_LISTED_NOTES]:
+            echo(terminal_text(f"    {note}"))
+        if len(summary.notes) > MAX_LISTED_NOTES:
+            echo(f"    ... and {len(summary.notes) - MAX_LISTED_NOTES} more")
+    echo(f"Done in {summary.seconds:.1f}s. Next: audit dataset describe {summary.dest}")
+
+
 @click.group("dataset")
 def dataset() -> None:
     """Import, describe and balance dataset folders (images + manifest.csv).
@@ -47,6 +78,7 @@ def dataset() -> None:
     \b
     Example:
       audit dataset import utkface ~/data/UTKFace utk/
+      audit dataset fetch lfw lfw/
       audit dataset describe utk/
       audit dataset balance utk/ balanced/ --by race,gender --per-group 100
     """
@@ -104,32 +136,54 @@ def import_command(kind: str, src: Path, dest: Path, copy_images: bool, overwrit
             raise click.UsageError(f"{option} is an option of the {owner!r} importer, not {kind!r}.")
     summary = import_dataset(kind, src, dest, copy=copy_images, overwrite=overwrite,
                              show_progress=True, **options.get(kind, {}))
-    images = summary.dest / "images"
-    how = f"copied into {images}" if summary.mode == "copy" else f"linked: {images} -> {os.readlink(images)}"
-    echo(f"Imported {kind} from {summary.source} into {summary.dest}")
-    people = f" of {_n(summary.n_identities)} identities" if summary.n_identities is not None else ""
-    echo(f"  {_n(summary.n_images)} images{people} ({how})")
-    n_excluded = len(summary.exclusions)
-    if n_excluded:
-        echo(f"  {_n(n_excluded)} excluded (all listed in {summary.dest / EXCLUSIONS_FILE}):")
-        for row, path, reason in summary.exclusions.head(MAX_LISTED_EXCLUSIONS).itertuples(
-                index=False, name=None):
-            where = f"{row} " if row else ""
-            echo(terminal_text(f"    {where}{path}: {reason}"))   # one line, whatever the file name holds
-        if n_excluded > MAX_LISTED_EXCLUSIONS:
-            echo(f"    ... and {_n(n_excluded - MAX_LISTED_EXCLUSIONS)} more")
-    else:
-        echo("  nothing excluded")
-    if summary.n_duplicates:
-        echo(f"  {_n(summary.n_duplicates)} images are byte-identical copies of another: they stay "
-             "in the manifest, and loading keeps the first copy of each")
-    if summary.notes:
-        echo(f"  notes ({len(summary.notes)}, all in {summary.dest / 'dataset.json'}):")
-        for note in summary.notes[:MAX_LISTED_NOTES]:
-            echo(terminal_text(f"    {note}"))
-        if len(summary.notes) > MAX_LISTED_NOTES:
-            echo(f"    ... and {len(summary.notes) - MAX_LISTED_NOTES} more")
-    echo(f"Done in {summary.seconds:.1f}s. Next: audit dataset describe {summary.dest}")
+    _echo_import_summary(kind, summary)
+
+
+@dataset.command("fetch")
+@click.argument("kind", type=click.Choice(sorted(PUBLISHED_ARCHIVES)))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--source", "source_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the archive is downloaded and unpacked (the dataset links to its images) "
+                   "[default: DEST-source, beside DEST].")
+@click.option("--url", default=None, metavar="URL",
+              help="Download from this mirror (http(s):// or file://) instead of the published address; "
+                   "the file must still match the published MD5 unless --md5 says otherwise.")
+@click.option("--md5", default=None, metavar="HEX", help="The MD5 the archive must have [default: the published one].")
+@click.option("--sha256", default=None, metavar="HEX", help="A SHA-256 the archive must have as well.")
+@click.option("--copy", "copy_images", is_flag=True,
+              help="Copy the images into DEST/images instead of linking DEST/images to the source folder.")
+@click.option("--overwrite", is_flag=True, help="Replace a dataset this tool wrote in DEST before.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def fetch_command(kind: str, dest: Path, source_dir: Path | None, url: str | None, md5: str | None,
+                  sha256: str | None, copy_images: bool, overwrite: bool, quiet: bool) -> None:
+    """Download KIND's published archive, verify it, unpack it and import it into DEST.
+
+    LFW: the deep-funneled images (lfw-deepfunneled.tgz, 111 MB, checked
+    against the MD5 the LFW page publishes) from http://vis-www.cs.umass.edu/lfw/.
+    A broken download resumes where it stopped, within the run and when the
+    command is run again; a file that does not match its checksum is deleted
+    and nothing is imported.  DEST is then what 'audit dataset import lfw'
+    makes of the unpacked folder.  LFW's gender and race labels are published
+    separately: put them in SOURCE/labels/ and rerun with --overwrite
+    (datasets/README.md says where they are).  Read the dataset's terms first.
+
+    \b
+    Example:
+      audit dataset fetch lfw data/lfw
+      audit dataset fetch lfw data/lfw --url https://mirror.example/lfw-deepfunneled.tgz
+    """
+    summary = fetch_dataset(kind, dest, source=source_dir, url=url, md5=md5, sha256=sha256, copy=copy_images,
+                            overwrite=overwrite, show_progress=not quiet)
+    got = (f"Downloaded {summary.archive.name} ({summary.downloaded_bytes / 1e6:.1f} MB this run) from {summary.url}"
+           if summary.downloaded_bytes else f"Kept {summary.archive} (already downloaded)")
+    echo(got)
+    echo(f"  MD5 {summary.md5} (as expected), SHA-256 {summary.sha256}")
+    echo(f"  {'Unpacked into' if summary.unpacked else 'Already unpacked in'} {summary.images}")
+    _echo_import_summary(kind, summary.imported)
+    if not (summary.source / LFW_LABELS).is_dir():
+        echo(f"No labels: LFW's gender and race lists are published separately; put female_names.txt, "
+             f"male_names.txt and lfw_race_dict.json in {summary.source / LFW_LABELS} and rerun with "
+             "--overwrite (datasets/README.md says where they are).")
 
 
 @dataset.command("describe")

@@ -145,8 +145,13 @@ def training_options(func: Callable) -> Callable:
     return func
 
 
+def write_verdict_file(path: Path, text: str, *, what: str, option: str) -> None:
+    """Write a verdict file (its folder made if needed); an unwritable path is an input error."""
+    with writing(path.parent, what=f"the folder of {what}", option=option):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text, what=what, option=option)
+
+
 def write_junit(path: Path, xml: str) -> None:
     """Write the verdict's JUnit XML (its folder made if needed); an unwritable path is an input error."""
-    with writing(path.parent, what="the folder of the JUnit file", option="--junit"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, xml, what="the JUnit file", option="--junit")
+    write_verdict_file(path, xml, what="the JUnit file", option="--junit")

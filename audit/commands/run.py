@@ -10,9 +10,9 @@ import click
 
 from audit.commands.options import (cache_options, threads_option, dataset_option, face_options, make_face_config,
                                     parse_group_by, scheduler_option, target_options, training_options,
-                                    write_junit)
+                                    write_junit, write_verdict_file)
 from audit.commands.terminal import echo
-from audit.gate import format_verdict_table, verdict_to_junit
+from audit.gate import format_verdict_table, verdict_to_junit, verdict_to_markdown
 from audit.outputs import check_writable_file
 from audit.results import CORRECTIONS
 from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig
@@ -58,6 +58,9 @@ from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PR
               help="results.json of the last release, for the policy's baseline rules.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path),
               help="With --policy: write the verdict as JUnit XML here.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --policy: write the verdict as a short Markdown summary here (for $GITHUB_STEP_SUMMARY "
+                   "or a merge-request comment).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML and PDF report ('audit report' renders it later).")
 @click.option("--no-faces", is_flag=True, help="Leave every face image out of the report.")
 @cache_options
@@ -65,7 +68,7 @@ from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PR
 @face_options
 @scheduler_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def run(junit_path: Path | None, quiet: bool, **options) -> None:
+def run(junit_path: Path | None, markdown_path: Path | None, quiet: bool, **options) -> None:
     """Audit a face model for demographic bias: embed, probe, report, gate.
 
     Embeds every image of the dataset through the target (cached), trains
@@ -80,13 +83,16 @@ def run(junit_path: Path | None, quiet: bool, **options) -> None:
       audit run --target dlib --dataset balanced/ --train-dataset utkface/ --out runs/dlib
       audit run --target dlib --dataset balanced/ --generator gen/dlib/
       audit run --target clarifai --dataset balanced/ --policy examples/policy.toml
+      audit run --dataset balanced/ --generator gen/ --policy examples/policy.toml --markdown gate.md
       audit run --dataset lfw/ --probes volume,verification
       audit run --dataset s3://bucket/balanced --scheduler tcp://10.0.0.5:8786 --out runs/dlib
     """
-    if junit_path is not None:
-        if options["policy_path"] is None:
-            raise click.UsageError("--junit writes the policy's verdict: give --policy too.")
-        check_writable_file(junit_path, what="the JUnit file", option="--junit")
+    for path, option, what in ((junit_path, "--junit", "the JUnit file"),
+                               (markdown_path, "--markdown", "the Markdown verdict")):
+        if path is not None:
+            if options["policy_path"] is None:
+                raise click.UsageError(f"{option} writes the policy's verdict: give --policy too.")
+            check_writable_file(path, what=what, option=option)
     config = run_config(options, show_progress=not quiet)
     # The runner brings torch, the probes and the report's renderer: loaded only when a run starts,
     # so that 'audit --help' and 'audit gate' in CI stay quick.
@@ -100,6 +106,9 @@ def run(junit_path: Path | None, quiet: bool, **options) -> None:
         echo(format_verdict_table(outcome.verdict))
         if junit_path is not None:
             write_junit(junit_path, verdict_to_junit(outcome.verdict))
+        if markdown_path is not None:
+            write_verdict_file(markdown_path, verdict_to_markdown(outcome.verdict, outcome.results),
+                               what="the Markdown verdict", option="--markdown")
         sys.exit(outcome.exit_code)
 
 

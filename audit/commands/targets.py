@@ -7,18 +7,32 @@ import json
 import click
 
 from audit.commands.terminal import echo
-from audit.targets import list_targets
+from audit.targets import get_target, list_targets, parse_target_options
 
 
 def _figure(value) -> str:
     return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _print_fingerprint(spec: str, option_pairs: tuple[str, ...]) -> None:
+    """The target's fingerprint alone on stdout: the model is opened, nothing is embedded."""
+    target = get_target(spec, **parse_target_options(list(option_pairs)))
+    try:
+        echo(target.fingerprint())
+    finally:
+        target.close()
+
+
 @click.command("targets")
 @click.option("--options", "show_options", is_flag=True,
               help="Also list each target's --target-option keys.")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-def targets(show_options: bool, as_json: bool) -> None:
+@click.option("--fingerprint", "fingerprint_of", metavar="TARGET", default=None,
+              help="Print only this target's fingerprint (what its embeddings and generators are keyed on): "
+                   "a CI cache key for a generator trained against it.")
+@click.option("--target-option", "target_option", multiple=True, metavar="KEY=VALUE",
+              help="With --fingerprint: an option of the target (repeatable), as 'audit run' takes it.")
+def targets(show_options: bool, as_json: bool, fingerprint_of: str | None, target_option: tuple[str, ...]) -> None:
     """List the targets (face models) that can be audited, and whether each can run here.
 
     Dimension, metric and threshold are the defaults; '-' means they depend on
@@ -28,9 +42,15 @@ def targets(show_options: bool, as_json: bool) -> None:
     \b
     Example:
       audit targets --options
+      audit targets --fingerprint dlib
       audit run --target onnx:arcface.onnx --target-option preset=arcface \\
                 --target-option threshold=0.65 --dataset balanced/ --out runs/arcface
     """
+    if fingerprint_of is not None:
+        _print_fingerprint(fingerprint_of, target_option)
+        return
+    if target_option:
+        raise click.UsageError("--target-option applies to --fingerprint TARGET only.")
     listings = list_targets()
     if as_json:
         echo(json.dumps([t.to_dict() for t in listings], indent=2))

@@ -10,9 +10,12 @@ that reads such an input over it (see :mod:`tests.corpus.exercise`).
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import os
 import sqlite3
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -53,6 +56,8 @@ class Inputs:
     report: bool = False
     #: Also run the inversion probe with a tiny generator (slow: only a few cases do).
     train: bool = False
+    #: A dataset archive for ``audit dataset fetch lfw --url file://...``: (archive, its MD5).
+    archive: tuple[Path, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +269,7 @@ LABEL_CASES = (
     _hostile_labels_case("xml-forbidden", ("xml-forbidden", "title")),
     _hostile_labels_case("chart-mathtext", ("mathtext", "legend-hidden"), report=True),
     _hostile_labels_case("markup", ("markup", "title"), report=True),
+    _hostile_labels_case("markdown", ("md-table", "md-code")),
 )
 
 
@@ -401,6 +407,55 @@ def _lfw_bad_race_file(root: Path) -> Inputs:
     (inputs.source[1] / "labels" / "lfw_race_dict.json").write_text('["not", "an", "object"]')
     inputs.expected_exit = {"import": 2}
     return inputs
+
+
+# --------------------------------------------------------------------------- archives (audit dataset fetch)
+
+def _tar_member(tar: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"",
+                link: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def _archive_case(name: str, hostile: tuple[str, bytes, str] | None = None, *, truncate: bool = False,
+                  expected_exit: int | None = None, words: str | None = None) -> Case:
+    """An archive laid out like lfw-deepfunneled.tgz, with one hostile member or cut short."""
+    def make(root: Path) -> Inputs:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for person, n in (("Ann_Lee", 2), ("Bo_Ray", 1)):
+                for k in range(1, n + 1):
+                    _tar_member(tar, f"lfw-deepfunneled/{person}/{person}_{k:04d}.jpg", data=images.jpeg())
+            if hostile is not None:
+                member, kind, link = hostile
+                member = member.format(root=root)        # an absolute path inside the case, to see the write
+                _tar_member(tar, member, kind, data=b"not an image" if kind == tarfile.REGTYPE else b"", link=link)
+        data = buffer.getvalue()
+        data = data[: len(data) // 2] if truncate else data
+        archive = root / "mirror" / "lfw-deepfunneled.tgz"
+        archive.parent.mkdir(parents=True)
+        archive.write_bytes(data)
+        return Inputs(archive=(archive, hashlib.md5(data).hexdigest()),
+                      expected_exit={"fetch": expected_exit} if expected_exit is not None else {},
+                      expected_words={"fetch": words} if words else {})
+    return Case(f"archive-{name}", make)
+
+
+ARCHIVE_CASES = (
+    _archive_case("clean", expected_exit=0),
+    _archive_case("path-traversal", ("lfw-deepfunneled/../../../escaped.jpg", tarfile.REGTYPE, ""),
+                  expected_exit=2, words="refusing to unpack"),
+    _archive_case("absolute-path", ("{root}/absolute-escape.jpg", tarfile.REGTYPE, ""),
+                  expected_exit=2, words="refusing to unpack"),
+    _archive_case("symlink-out", ("lfw-deepfunneled/Ann_Lee/Ann_Lee_0009.jpg", tarfile.SYMTYPE, "/etc/passwd"),
+                  expected_exit=2, words="refusing to unpack"),
+    _archive_case("hardlink-out", ("lfw-deepfunneled/Ann_Lee/Ann_Lee_0009.jpg", tarfile.LNKTYPE, "/etc/passwd"),
+                  expected_exit=2, words="refusing to unpack"),
+    _archive_case("device", ("lfw-deepfunneled/Ann_Lee/Ann_Lee_0009.jpg", tarfile.CHRTYPE, ""),
+                  expected_exit=2, words="refusing to unpack"),
+    _archive_case("truncated", truncate=True, expected_exit=2, words="cannot be unpacked"),
+)
 
 
 def _fairface_source(root: Path) -> Inputs:
@@ -747,6 +802,7 @@ def all_cases() -> list[Case]:
         *OVERLAP_CASES,
         *OUTPUT_CASES,
         *REPLACED_CASES,
+        *ARCHIVE_CASES,
         *POLICY_CASES,
         *RESULTS_CASES,
         *CACHE_CASES,

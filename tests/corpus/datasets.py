@@ -34,6 +34,8 @@ HOSTILE_LABELS = {
     "legend-hidden": "_hidden",
     "markup": '<img src=x onerror="alert(1)">',
     "xml-forbidden": "nul\x00vt\x0b",
+    "md-table": "x | **FAIL** | pass\n| y \\| z",
+    "md-code": "`a|b` [l](http://x.invalid) <b>@all</b> # h $x$ #12 !3 www.x.invalid",
 }
 
 

@@ -17,11 +17,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from audit.gate import MARKDOWN_COLUMNS
 from audit.sinks import csv_value, terminal_text
 from tests.corpus.cases import Case, Inputs
 from tests.corpus.datasets import HOSTILE_LABELS, face_dataset, folders_source
 from tests.corpus.harness import (DATA_LOSS, INJECTION, SILENT_DROP, CorpusRunner, Run, describe_counts,
-                                  formula_cells, junit_problem, read_csv, report_problem, source_files)
+                                  formula_cells, junit_problem, markdown_problem, read_csv, report_problem,
+                                  source_files)
 
 TARGET = ["--target-option", "engine=dlib", "--workers", "1"]
 FAST = ["--resamples", "100", "-q", *TARGET]
@@ -84,6 +86,8 @@ def exercise(case: Case, root: Path, baseline: Baseline) -> list[str]:
         _run_into(runner, inputs)
     if inputs.replaced is not None:
         _replaced_commands(runner, inputs)
+    if inputs.archive is not None:
+        _fetch_commands(runner, inputs)
     if inputs.policy is not None:
         _gate(runner, inputs, _copy(baseline.run, root / "run"), inputs.policy)
     if inputs.results is not None:
@@ -173,12 +177,13 @@ def _dataset_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) 
     _expect(runner, ran, inputs, "run")
     if ran.exit_code == 0:
         _check_run(runner, ran, inputs, out, usable, excluded_ids)
-        junit = _old_file(root / "gate.xml")
-        gated = runner.invoke("gate", ["gate", out, "--policy", baseline.policy, "--junit", junit],
-                              keep_on_failure=[junit])
+        junit, markdown = _old_file(root / "gate.xml"), _old_file(root / "gate.md")
+        gated = runner.invoke("gate", ["gate", out, "--policy", baseline.policy, "--junit", junit,
+                                       "--markdown", markdown], keep_on_failure=[junit, markdown])
         runner.expect(gated, gated.exit_code in (0, 1, 2), f"gate exit {gated.exit_code}")
         if gated.exit_code in (0, 1):
             _check_junit(runner, gated, junit)
+            _check_markdown(runner, gated, markdown)
         if inputs.report:
             (out / "report.html").write_text(OLD)
             rendered = runner.invoke("report", ["report", out, "--format", "html"], keep_on_failure=[out])
@@ -205,6 +210,11 @@ def _check_csv_reports(runner: CorpusRunner, run: Run, paths: list[Path]) -> Non
 
 def _check_junit(runner: CorpusRunner, run: Run, junit: Path) -> None:
     if (problem := junit_problem(junit)) is not None:
+        runner.expect(run, False, problem, kind=INJECTION)
+
+
+def _check_markdown(runner: CorpusRunner, run: Run, markdown: Path) -> None:
+    if (problem := markdown_problem(markdown, len(MARKDOWN_COLUMNS))) is not None:
         runner.expect(run, False, problem, kind=INJECTION)
 
 
@@ -319,16 +329,33 @@ def _check_import(runner: CorpusRunner, run: Run, kind: str, src: Path, dest: Pa
     runner.expect(run, loaded is not None, "the imported dataset does not load")
 
 
+def _fetch_commands(runner: CorpusRunner, inputs: Inputs) -> None:
+    """``audit dataset fetch lfw`` of the case's archive from a file:// mirror: imported, or refused whole."""
+    archive, md5 = inputs.archive
+    dest, source = runner.root / "fetched", runner.root / "fetched-source"
+    fetched = runner.invoke("fetch", ["dataset", "fetch", "lfw", dest, "--url", archive.as_uri(), "--md5", md5, "-q"],
+                            outputs=[dest, source])
+    _expect(runner, fetched, inputs, "fetch")
+    if fetched.exit_code == 0:
+        runner.expect(fetched, _usable_ids(dest) is not None, "the fetched dataset does not load")
+    else:
+        runner.expect(fetched, not dest.exists(), "a refused archive left a dataset folder", kind=DATA_LOSS)
+        unpacked = [p for p in source.rglob("*") if p.is_file() and p.suffix == ".jpg"] if source.exists() else []
+        runner.expect(fetched, unpacked == [], f"a refused archive left files: {unpacked[:3]}")
+
+
 # --------------------------------------------------------------------------- gate, report, caches
 
 def _gate(runner: CorpusRunner, inputs: Inputs, run_folder: Path, policy: Path) -> Run:
-    junit = _old_file(runner.root / "gate.xml")
-    gated = runner.invoke("gate", ["gate", run_folder, "--policy", policy, "--junit", junit],
-                          keep_on_failure=[junit])
+    junit, markdown = _old_file(runner.root / "gate.xml"), _old_file(runner.root / "gate.md")
+    gated = runner.invoke("gate", ["gate", run_folder, "--policy", policy, "--junit", junit,
+                                   "--markdown", markdown], keep_on_failure=[junit, markdown])
     _expect(runner, gated, inputs, "gate")
     if gated.exit_code in (0, 1):
         runner.expect(gated, junit.read_text() != OLD, "the JUnit file was not written", kind=DATA_LOSS)
+        runner.expect(gated, markdown.read_text() != OLD, "the Markdown verdict was not written", kind=DATA_LOSS)
         _check_junit(runner, gated, junit)
+        _check_markdown(runner, gated, markdown)
     return gated
 
 

@@ -16,8 +16,9 @@ For every command run, :class:`CorpusRunner` checks:
 * **no injection into an output**: no control character a terminal would
   obey in what a command prints; and (checked by :mod:`tests.corpus.exercise`
   on the files) no CSV report cell a spreadsheet would run as a formula, a
-  well-formed JUnit file, a report without raw control characters or markup
-  from a label.
+  well-formed JUnit file, a Markdown verdict whose table rows keep their
+  cells and hold no link, image or HTML, a report without raw control
+  characters or markup from a label.
 
 Problems are collected, not raised at the first one, so that a run of the
 corpus says everything that is wrong; :data:`TALLY` adds them up for the
@@ -228,6 +229,38 @@ def junit_problem(path: Path) -> str | None:
     except ET.ParseError as exc:
         return f"{path.name} is not well-formed XML: {exc}"
     return None
+
+
+#: What GitHub and GitLab turn into a mention, an issue or merge-request reference, or a link in plain text.
+_MARKDOWN_REFERENCE = re.compile(r"[@#!][A-Za-z0-9]|://|\bwww\.", re.IGNORECASE)
+
+
+def markdown_problem(path: Path, columns: int) -> str | None:
+    """Why a Markdown verdict's table is not one row of ``columns`` plain cells per check, or None.
+
+    Rendered as CommonMark with GitHub's tables (markdown-it): a label must
+    not split a cell, end a row, or become a link, an image, HTML, a mention
+    or a reference.
+    """
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(path.read_text(encoding="utf-8"))
+    cells, rows = 0, 0
+    for token in tokens:
+        if token.type == "tr_open":
+            cells, rows = 0, rows + 1
+        elif token.type in ("th_open", "td_open"):
+            cells += 1
+        elif token.type == "tr_close" and cells != columns:
+            return f"{path.name}: a table row has {cells} cells, not {columns}"
+        elif token.type.startswith("html"):
+            return f"{path.name} holds HTML: {token.content!r}"
+        for child in token.children or ():
+            if child.type.startswith(("html", "link", "image", "code")):
+                return f"{path.name} holds a {child.type}: {child.content or child.attrs!r}"
+            if child.type == "text" and (found := _MARKDOWN_REFERENCE.search(child.content)) is not None:
+                return f"{path.name} holds a mention, reference or address a renderer acts on: {found.group()!r}"
+    return None if rows else f"{path.name} has no table"
 
 
 def report_problem(html: str, labels: Iterable[str]) -> str | None:
