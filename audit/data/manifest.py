@@ -39,6 +39,7 @@ from audit import __version__
 from audit.data.csv_records import CsvRecord, read_csv_records
 from audit.errors import DatasetError
 from audit.images import ImageReadError, read_regular_file
+from audit.json_model import read_json
 from audit.outputs import replacing
 from audit.progress import Progress
 
@@ -406,14 +407,14 @@ def read_info(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / INFO_FILE
     if not path.exists():
         return {}
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{str(path)!r} cannot be read ({exc}). It only records how the folder "
-                           "was made: re-import the dataset, or delete the file if you wrote the "
-                           "manifest yourself.") from exc
+    fix = ("it only records how the folder was made: re-import the dataset, or delete the file if you "
+           "wrote the manifest yourself.")
+    info = read_json(path, error=DatasetError, fix=fix)
     if not isinstance(info, dict):
-        raise DatasetError(f"{str(path)!r} is not a JSON object; re-import the dataset or delete it.")
+        raise DatasetError(f"{str(path)!r} is not a JSON object: {fix}")
+    for key, kind, words in (("images", dict, "an object"), ("references", list, "a list of folders")):
+        if info.get(key) is not None and not isinstance(info[key], kind):
+            raise DatasetError(f"{str(path)!r} has {key!r} = {info[key]!r:.40}, not {words}: {fix}")
     return info
 
 

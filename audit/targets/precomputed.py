@@ -264,7 +264,7 @@ def _parse_list_column(column, ids: list[str], name: str) -> np.ndarray:
         try:
             values = json.loads(cell) if isinstance(cell, str) else cell
             array = np.asarray(values, dtype=np.float64).ravel()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             raise InputError(f"row {k + 1} (image_id {ids[k]!r}): column {name!r} holds "
                              f"{str(cell)[:40]!r}, not a list of numbers.") from None
         if rows and array.size != rows[0].size:

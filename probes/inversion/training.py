@@ -459,10 +459,21 @@ class _TrainingRun:
         if not self.last_path.exists():
             self.best_path.unlink(missing_ok=True)  # a stale best.pt must never outlive its run
             return
-        last_path, config = self.last_path, self.config
+        last_path = self.last_path
         ckpt = load_checkpoint(last_path)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"checkpoint {str(last_path)!r} has format {ckpt.get('format')!r}, this version "
+        try:
+            self._resume(ckpt)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError, RecursionError) as exc:
+            raise InputError(f"checkpoint {str(last_path)!r} is damaged ({type(exc).__name__}: {str(exc)[:200]}); "
+                             "delete it to start the training afresh.") from exc
+        log.info("resuming generator training at epoch %d of %d", self.start_epoch + 1, self.config.epochs)
+
+    def _resume(self, ckpt: dict) -> None:
+        """Load ``last.pt``'s state; a KeyError or TypeError here means the file is damaged."""
+        last_path, config = self.last_path, self.config
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise InputError(f"checkpoint {str(last_path)!r} has format {found!r}, this version "
                              f"writes {CHECKPOINT_FORMAT}. Use a new checkpoint folder.")
         changes = _config_changes(ckpt["config"], config)
         if ckpt["data_fingerprint"] != self.fingerprint:
@@ -478,10 +489,11 @@ class _TrainingRun:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.rng.set_state(ckpt["rng_state"])
         self.history = json.loads(ckpt["history"])
+        if not isinstance(self.history, list) or not all(isinstance(h, dict) for h in self.history):
+            raise ValueError("its training history is not a list of epochs")
         self.best = {"epoch": ckpt["best"]["epoch"], "score": float(ckpt["best"]["score"]),
                      "val_mean_distance": float(ckpt["best"]["val_mean_distance"])}
         self.start_epoch = int(ckpt["epoch"])
-        log.info("resuming generator training at epoch %d of %d", self.start_epoch + 1, config.epochs)
 
     def train_epoch(self, epoch: int, chips_dev: torch.Tensor, emb_dev: torch.Tensor, starts: list[int],
                     ends: list[int]) -> float:

@@ -406,7 +406,7 @@ RESULTS_CASES = (
                   words="tests.detection.failure_rate.race.p_value is str 'low', not a number"),
     _results_case("deeply-nested", lambda r: json.dumps(r)[:-1] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}",
                   exit_code=None),
-    _results_case("binary", lambda r: bytes(range(256)), words="is not valid JSON"),
+    _results_case("binary", lambda r: bytes(range(256)), words="is not UTF-8 text"),
 )
 
 
