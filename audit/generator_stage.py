@@ -31,8 +31,8 @@ from audit.errors import InputError
 from audit.outputs import check_writable_folder
 from audit.pipeline import default_group_by, open_embedder, open_target
 from audit.targets.base import STATUS_OK, Target
-from probes.inversion.artifact import (GeneratorArtifact, generator_cache_dir, generator_key,
-                                       is_complete, read_artifact, write_artifact)
+from probes.inversion.artifact import (TRAINING_SET_COLUMNS, GeneratorArtifact, generator_cache_dir,
+                                       generator_key, is_complete, read_artifact, write_artifact)
 from probes.inversion.splits import SPLIT_TRAIN, SPLIT_VAL, split_identities
 from probes.inversion.splits import average_identities as average_chips
 from probes.inversion.training import TrainingConfig, train_generator
@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 DEFAULT_VAL_FRACTION = 0.05
 MIN_VAL_PEOPLE = 20
 MAX_VAL_PEOPLE = 500
-#: Columns every side of the overlap check carries.
-KEY_COLUMNS = ("content_hash", "identity", "origin", "has_identities")
+#: Columns every side of the overlap check carries (a saved generator's training set among them).
+KEY_COLUMNS = TRAINING_SET_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -247,13 +247,15 @@ def obtain_generator(request: GeneratorRequest, training: TrainingSet, *, embed_
     key = generator_key(target_fingerprint=request.target.fingerprint(), preprocessing=request.preprocessing,
                         train_hashes=hashes[train], val_hashes=hashes[val], config=request.config,
                         average_identities=request.average_identities)
+    request_folder = folder is not None
     if folder is None:
         if cache_path is None:
             raise InputError("no folder for the generator: pass --out GEN/ or use the cache.")
         folder = generator_cache_dir(cache_path) / key[:32]
     folder = Path(folder)
     if is_complete(folder):
-        artifact = read_artifact(folder)
+        artifact = read_artifact(folder, fix=f"delete {str(folder)!r} and run the same command again to train "
+                                             "it anew" if cache_path is not None and not request_folder else None)
         if artifact.info.get("key") == key:
             log.info("reusing the generator in %s", folder)
             return artifact

@@ -53,8 +53,19 @@ class FieldError(ResultsError):
         self.problem = problem
 
 
-def read_json(path: str | os.PathLike, *, error: type[InputError] = InputError, fix: str) -> Any:
-    """Parse a JSON file the user gave; any way it cannot be read is ``error`` naming the file and ``fix``.
+class JSONFileError(InputError):
+    """A JSON file that cannot be read: :attr:`problem` says why ("is not valid JSON (...)")."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, *, unreadable: bool = False) -> None:
+        super().__init__(f"{str(path)!r} {problem}.")
+        self.path = str(path)
+        self.problem = problem
+        #: The file exists but the OS refused to read it (permissions), not its content.
+        self.unreadable = unreadable
+
+
+def parse_json_file(path: str | os.PathLike) -> Any:
+    """Parse a JSON file the user gave, or raise :class:`JSONFileError` saying why it cannot be.
 
     Every JSON file the tool reads from its user (dataset.json, a race
     dictionary, generator.json, results.json) comes through here, so that no
@@ -63,28 +74,34 @@ def read_json(path: str | os.PathLike, *, error: type[InputError] = InputError, 
     recursion (refused beyond :data:`MAX_JSON_DEPTH` levels).  A byte-order
     mark, which some editors add, is read past.
     """
-    shown = repr(str(path))
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise error(f"{shown} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "
-                    f"{fix}") from None
+        raise JSONFileError(path, f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                  f"{exc.start})") from None
     except OSError as exc:
-        raise error(f"{shown} cannot be read ({exc.strerror or exc}). Make it readable (chmod u+r), "
-                    f"or: {fix}") from exc
+        raise JSONFileError(path, f"cannot be read ({exc.strerror or exc})", unreadable=True) from exc
     try:
         data = json.loads(text)
     except RecursionError:
-        data = None
-        deep = True
+        data, deep = None, True
     except ValueError as exc:       # JSONDecodeError, and ints past Python's digit limit
-        raise error(f"{shown} is not valid JSON ({exc}): {fix}") from None
+        raise JSONFileError(path, f"is not valid JSON ({exc})") from None
     else:
         deep = _deeper_than(data, MAX_JSON_DEPTH)
     if deep:
-        raise error(f"{shown} nests JSON more than {MAX_JSON_DEPTH} levels deep, which no file of this tool "
-                    f"does: {fix}")
+        raise JSONFileError(path, f"nests JSON more than {MAX_JSON_DEPTH} levels deep, which no file of "
+                                  "this tool does")
     return data
+
+
+def read_json(path: str | os.PathLike, *, error: type[InputError] = InputError, fix: str) -> Any:
+    """:func:`parse_json_file`, its error reworded as ``error`` naming the file, what is wrong and ``fix``."""
+    try:
+        return parse_json_file(path)
+    except JSONFileError as exc:
+        advice = f"Make it readable (chmod u+r), or: {fix}" if exc.unreadable else fix
+        raise error(f"{str(path)!r} {exc.problem}: {advice}") from exc.__cause__
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -324,7 +324,8 @@ class AuditRun:
     def _check_generators(self, embedder) -> None:
         """A saved generator must have learned this target's embeddings (no embedding paid yet)."""
         for artifact in getattr(self, "artifacts", []):
-            check_target(artifact, fingerprint=self.target.fingerprint(), preprocessing=embedder.preprocessing)
+            check_target(artifact, fingerprint=self.target.fingerprint(), preprocessing=embedder.preprocessing,
+                         dimension=self.target.dimension)
 
     def _load_policy(self):
         """The policy and baseline, read before any work: a typo in them must not cost a run."""

@@ -103,3 +103,19 @@ def test_no_traceback_reaches_the_terminal_of_a_real_process(tmp_path):
     assert done.returncode == EXIT_INTERNAL_ERROR
     assert "Traceback" not in done.stderr + done.stdout
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: internal error in 'audit targets'")
+
+
+def test_a_damaged_generator_folder_is_an_input_error_naming_the_file_and_the_fix(tmp_path):
+    from tests.corpus.datasets import face_dataset
+    from tests.test_generator_artifact import make
+    from tests.test_generator_damage import DAMAGES
+
+    make(tmp_path / "gen")
+    DAMAGES["checkpoint-without-generator-key"][0](tmp_path / "gen")
+    dataset = face_dataset(tmp_path / "faces", people=2, per_person=1)
+    result = CliRunner().invoke(cli, ["run", "--dataset", str(dataset), "--generator", str(tmp_path / "gen"),
+                                      "--probes", "inversion", "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == EXIT_INPUT_ERROR, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: generator folder '{tmp_path / 'gen'}' is damaged (best.pt: checkpoint ")
+    assert "has no 'generator' key" in line and "retrain it with 'audit generator train" in line

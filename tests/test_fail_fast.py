@@ -19,6 +19,7 @@ from audit.targets import get_target
 from tests.corpus.datasets import face_dataset
 from tests.fake_targets import ProjectionTarget
 from tests.test_generator_artifact import make as make_generator
+from tests.test_generator_damage import DAMAGES
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -99,6 +100,16 @@ def test_a_generator_trained_against_another_model(target, dataset, tmp_path):
     make_generator(tmp_path / "gen")                         # trained against projection-1; the target is -2
     refused(target, "trained against target", lambda: run(dataset, tmp_path / "out", probes=("inversion",),
                                                           generator_paths=(tmp_path / "gen",)))
+
+
+@pytest.mark.parametrize("damage", ["checkpoint-without-generator-key", "checkpoint-negative-channels",
+                                    "info-without-target", "vectors-object-dtype", "training-set-empty",
+                                    "info-deeply-nested", "history-entries-not-objects"])
+def test_a_damaged_generator_folder(target, dataset, tmp_path, damage):
+    make_generator(tmp_path / "gen")
+    DAMAGES[damage][0](tmp_path / "gen")
+    refused(target, "generator folder .* is damaged", lambda: run(
+        dataset, tmp_path / "out", probes=("inversion",), generator_paths=(tmp_path / "gen",)))
 
 
 def test_a_training_corpus_that_is_not_a_dataset(target, dataset, tmp_path):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from audit.errors import InputError
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_BETAS, DEFAULT_DEVICE,
                                        DEFAULT_EPOCHS, DEFAULT_EVAL_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_LR,
-                                       DEFAULT_NOISE_STD, DEFAULT_VALIDATE_EVERY)
+                                       DEFAULT_NOISE_STD, DEFAULT_VALIDATE_EVERY, MAX_BASE_CHANNELS)
 
 #: Output sizes the generator can draw.
 IMAGE_SIZES = (64, 128)
@@ -52,6 +52,9 @@ class TrainingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}={value!r}, must be a positive integer.")
+        if self.base_channels > MAX_BASE_CHANNELS:
+            raise InputError(f"base_channels={self.base_channels!r}, must be at most {MAX_BASE_CHANNELS} "
+                             f"(the method's is {DEFAULT_BASE_CHANNELS}).")
         if self.batch_size < 2:
             raise InputError(f"batch_size={self.batch_size!r}, must be at least 2 (BatchNorm needs two "
                              "samples per batch).")

@@ -173,10 +173,31 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def load_generator(path: Path) -> InversionGenerator:
-    """Rebuild a trained generator from ``best.pt`` or ``last.pt`` (weights only), in eval mode."""
+    """Rebuild a trained generator from ``best.pt`` or ``last.pt`` (weights only), in eval mode.
+
+    A checkpoint that loads but does not hold a generator (a key missing, a
+    negative channel count, weights of another shape) is an InputError
+    saying what is wrong with it, never a KeyError from deep inside torch.
+    """
     ckpt = load_checkpoint(path)
-    model = InversionGenerator(**ckpt["generator"])
-    model.load_state_dict(ckpt["model"])
+    where = f"checkpoint {str(path)!r}"
+    if not isinstance(ckpt, dict):
+        raise InputError(f"{where} holds a {type(ckpt).__name__}, not a checkpoint of this tool.")
+    for key in ("generator", "model"):
+        if not isinstance(ckpt.get(key), dict):
+            found = "no" if key not in ckpt else f"a {type(ckpt[key]).__name__} as its"
+            raise InputError(f"{where} has {found} {key!r} key, not the network's "
+                             f"{'settings' if key == 'generator' else 'weights'}.")
+    try:
+        model = InversionGenerator(**ckpt["generator"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: the network's settings {ckpt['generator']!r:.120} do not make a generator "
+                         f"({exc}).") from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"{where}: its weights do not fit its network's settings "
+                         f"({' '.join(str(exc).split())[:200]}).") from None
     return model.eval()
 
 
