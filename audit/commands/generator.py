@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from audit.commands.options import (cache_options, face_options, make_face_config, parse_group_by,
-                                    scheduler_option, target_options, training_options)
+                                    scheduler_option, seed_option, target_options, training_options)
 
 
 @click.group()
@@ -34,7 +34,7 @@ def generator() -> None:
 @click.option("--group-by", "group_by", help="Attributes the training set is balanced over with "
               "--train-balance group-by (default: race and gender where the corpus has them).")
 @training_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling and the training.")
+@seed_option("Seed of the sampling and the training")
 @cache_options
 @face_options
 @scheduler_option

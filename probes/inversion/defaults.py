@@ -40,3 +40,7 @@ MAX_BASE_CHANNELS = 4096
 #: float32, far past any network this tool trains, so that a damaged checkpoint asking for
 #: more is refused instead of exhausting the machine's memory.
 MAX_PROJECTION_WEIGHTS = 2 ** 30
+#: The largest seed any command takes (``--seed``), and any seed the tool derives from it
+#: (``seed + k`` for the k-th generator, small offsets per fold) stays far below torch's
+#: 64-bit limit; 32 bits is what numpy's legacy generator and scikit-learn accept.
+MAX_SEED = 2 ** 32 - 1
