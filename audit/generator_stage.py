@@ -135,8 +135,39 @@ def _corpus_table(corpora: Sequence) -> pd.DataFrame:
     return table
 
 
+#: What to do about a corpus that is all audit set, by command.
+FIX_RUN = ("train on another corpus (--train-dataset OTHER: e.g. all of UTKFace or LFW when the audit set is "
+           "drawn from one of them, it is left out automatically), or use a finished generator (--generator GEN)")
+FIX_TRAIN = ("train on another corpus (--dataset OTHER), or exclude ('--exclude') only the datasets you "
+             "will audit with this generator")
+
+
+def check_corpus_not_all_audit(corpora: Sequence, audit: pd.DataFrame, *, fix: str = FIX_RUN) -> None:
+    """Refuse, before any image is embedded, a corpus whose every image is an audit image or person.
+
+    The overlap that needs no model (the same file, by its manifest hash, or
+    the same person of the same source) is what :func:`build_training_set`
+    drops first; when it drops everything there is nothing to train on
+    (``--dataset C --train-dataset C``), and that is known from the manifests alone.
+    """
+    if not corpora:
+        return
+    audit = audit[audit["content_hash"].astype(str) != ""]     # a hash not yet known matches nothing
+    table = _corpus_table(corpora)
+    reasons = overlap_reasons(table, audit)
+    if len(table) and (reasons != "").all():
+        _refuse_empty_corpus(corpora, {r: int((reasons == r).sum()) for r in sorted(set(reasons))}, fix)
+
+
+def _refuse_empty_corpus(corpora: Sequence, dropped: dict[str, int], fix: str) -> None:
+    names = ", ".join(repr(str(d.root)) for d in corpora)
+    raise InputError(f"the training corpus {names} leaves no image to train the generator on: every one of its "
+                     f"images is an audit image or shows an audited person ({_dropped_text(dropped)}), and a "
+                     f"generator must never have seen the faces it reconstructs. Fix: {fix}.")
+
+
 def build_training_set(embedder, corpora: Sequence, audit: AuditSide, *, group_by: Sequence[str],
-                       settings: CorpusSettings, chip_size: int, seed: int = 0) -> TrainingSet:
+                       settings: CorpusSettings, chip_size: int, seed: int = 0, fix: str = FIX_RUN) -> TrainingSet:
     """The corpus minus the audit set, balanced, embedded, split into train and validation people."""
     target: Target = embedder.target
     table = _corpus_table(corpora)
@@ -151,12 +182,18 @@ def build_training_set(embedder, corpora: Sequence, audit: AuditSide, *, group_b
     for reason in sorted(set(reasons) - {""}):
         drop(reason, (reasons == reason).sum())
     table = table[reasons == ""].reset_index(drop=True)
+    if table.empty:
+        _refuse_empty_corpus(corpora, dropped, fix)
 
     attributes = balance_attributes(table, settings.balance, group_by)
     plan = plan_balance(table, attributes, per_group=settings.per_group, seed=seed)
     drop(REASON_NO_LABEL, len(plan.dropped_no_label))
     drop(REASON_BALANCE, len(table) - len(plan.selected) - len(plan.dropped_no_label))
     chosen = table.iloc[plan.selected].reset_index(drop=True)
+    if chosen.empty:
+        raise InputError(f"the training corpus ({', '.join(str(d.root) for d in corpora)}) leaves no image to embed "
+                         f"after removing the audit set and balancing over {', '.join(attributes)} "
+                         f"({_dropped_text(dropped)}): give a corpus with those labels, or --train-balance none.")
 
     embset = _embed_rows(embedder, corpora, chosen, chip_size)
     usable = embset.ok & (embset.table["chip_status"].to_numpy() == STATUS_OK)
@@ -351,6 +388,9 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
                               near_duplicate_distance=near_duplicate_distance)
     corpora = [load_dataset(path) for path in datasets]
     audited = [load_dataset(path) for path in excluded]
+    if audited:
+        check_corpus_not_all_audit(corpora, pd.concat([dataset_keys(d) for d in audited], ignore_index=True),
+                                   fix=FIX_TRAIN)
     group_by = tuple(group_by) if group_by else default_group_by(corpora[0])
     target = open_target(target_spec, target_options)
     identity_model = identity_model_for(target, identity_loss)
@@ -366,7 +406,7 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
             audit = AuditSide(pd.concat([a.table for a in sides], ignore_index=True),
                               np.concatenate([a.vectors for a in sides]))
         training = build_training_set(embedder, corpora, audit, group_by=group_by, settings=settings,
-                                      chip_size=image_size, seed=seed)
+                                      chip_size=image_size, seed=seed, fix=FIX_TRAIN)
         warning = training_size_warning(int(training.rows(SPLIT_TRAIN).sum()))
         if warning:
             log.warning(warning)

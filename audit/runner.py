@@ -28,8 +28,8 @@ from audit.data.manifest import load_dataset
 from audit.errors import InputError, OutputError
 from audit.gate import evaluate_policy, load_policy
 from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, build_training_set,
-                                   check_artifact_against_audit, dataset_keys, identity_model_for, obtain_generator,
-                                   seeded_configs, training_size_warning)
+                                   check_artifact_against_audit, check_corpus_not_all_audit, dataset_keys,
+                                   identity_model_for, obtain_generator, seeded_configs, training_size_warning)
 from audit.json_model import Record, from_json, json_safe
 from audit.outputs import check_writable_folder, write_atomic, writing
 from audit.pipeline import build_embedder, default_group_by, load_dataset_for_run, open_target, opened_cache
@@ -263,6 +263,7 @@ class AuditRun:
         self.groupings = groupings_for(group_by)
         need_chips = "inversion" in config.probes
         self.corpora = self._load_corpora()
+        check_corpus_not_all_audit(self.corpora, dataset_keys(dataset))   # --dataset C --train-dataset C
         with opened_cache(config.cache_path, use_cache=config.use_cache) as cache:
             target_extra = {"max_requests": config.max_requests} if config.max_requests else {}
             target = open_target(config.target_spec, config.target_options, **target_extra)

@@ -191,3 +191,16 @@ def test_a_per_group_count_past_every_cell_takes_each_cell_whole_without_a_huge_
 
     sizes = [(f"p{i}", 1 + i % 3) for i in range(50)]
     assert sorted(pick_identities(sizes, 10 ** 30, seed=0)) == sorted(p for p, _ in sizes)
+
+
+def test_auditing_a_corpus_with_itself_as_training_set_is_one_clear_error(tmp_path):
+    from tests.corpus.datasets import face_dataset
+
+    dataset = face_dataset(tmp_path / "faces", people=2, per_person=2)
+    result = CliRunner().invoke(cli, ["run", "--dataset", str(dataset), "--train-dataset", str(dataset),
+                                      "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == EXIT_INPUT_ERROR, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "leaves no image to train the generator on" in line and "(same image: 4)" in line
+    assert "--train-dataset OTHER" in line and "--generator GEN" in line
+    assert not (tmp_path / "out").exists()

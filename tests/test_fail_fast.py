@@ -8,6 +8,7 @@ comes with zero calls made.  The last test shows the counter counts.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,28 @@ def test_a_damaged_generator_folder(target, dataset, tmp_path, damage):
     DAMAGES[damage][0](tmp_path / "gen")
     refused(target, "generator folder .* is damaged", lambda: run(
         dataset, tmp_path / "out", probes=("inversion",), generator_paths=(tmp_path / "gen",)))
+
+
+def test_a_training_corpus_that_is_the_audit_set(target, dataset, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)                  # the same images in another folder: the same faces
+    for corpus in (dataset, copy):
+        refused(target, r"training corpus .* leaves no image to train the generator on: every one of its images "
+                        r"is an audit image .*\(same image: 8\).*--train-dataset OTHER",
+                lambda: run(dataset, tmp_path / "out", probes=("inversion",), train_datasets=(corpus,)))
+
+
+def test_a_generator_corpus_that_is_all_excluded(dataset, tmp_path, monkeypatch):
+    from audit.generator_stage import train_generator_artifact
+
+    monkeypatch.setattr("audit.generator_stage.open_target", lambda *a, **k: pytest.fail("the target was opened"))
+    with pytest.raises(InputError, match=r"leaves no image .*\(same image: 8\).*--dataset OTHER"):
+        train_generator_artifact(
+            target_spec="dlib", target_options=(), datasets=(dataset,), excluded=(dataset,), out_dir=tmp_path / "gen",
+            group_by=None, epochs=1, image_size=64, batch_size=4, lr=1e-3, validate_every=1, average_identities=False,
+            generator_channels=16, train_balance="group-by", train_per_group=None, near_duplicate_distance=None,
+            identity_loss=0.0, device="cpu", seed=0, cache_path=tmp_path / "cache.sqlite", use_cache=True,
+            face_config=None, workers=1, show_progress=False)
 
 
 def test_a_training_corpus_that_is_not_a_dataset(target, dataset, tmp_path):
