@@ -264,6 +264,7 @@ class AuditRun:
         need_chips = "inversion" in config.probes
         self.corpora = self._load_corpora()
         check_corpus_not_all_audit(self.corpora, dataset_keys(dataset))   # --dataset C --train-dataset C
+        self.pairs = self._read_pairs()
         with opened_cache(config.cache_path, use_cache=config.use_cache) as cache:
             target_extra = {"max_requests": config.max_requests} if config.max_requests else {}
             target = open_target(config.target_spec, config.target_options, **target_extra)
@@ -321,6 +322,17 @@ class AuditRun:
             return []
         self.artifacts = [read_artifact(path) for path in self.config.generator_paths]
         return [load_dataset(path) for path in self.config.train_datasets]
+
+    def _read_pairs(self):
+        """The verification pairs (--pairs, or the dataset's pairs.txt), read before any target call."""
+        if "verification" not in self.config.probes:
+            return None
+        pairs_file = self.config.pairs_file
+        if pairs_file is None and (Path(self.dataset.root) / "pairs.txt").is_file():
+            pairs_file = Path(self.dataset.root) / "pairs.txt"
+        if pairs_file is None:
+            return None
+        return read_lfw_pairs(pairs_file, folder=_pairs_folder(self.dataset.table["image_id"]))
 
     def _check_generators(self, embedder) -> None:
         """A saved generator must have learned this target's embeddings (no embedding paid yet)."""
@@ -394,12 +406,7 @@ class AuditRun:
                 skipped="the dataset has no identity with two or more images: verification needs "
                         "genuine pairs (LFW has them; UTKFace does not).")
             return
-        pairs = None
-        pairs_file = self.config.pairs_file
-        if pairs_file is None and (Path(self.dataset.root) / "pairs.txt").is_file():
-            pairs_file = Path(self.dataset.root) / "pairs.txt"
-        if pairs_file is not None:
-            pairs = read_lfw_pairs(pairs_file, folder=_pairs_folder(samples["image_id"]))
+        pairs = self.pairs
         # Every image, found face or not: the rates are generalised (ISO/IEC 19795-1).
         result = verification_probe(self.embset.vectors, samples, groupings=self.groupings,
                                     person="identity", metric=self.target.metric,

@@ -135,6 +135,21 @@ def test_a_generator_corpus_that_is_all_excluded(dataset, tmp_path, monkeypatch)
             face_config=None, workers=1, show_progress=False)
 
 
+@pytest.mark.parametrize("content, named", [
+    ("Ann_Lee 1 2\nJos\u00e9_Ruiz 1 2\n".encode("latin-1"), r"pairs.txt' line 2: byte 0xe9 is not UTF-8 text"),
+    ("Ann_Lee 1 \u00b2\n".encode(), r"line 1: 'Ann_Lee 1 \u00b2' is not 'Name i j'"),
+    (b"Ann_Lee 1 " + b"9" * 5000 + b"\n", "line 1: 'Ann_Lee 1 9999"),
+    (b"10 300\n\n", "holds no pair"),
+    (b"", "holds no pair"),
+])
+def test_a_pairs_file_that_cannot_be_read(target, dataset, tmp_path, content, named):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_bytes(content)
+    refused(target, named, lambda: run(dataset, tmp_path / "out", probes=("verification",), pairs_file=pairs))
+    shutil.copy(pairs, dataset / "pairs.txt")           # found in the dataset folder: read first as well
+    refused(target, named, lambda: run(dataset, tmp_path / "out", probes=("detection", "verification")))
+
+
 def test_a_training_corpus_that_is_not_a_dataset(target, dataset, tmp_path):
     (tmp_path / "empty").mkdir()
     refused(target, "empty", lambda: run(dataset, tmp_path / "out", probes=("inversion",),
