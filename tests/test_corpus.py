@@ -39,7 +39,8 @@ def baseline(corpus_env, tmp_path_factory) -> Baseline:
 def test_the_corpus_has_every_kind_of_case():
     names = {case.name for case in CASES}
     assert len(names) == len(CASES)
-    for kind in ("image-", "manifest-", "dataset-", "source-", "attributes-", "policy-", "results-", "cache-"):
+    for kind in ("image-", "manifest-", "dataset-", "source-", "attributes-", "policy-", "results-", "cache-",
+                 "dataset-info-", "pairs-", "generator-", "option-"):
         assert any(name.startswith(kind) for name in names), kind
 
 

@@ -621,3 +621,10 @@ def test_an_unreadable_policy_file_is_an_input_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_text", refuse)
     with pytest.raises(PolicyError, match="cannot be read \\(Permission denied\\)"):
         load_policy(path)
+
+
+def test_a_policy_with_a_number_past_pythons_digit_limit_is_a_policy_error(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text('[[rule]]\nid = "r"\nmetric = "detection.failure_rate"\nmax = ' + "9" * 5000 + "\n")
+    with pytest.raises(PolicyError, match="is not valid TOML .*Exceeds the limit"):
+        load_policy(path)
