@@ -8,8 +8,9 @@ end of the interval.
 
 Rules that name a metric, grouping or group the results lack are a
 :class:`~audit.errors.PolicyError` (exit 2), never a rule that silently
-checks nothing.  A figure that is NaN (no data, division by zero) fails its
-check with the reason: a release never passes on a missing number.
+checks nothing.  A figure that is NaN (no data, division by zero) or
+infinite (-Infinity is below every max, Infinity above every min) fails its
+check with the reason: a release never passes on a number that is not one.
 
 The policy file format and the bound-versus-estimate choice are documented
 in :mod:`audit.policy` and ``examples/policy.toml``.
