@@ -190,3 +190,20 @@ def test_a_damaged_last_checkpoint_is_an_error_naming_it(tmp_path):
     torch.save(ckpt, folder / LAST_CHECKPOINT)
     with pytest.raises(InputError, match=r"last.pt' is damaged \(KeyError: 'config'\)"):
         make(folder)
+
+
+def test_generator_train_reports_a_finished_folder_whose_figures_are_null(clean, tmp_path, monkeypatch):
+    """A generator reused from --out whose validation distance was NaN (null in generator.json)."""
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+    from tests.corpus.datasets import face_dataset
+
+    folder = tmp_path / "gen"
+    shutil.copytree(clean, folder)
+    _info(lambda info: info.update(best_val_mean_distance=None, training_set=None))(folder)
+    monkeypatch.setattr("audit.generator_stage.train_generator_artifact", lambda **kw: read_artifact(folder))
+    dataset = face_dataset(tmp_path / "faces", people=2, per_person=1)
+    result = CliRunner().invoke(cli, ["generator", "train", "--dataset", str(dataset), "--out", str(folder), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "validation distance undefined" in result.output and "dropped: none" in result.output

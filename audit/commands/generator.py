@@ -66,8 +66,11 @@ def train(target_spec, target_option, datasets, excluded, out_dir, group_by, epo
         near_duplicate_distance=near_duplicate_distance, identity_loss=identity_loss, device=device, seed=seed,
         cache_path=cache_path, use_cache=not no_cache, face_config=make_face_config(detector, upsample, min_score),
         workers=workers, scheduler=scheduler, show_progress=not quiet)
-    summary = artifact.info["training_set"]
+    summary = artifact.info.get("training_set") or {}
+    distance = artifact.info.get("best_val_mean_distance")   # null in generator.json where it was NaN
+    shown = f"{distance:.3f}" if isinstance(distance, (int, float)) else "undefined"
     click.echo(f"Generator: {artifact.folder} (target {artifact.info['target']['name']}, best epoch "
-               f"{artifact.info['best_epoch']}, validation distance {artifact.info['best_val_mean_distance']:.3f})")
-    click.echo(f"Trained on {summary['n_train_images']} images of {summary['n_train_people']} people; dropped: "
-               + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["dropped"].items()) or "none"))
+               f"{artifact.info['best_epoch']}, validation distance {shown})")
+    click.echo(f"Trained on {summary.get('n_train_images', '?')} images of {summary.get('n_train_people', '?')} "
+               "people; dropped: " + (", ".join(f"{k.replace('_', ' ')} {v}"
+                                               for k, v in (summary.get("dropped") or {}).items()) or "none"))
