@@ -8,8 +8,9 @@ end of the interval.
 
 Rules that name a metric, grouping or group the results lack are a
 :class:`~audit.errors.PolicyError` (exit 2), never a rule that silently
-checks nothing.  A figure that is NaN (no data, division by zero) fails its
-check with the reason: a release never passes on a missing number.
+checks nothing.  A figure that is NaN (no data, division by zero) or
+infinite (-Infinity is below every max, Infinity above every min) fails its
+check with the reason: a release never passes on a number that is not one.
 
 The policy file format and the bound-versus-estimate choice are documented
 in :mod:`audit.policy` and ``examples/policy.toml``.
@@ -51,6 +52,9 @@ MSG_NO_DIRECTION = ("rule {rule!r}: figure {metric!r} ({grouping} / {group}) has
 
 REASON_UNDEFINED = ("the figure is undefined (NaN{flags}): a rule never passes on a missing number. "
                     "See why the group has no data in results.json (n_images, flags).")
+REASON_NOT_FINITE = ("the figure is {value}, not a finite number{flags}: a rule never passes on it. "
+                     "'audit run' writes no infinity to results.json, so a file holding one was edited or "
+                     "damaged: re-run the audit, or restore the file.")
 NOTE_NO_INTERVAL = "no confidence interval: judged on the estimate"
 
 
@@ -203,7 +207,11 @@ def _check(rule: Rule, s: _Subject, **fields: Any) -> Check:
 
 
 def _undefined_reason(s: _Subject) -> str:
-    return REASON_UNDEFINED.format(flags=f", flags: {', '.join(s.flags)}" if s.flags else "")
+    """Why a figure that is NaN or infinite fails every rule on it."""
+    flags = f", flags: {', '.join(s.flags)}" if s.flags else ""
+    if math.isnan(s.value):
+        return REASON_UNDEFINED.format(flags=flags)
+    return REASON_NOT_FINITE.format(value=_fmt(s.value), flags=flags)
 
 
 def _blocked_reason(s: _Subject) -> str | None:
@@ -220,7 +228,7 @@ def _bound_check(rule: Rule, s: _Subject, *, operator: str, bound: float) -> Che
     if blocked is not None:
         return _check(rule, s, judged_on="estimate", judged_value=s.value, bound=bound, operator=operator,
                       passed=False, reason=f"cannot be judged: {blocked}")
-    if math.isnan(s.value):
+    if not math.isfinite(s.value):   # NaN (no data) or an infinity (an edited file): never a pass
         return _check(rule, s, judged_on="estimate", judged_value=float("nan"), bound=bound,
                       operator=operator, passed=False, reason=_undefined_reason(s))
     judged_on, judged, note = "estimate", s.value, ""
@@ -258,11 +266,11 @@ def _baseline_check(rule: Rule, s: _Subject, old: _Subject | None) -> Check:
     if blocked is not None:
         return _check(rule, s, judged_on="estimate", judged_value=float("nan"), passed=False,
                       baseline_value=old.value, reason=f"cannot be judged: {blocked}", **common)
-    if math.isnan(s.value) or math.isnan(old.value):
-        which = "the figure" if math.isnan(s.value) else "the baseline's figure"
+    if not (math.isfinite(s.value) and math.isfinite(old.value)):
+        which = "the figure" if not math.isfinite(s.value) else "the baseline's figure"
         return _check(rule, s, judged_on="estimate", judged_value=float("nan"), passed=False,
                       baseline_value=old.value,
-                      reason=_undefined_reason(s if math.isnan(s.value) else old).replace(
+                      reason=_undefined_reason(s if not math.isfinite(s.value) else old).replace(
                           "the figure", which, 1), **common)
     judged_on, now, then, note = "estimate", s.value, old.value, ""
     if rule.judge_on == "bound":

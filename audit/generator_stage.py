@@ -31,8 +31,9 @@ from audit.errors import InputError
 from audit.outputs import check_own_folder, check_writable_folder, mark_own_folder, private_folder
 from audit.pipeline import default_group_by, open_embedder, open_target
 from audit.targets.base import STATUS_OK, Target
-from probes.inversion.artifact import (GENERATOR_FOLDER_KIND, GeneratorArtifact, generator_cache_dir, generator_key,
-                                       is_complete, is_generator_folder, read_artifact, write_artifact)
+from probes.inversion.artifact import (GENERATOR_FOLDER_KIND, TRAINING_SET_COLUMNS, GeneratorArtifact,
+                                       generator_cache_dir, generator_key, is_complete, is_generator_folder,
+                                       read_artifact, write_artifact)
 from probes.inversion.splits import SPLIT_TRAIN, SPLIT_VAL, split_identities
 from probes.inversion.splits import average_identities as average_chips
 from probes.inversion.training import TrainingConfig, train_generator
@@ -49,8 +50,8 @@ log = logging.getLogger(__name__)
 DEFAULT_VAL_FRACTION = 0.05
 MIN_VAL_PEOPLE = 20
 MAX_VAL_PEOPLE = 500
-#: Columns every side of the overlap check carries.
-KEY_COLUMNS = ("content_hash", "identity", "origin", "has_identities")
+#: Columns every side of the overlap check carries (a saved generator's training set among them).
+KEY_COLUMNS = TRAINING_SET_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,39 @@ def _corpus_table(corpora: Sequence) -> pd.DataFrame:
     return table
 
 
+#: What to do about a corpus that is all audit set, by command.
+FIX_RUN = ("train on another corpus (--train-dataset OTHER: e.g. all of UTKFace or LFW when the audit set is "
+           "drawn from one of them, it is left out automatically), or use a finished generator (--generator GEN)")
+FIX_TRAIN = ("train on another corpus (--dataset OTHER), or exclude ('--exclude') only the datasets you "
+             "will audit with this generator")
+
+
+def check_corpus_not_all_audit(corpora: Sequence, audit: pd.DataFrame, *, fix: str = FIX_RUN) -> None:
+    """Refuse, before any image is embedded, a corpus whose every image is an audit image or person.
+
+    The overlap that needs no model (the same file, by its manifest hash, or
+    the same person of the same source) is what :func:`build_training_set`
+    drops first; when it drops everything there is nothing to train on
+    (``--dataset C --train-dataset C``), and that is known from the manifests alone.
+    """
+    if not corpora:
+        return
+    audit = audit[audit["content_hash"].astype(str) != ""]     # a hash not yet known matches nothing
+    table = _corpus_table(corpora)
+    reasons = overlap_reasons(table, audit)
+    if len(table) and (reasons != "").all():
+        _refuse_empty_corpus(corpora, {r: int((reasons == r).sum()) for r in sorted(set(reasons))}, fix)
+
+
+def _refuse_empty_corpus(corpora: Sequence, dropped: dict[str, int], fix: str) -> None:
+    names = ", ".join(repr(str(d.root)) for d in corpora)
+    raise InputError(f"the training corpus {names} leaves no image to train the generator on: every one of its "
+                     f"images is an audit image or shows an audited person ({_dropped_text(dropped)}), and a "
+                     f"generator must never have seen the faces it reconstructs. Fix: {fix}.")
+
+
 def build_training_set(embedder, corpora: Sequence, audit: AuditSide, *, group_by: Sequence[str],
-                       settings: CorpusSettings, chip_size: int, seed: int = 0) -> TrainingSet:
+                       settings: CorpusSettings, chip_size: int, seed: int = 0, fix: str = FIX_RUN) -> TrainingSet:
     """The corpus minus the audit set, balanced, embedded, split into train and validation people."""
     target: Target = embedder.target
     table = _corpus_table(corpora)
@@ -151,12 +183,18 @@ def build_training_set(embedder, corpora: Sequence, audit: AuditSide, *, group_b
     for reason in sorted(set(reasons) - {""}):
         drop(reason, (reasons == reason).sum())
     table = table[reasons == ""].reset_index(drop=True)
+    if table.empty:
+        _refuse_empty_corpus(corpora, dropped, fix)
 
     attributes = balance_attributes(table, settings.balance, group_by)
     plan = plan_balance(table, attributes, per_group=settings.per_group, seed=seed)
     drop(REASON_NO_LABEL, len(plan.dropped_no_label))
     drop(REASON_BALANCE, len(table) - len(plan.selected) - len(plan.dropped_no_label))
     chosen = table.iloc[plan.selected].reset_index(drop=True)
+    if chosen.empty:
+        raise InputError(f"the training corpus ({', '.join(str(d.root) for d in corpora)}) leaves no image to embed "
+                         f"after removing the audit set and balancing over {', '.join(attributes)} "
+                         f"({_dropped_text(dropped)}): give a corpus with those labels, or --train-balance none.")
 
     embset = _embed_rows(embedder, corpora, chosen, chip_size)
     usable = embset.ok & (embset.table["chip_status"].to_numpy() == STATUS_OK)
@@ -247,13 +285,15 @@ def obtain_generator(request: GeneratorRequest, training: TrainingSet, *, embed_
     key = generator_key(target_fingerprint=request.target.fingerprint(), preprocessing=request.preprocessing,
                         train_hashes=hashes[train], val_hashes=hashes[val], config=request.config,
                         average_identities=request.average_identities)
+    request_folder = folder is not None
     if folder is None:
         if cache_path is None:
             raise InputError("no folder for the generator: pass --out GEN/ or use the cache.")
         folder = private_folder(generator_cache_dir(cache_path)) / key[:32]
     folder = Path(folder)
     if is_complete(folder):
-        artifact = read_artifact(folder)
+        artifact = read_artifact(folder, fix=f"delete {str(folder)!r} and run the same command again to train "
+                                             "it anew" if cache_path is not None and not request_folder else None)
         if artifact.info.get("key") == key:
             log.info("reusing the generator in %s", folder)
             return artifact
@@ -354,6 +394,9 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
                               near_duplicate_distance=near_duplicate_distance)
     corpora = [load_dataset(path) for path in datasets]
     audited = [load_dataset(path) for path in excluded]
+    if audited:
+        check_corpus_not_all_audit(corpora, pd.concat([dataset_keys(d) for d in audited], ignore_index=True),
+                                   fix=FIX_TRAIN)
     group_by = tuple(group_by) if group_by else default_group_by(corpora[0])
     target = open_target(target_spec, target_options)
     identity_model = identity_model_for(target, identity_loss)
@@ -369,7 +412,7 @@ def train_generator_artifact(*, target_spec: str, target_options: Sequence[str],
             audit = AuditSide(pd.concat([a.table for a in sides], ignore_index=True),
                               np.concatenate([a.vectors for a in sides]))
         training = build_training_set(embedder, corpora, audit, group_by=group_by, settings=settings,
-                                      chip_size=image_size, seed=seed)
+                                      chip_size=image_size, seed=seed, fix=FIX_TRAIN)
         warning = training_size_warning(int(training.rows(SPLIT_TRAIN).sum()))
         if warning:
             log.warning(warning)

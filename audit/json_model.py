@@ -19,19 +19,101 @@ dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar
 
-from audit.errors import ResultsError
+from audit.errors import InputError, ResultsError
 
 T = TypeVar("T")
 
 #: What a reader is told to do about a field of the wrong type.
 DAMAGED = "the file was edited or damaged. Re-run the audit, or restore the file."
+#: The deepest nesting a JSON file may have.  The tool's own files nest fewer than 10 levels;
+#: deeper input would exhaust Python's recursion in the parser or in the code that walks it.
+MAX_JSON_DEPTH = 100
+
+
+class FieldError(ResultsError):
+    """A field of the wrong type, or missing: where it is and what is wrong.
+
+    Its message speaks of results.json; a reader of another file rewords it
+    from :attr:`where` and :attr:`problem`.
+    """
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where} {problem}: {DAMAGED}")
+        self.where = where
+        self.problem = problem
+
+
+class JSONFileError(InputError):
+    """A JSON file that cannot be read: :attr:`problem` says why ("is not valid JSON (...)")."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, *, unreadable: bool = False) -> None:
+        super().__init__(f"{str(path)!r} {problem}.")
+        self.path = str(path)
+        self.problem = problem
+        #: The file exists but the OS refused to read it (permissions), not its content.
+        self.unreadable = unreadable
+
+
+def parse_json_file(path: str | os.PathLike) -> Any:
+    """Parse a JSON file the user gave, or raise :class:`JSONFileError` saying why it cannot be.
+
+    Every JSON file the tool reads from its user (dataset.json, a race
+    dictionary, generator.json, results.json) comes through here, so that no
+    file can end a run with a traceback: not UTF-8, not JSON, a number of
+    more than 4,300 digits, or nesting deep enough to exhaust the parser's
+    recursion (refused beyond :data:`MAX_JSON_DEPTH` levels).  A byte-order
+    mark, which some editors add, is read past.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise JSONFileError(path, f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                  f"{exc.start})") from None
+    except OSError as exc:
+        raise JSONFileError(path, f"cannot be read ({exc.strerror or exc})", unreadable=True) from exc
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        data, deep = None, True
+    except ValueError as exc:       # JSONDecodeError, and ints past Python's digit limit
+        raise JSONFileError(path, f"is not valid JSON ({exc})") from None
+    else:
+        deep = _deeper_than(data, MAX_JSON_DEPTH)
+    if deep:
+        raise JSONFileError(path, f"nests JSON more than {MAX_JSON_DEPTH} levels deep, which no file of "
+                                  "this tool does")
+    return data
+
+
+def read_json(path: str | os.PathLike, *, error: type[InputError] = InputError, fix: str) -> Any:
+    """:func:`parse_json_file`, its error reworded as ``error`` naming the file, what is wrong and ``fix``."""
+    try:
+        return parse_json_file(path)
+    except JSONFileError as exc:
+        advice = f"Make it readable (chmod u+r), or: {fix}" if exc.unreadable else fix
+        raise error(f"{str(path)!r} {exc.problem}: {advice}") from exc.__cause__
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than ``limit`` levels (walked without recursion)."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 @dataclass(kw_only=True)
@@ -129,7 +211,7 @@ def _record(kind: type[T], data: Any, where: str) -> T:
         if name in mapping:
             values[name] = from_json(hints[name], mapping[name], f"{where}.{name}")
         elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-            raise ResultsError(f"{where} lacks {name!r}: {DAMAGED}")
+            raise FieldError(where, f"lacks {name!r}")
     unknown = {k: v for k, v in mapping.items() if k not in declared or k == "extra"}
     if unknown and "extra" in declared:
         values["extra"] = unknown
@@ -138,7 +220,7 @@ def _record(kind: type[T], data: Any, where: str) -> T:
 
 def _expect(data: Any, kind: type, words: str, where: str) -> Any:
     if not isinstance(data, kind):
-        raise ResultsError(f"{where} is {_shown(data)}, not {words}: {DAMAGED}")
+        raise FieldError(where, f"is {_shown(data)}, not {words}")
     return data
 
 
@@ -149,13 +231,13 @@ def _scalar(kind: Any, data: Any, where: str) -> Any:
             return math.nan
         if isinstance(data, (int, float)) and not isinstance(data, bool):
             return float(data)
-        raise ResultsError(f"{where} is {_shown(data)}, not a number: {DAMAGED}")
+        raise FieldError(where, f"is {_shown(data)}, not a number")
     if kind is int:
         if isinstance(data, int) and not isinstance(data, bool):
             return data
         if isinstance(data, float) and data.is_integer():
             return int(data)
-        raise ResultsError(f"{where} is {_shown(data)}, not a whole number: {DAMAGED}")
+        raise FieldError(where, f"is {_shown(data)}, not a whole number")
     if kind is bool:
         return _expect(data, bool, "true or false", where)
     if kind is str:

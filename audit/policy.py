@@ -295,7 +295,7 @@ def load_policy(path: str | os.PathLike) -> Policy:
     try:
         # A byte-order mark (Notepad's "UTF-8 with BOM") is not part of the TOML: read past it.
         data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:   # TOMLDecodeError, UnicodeDecodeError, and an int past Python's digit limit
         raise PolicyError(MSG_BAD_TOML.format(path=str(path), error=exc)) from exc
     except RecursionError as exc:
         raise PolicyError(MSG_BAD_TOML.format(path=str(path), error="nested too deeply")) from exc

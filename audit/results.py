@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from audit.errors import ResultsError
-from audit.json_model import from_json, json_safe, to_json
+from audit.json_model import from_json, json_safe, read_json, to_json
 from audit.outputs import replacing
 from audit.result_sections import (DatasetSection, DetectionSection, EnvironmentSection, FindingsSummary,
                                    PermutationTest, ProbeSections, TargetSection, ToolSection, VerdictSection)
@@ -315,13 +315,8 @@ def load_results(path: str | os.PathLike) -> Results:
     if not path.is_file():
         raise ResultsError(f"No results file at {str(path)!r}. Pass a run folder written by "
                            f"'audit run' or the path of its {RESULTS_FILE}.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))   # past a byte-order mark, if an editor added one
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ResultsError(f"{str(path)!r} is not valid JSON ({exc}).") from exc
-    except OSError as exc:
-        raise ResultsError(f"{str(path)!r} cannot be read ({exc.strerror or exc}). Make it readable "
-                           "(chmod u+r).") from exc
+    data = read_json(path, error=ResultsError, fix="it is not a results file as 'audit run' writes it. "
+                                                   "Re-run the audit, or restore the file.")
     return Results.from_dict(data, source=repr(str(path)))
 
 

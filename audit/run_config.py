@@ -14,12 +14,18 @@ from audit.faces import FaceConfig
 from audit.results import CORRECTIONS
 from probes.inversion.config import TrainingConfig
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE,
-                                       DEFAULT_LR, DEFAULT_VALIDATE_EVERY)
+                                       DEFAULT_LR, DEFAULT_VALIDATE_EVERY, MAX_SEED)
 
 PROBES = ("detection", "inversion", "volume", "verification")
 DEFAULT_PROBES = PROBES
 DEFAULT_SEED = 0
 DEFAULT_N_RESAMPLES = 1000
+#: Resamples behind an interval: 100x the default, past which a run's bootstrap takes hours.
+MAX_N_RESAMPLES = 100_000
+#: Generators trained with different seeds (each is a whole training).
+MAX_GENERATOR_SEEDS = 100
+#: A cloud target's request budget: a whole number well inside 64 bits.
+MAX_REQUESTS = 10 ** 12
 #: How findings are chosen among the disparities (--correction).
 DEFAULT_CORRECTION = "holm"
 
@@ -80,11 +86,20 @@ class RunConfig:
             raise InputError(f"--image-size {self.image_size!r}: must be 64 or 128.")
         if self.n_resamples < 100:
             raise InputError(f"--resamples {self.n_resamples!r}: use at least 100 for a 95% interval.")
+        if self.n_resamples > MAX_N_RESAMPLES:
+            raise InputError(f"--resamples {self.n_resamples!r}: at most {MAX_N_RESAMPLES:,} (the default "
+                             f"{DEFAULT_N_RESAMPLES:,} gives a 95% interval to about 1%).")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed {self.seed!r}: must be a whole number from 0 to {MAX_SEED}.")
         if self.train_datasets and self.generator_paths:
             raise InputError("--generator and --train-dataset exclude each other: either reuse finished "
                              "generators or train one on a corpus.")
-        if self.generator_seeds < 1:
-            raise InputError(f"--generator-seeds {self.generator_seeds!r}: must be at least 1.")
+        if not 1 <= self.generator_seeds <= MAX_GENERATOR_SEEDS:
+            raise InputError(f"--generator-seeds {self.generator_seeds!r}: must be from 1 to {MAX_GENERATOR_SEEDS}.")
+        if self.seed + self.generator_seeds - 1 > MAX_SEED:
+            raise InputError(f"--seed {self.seed} with --generator-seeds {self.generator_seeds}: the generators "
+                             f"are seeded {self.seed} to {self.seed + self.generator_seeds - 1}, past the largest "
+                             f"seed, {MAX_SEED}. Use a smaller --seed.")
         if self.generator_paths and self.generator_seeds != 1:
             raise InputError("--generator-seeds trains generators; with --generator, pass one --generator "
                              "folder per seed instead.")

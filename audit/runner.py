@@ -29,8 +29,8 @@ from audit.data.remote import PAIRS_FILE, join_location, read_location
 from audit.errors import InputError, OutputError
 from audit.gate import evaluate_policy, load_policy
 from audit.generator_stage import (AuditSide, CorpusSettings, GeneratorRequest, build_training_set,
-                                   check_artifact_against_audit, dataset_keys, identity_model_for, obtain_generator,
-                                   seeded_configs, training_size_warning)
+                                   check_artifact_against_audit, check_corpus_not_all_audit, dataset_keys,
+                                   identity_model_for, obtain_generator, seeded_configs, training_size_warning)
 from audit.images import ImageReadError
 from audit.json_model import Record, from_json, json_safe
 from audit.outputs import (check_own_folder, check_writable_folder, mark_own_folder, private_folder, write_atomic,
@@ -247,7 +247,7 @@ class AuditRun:
         self.probe_details: dict[str, Record] = {}
         self.tests: dict[str, dict] = {}
         self.inversion_samples: pd.DataFrame | None = None
-        self.pairs_text: tuple[str, str] | None = None
+        self.pairs: pd.DataFrame | None = None
         self.findings: dict = {}
 
     # -- stages ------------------------------------------------------------------
@@ -262,7 +262,7 @@ class AuditRun:
                          written_before=written_by_audit_run)
         policy, baseline = self._load_policy()
         dataset = load_dataset_for_run(config.dataset_dir, group_by=config.group_by)
-        self.pairs_text = self._read_pairs(dataset)
+        self.pairs = self._read_pairs(dataset)      # parsed and checked before any target call
         group_by = config.group_by or default_group_by(dataset)
         if not group_by:
             raise InputError(f"dataset {str(config.dataset_dir)!r} has no attribute to group by; "
@@ -271,6 +271,7 @@ class AuditRun:
         self.groupings = groupings_for(group_by)
         need_chips = "inversion" in config.probes
         self.corpora = self._load_corpora()
+        check_corpus_not_all_audit(self.corpora, dataset_keys(dataset))   # --dataset C --train-dataset C
         with opened_cache(config.cache_path, use_cache=config.use_cache) as cache:
             target_extra = {"max_requests": config.max_requests} if config.max_requests else {}
             target = open_target(config.target_spec, config.target_options, **target_extra)
@@ -333,11 +334,14 @@ class AuditRun:
     def _check_generators(self, embedder) -> None:
         """A saved generator must have learned this target's embeddings (no embedding paid yet)."""
         for artifact in getattr(self, "artifacts", []):
-            check_target(artifact, fingerprint=self.target.fingerprint(), preprocessing=embedder.preprocessing)
+            check_target(artifact, fingerprint=self.target.fingerprint(), preprocessing=embedder.preprocessing,
+                         dimension=self.target.dimension)
 
-    def _read_pairs(self, dataset) -> tuple[str, str] | None:
-        """The official pairs' (name, text), read before any target call: ``--pairs`` (a file or a URL), else
+    def _read_pairs(self, dataset) -> pd.DataFrame | None:
+        """The official pairs, read and checked before any target call: ``--pairs`` (a file or a URL), else
         the dataset folder's pairs.txt (a folder at a URL has it fetched beside its manifest)."""
+        if "verification" not in self.config.probes:
+            return None
         location = self.config.pairs_file
         if location is None:
             local = Path(dataset.root) / PAIRS_FILE
@@ -359,10 +363,7 @@ class AuditRun:
                              "its permissions.") from exc
         except Exception as exc:  # noqa: BLE001 - a store's own error class (botocore...)
             raise InputError(f"The pairs file {name!r} cannot be read ({type(exc).__name__}: {exc}).") from exc
-        try:
-            return name, data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"The pairs file {name!r} is not UTF-8 text; pass LFW's pairs.txt unchanged.") from exc
+        return read_lfw_pairs(name, folder=_pairs_folder(dataset.table["image_id"]), data=data)
 
     def _load_policy(self):
         """The policy and baseline, read before any work: a typo in them must not cost a run."""
@@ -431,10 +432,7 @@ class AuditRun:
                 skipped="the dataset has no identity with two or more images: verification needs "
                         "genuine pairs (LFW has them; UTKFace does not).")
             return
-        pairs = None
-        if self.pairs_text is not None:
-            name, text = self.pairs_text
-            pairs = read_lfw_pairs(name, folder=_pairs_folder(samples["image_id"]), text=text)
+        pairs = self.pairs
         # Every image, found face or not: the rates are generalised (ISO/IEC 19795-1).
         result = verification_probe(self.embset.vectors, samples, groupings=self.groupings,
                                     person="identity", metric=self.target.metric,

@@ -60,6 +60,7 @@ an interval, and an ISO/IEC 19795-10-style summary table per group.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -107,23 +108,39 @@ def fmr_label(target_fmr: float) -> str:
 
 # --------------------------------------------------------------------------- pairs
 
-def read_lfw_pairs(path: str | Path, *, folder: str = "images_deepfunneled", text: str | None = None) -> pd.DataFrame:
+#: An image number in a pairs file: ASCII digits only (``str.isdigit`` also takes '²', which int() refuses),
+#: at most nine of them.
+_PAIR_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def read_lfw_pairs(path: str | Path, *, folder: str = "images_deepfunneled",
+                   data: bytes | None = None) -> pd.DataFrame:
     """Read LFW's pairs.txt (or pairsDevTrain/Test.txt) into ``image_id_a, image_id_b, genuine``.
 
     A line ``Name i j`` is a genuine pair, ``Name1 i Name2 j`` an impostor
     pair; the first line (the number of folds and/or pairs) is skipped.
     Image ids read ``<folder>/<Name>/<Name>_0001.jpg``, as the dataset's manifest.
-    ``text``: the file's text, read already (from a URL); ``path`` then only names it.
+    The file must be UTF-8 text (LFW's is ASCII) and image numbers ASCII digits:
+    anything else is an InputError naming the file and the line, raised before
+    any image is embedded (``audit run`` reads the file first).  ``data``: the
+    file's bytes, read already (from a URL); ``path`` then only names it.
     """
     rows = []
-    lines = (Path(path).read_text(encoding="utf-8") if text is None else text).splitlines()
-    for number, line in enumerate(lines, start=1):
+    data = Path(path).read_bytes() if data is None else data
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{str(path)!r} line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text. Save the "
+                         "file as UTF-8 (LFW's pairs.txt is plain ASCII), or pass LFW's pairs.txt "
+                         "unchanged.") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
-        if not parts or (number == 1 and all(p.isdigit() for p in parts)):
+        if not parts or (number == 1 and all(_PAIR_NUMBER.fullmatch(p) for p in parts)):
             continue
-        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        if len(parts) == 3 and _PAIR_NUMBER.fullmatch(parts[1]) and _PAIR_NUMBER.fullmatch(parts[2]):
             a, b = (parts[0], int(parts[1])), (parts[0], int(parts[2]))
-        elif len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
+        elif len(parts) == 4 and _PAIR_NUMBER.fullmatch(parts[1]) and _PAIR_NUMBER.fullmatch(parts[3]):
             a, b = (parts[0], int(parts[1])), (parts[2], int(parts[3]))
         else:
             raise InputError(f"{str(path)!r} line {number}: {line!r} is not 'Name i j' (genuine) or "
@@ -131,6 +148,9 @@ def read_lfw_pairs(path: str | Path, *, folder: str = "images_deepfunneled", tex
         prefix = f"{folder}/" if folder else ""
         rows.append((f"{prefix}{a[0]}/{a[0]}_{a[1]:04d}.jpg", f"{prefix}{b[0]}/{b[0]}_{b[1]:04d}.jpg",
                      len(parts) == 3))
+    if not rows:
+        raise InputError(f"{str(path)!r} holds no pair (lines 'Name i j' or 'Name1 i Name2 j'). Pass LFW's "
+                         "pairs.txt unchanged, or leave --pairs out to use every genuine pair of the dataset.")
     return pd.DataFrame(rows, columns=["image_id_a", "image_id_b", "genuine"])
 
 

@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 import audit.cli as cli_module
 from audit.cli import cli
-from audit.errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR
+from audit.errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, InputError
 
 
 @pytest.fixture(autouse=True)
@@ -122,3 +123,103 @@ def test_stop_signals_raise_where_ctrl_c_would_and_an_ignored_one_stays_ignored(
         assert signal.getsignal(signal.SIGTERM) == saved_term
     finally:
         signal.signal(signal.SIGHUP, saved_hup)
+
+
+def test_a_damaged_generator_folder_is_an_input_error_naming_the_file_and_the_fix(tmp_path):
+    from tests.corpus.datasets import face_dataset
+    from tests.test_generator_artifact import make
+    from tests.test_generator_damage import DAMAGES
+
+    make(tmp_path / "gen")
+    DAMAGES["checkpoint-without-generator-key"][0](tmp_path / "gen")
+    dataset = face_dataset(tmp_path / "faces", people=2, per_person=1)
+    result = CliRunner().invoke(cli, ["run", "--dataset", str(dataset), "--generator", str(tmp_path / "gen"),
+                                      "--probes", "inversion", "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == EXIT_INPUT_ERROR, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: generator folder '{tmp_path / 'gen'}' is damaged (best.pt: checkpoint ")
+    assert "has no 'generator' key" in line and "retrain it with 'audit generator train" in line
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+NUMBER_OPTIONS = [(words, param.opts[0], param.type) for words, command in _commands(cli) for param in command.params
+                  if isinstance(param, click.Option) and isinstance(param.type, (click.types.IntParamType,
+                                                                                  click.types.FloatParamType))]
+
+
+def test_every_number_option_is_found():
+    names = {(" ".join(words), option) for words, option, _ in NUMBER_OPTIONS}
+    assert {("run", "--seed"), ("generator train", "--seed"), ("dataset balance", "--seed"),
+            ("run", "--generator-seeds"), ("run", "--epochs"), ("embed", "--workers"),
+            ("dataset balance", "--per-group"), ("run", "--min-score")} <= names
+
+
+@pytest.mark.parametrize("words, option, kind", NUMBER_OPTIONS, ids=[f"{' '.join(w)} {o}" for w, o, _ in NUMBER_OPTIONS])
+def test_every_number_option_refuses_what_numpy_and_torch_cannot_take_when_parsed(words, option, kind):
+    """A whole number: -1 (or below its least), 10**30, -10**30, 1e3; a float: nan, inf, -inf.
+
+    Each is refused by the option itself, before any work; the bad option comes
+    first, so that its error shows before the missing required ones.
+    """
+    if isinstance(kind, click.types.IntParamType):
+        values = [str(min(-1, (kind.min or 0) - 1)), str(10 ** 30), str(-10 ** 30), "1e3"]
+    else:
+        values = ["nan", "inf", "-inf"] + (["-1"] if getattr(kind, "min", None) is not None else [])
+    for value in values:
+        result = CliRunner().invoke(cli, [*words, f"{option}={value}"])
+        assert result.exit_code == EXIT_INPUT_ERROR, (value, result.output)
+        assert f"Invalid value for '{option}'" in result.output, (value, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_a_seed_the_generators_would_count_past_the_largest_is_refused_before_any_work(tmp_path):
+    from audit.run_config import RunConfig
+    from probes.inversion.config import TrainingConfig
+    from probes.inversion.defaults import MAX_SEED
+
+    with pytest.raises(InputError, match=r"--seed -1: must be a whole number from 0 to 4294967295"):
+        RunConfig(dataset_dir=tmp_path, out_dir=tmp_path / "out", seed=-1)
+    with pytest.raises(InputError, match=r"the generators are seeded 4294967295 to 4294967296, past the largest"):
+        RunConfig(dataset_dir=tmp_path, out_dir=tmp_path / "out", seed=MAX_SEED, generator_seeds=2)
+    with pytest.raises(InputError, match="--generator-seeds 101: must be from 1 to 100"):
+        RunConfig(dataset_dir=tmp_path, out_dir=tmp_path / "out", generator_seeds=101)
+    with pytest.raises(InputError, match="--resamples 1000000: at most 100,000"):
+        RunConfig(dataset_dir=tmp_path, out_dir=tmp_path / "out", n_resamples=10 ** 6)
+    with pytest.raises(InputError, match="seed=4294967296, must be a whole number from 0 to 4294967295"):
+        TrainingConfig(seed=MAX_SEED + 1)
+    with pytest.raises(InputError, match="base_channels=8192, must be at most 4096"):
+        TrainingConfig(base_channels=8192)
+
+
+def test_a_target_option_past_64_bits_is_refused():
+    from audit.targets.options import option_int
+
+    with pytest.raises(InputError, match=r"batch_size=.* must be <= 9223372036854775807"):
+        option_int("batch_size", str(2 ** 63), minimum=1)
+
+
+def test_a_per_group_count_past_every_cell_takes_each_cell_whole_without_a_huge_search():
+    from audit.data.balance import pick_identities
+
+    sizes = [(f"p{i}", 1 + i % 3) for i in range(50)]
+    assert sorted(pick_identities(sizes, 10 ** 30, seed=0)) == sorted(p for p, _ in sizes)
+
+
+def test_auditing_a_corpus_with_itself_as_training_set_is_one_clear_error(tmp_path):
+    from tests.corpus.datasets import face_dataset
+
+    dataset = face_dataset(tmp_path / "faces", people=2, per_person=2)
+    result = CliRunner().invoke(cli, ["run", "--dataset", str(dataset), "--train-dataset", str(dataset),
+                                      "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == EXIT_INPUT_ERROR, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "leaves no image to train the generator on" in line and "(same image: 4)" in line
+    assert "--train-dataset OTHER" in line and "--generator GEN" in line
+    assert not (tmp_path / "out").exists()

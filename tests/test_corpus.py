@@ -40,7 +40,7 @@ def test_the_corpus_has_every_kind_of_case():
     names = {case.name for case in CASES}
     assert len(names) == len(CASES)
     for kind in ("image-", "manifest-", "dataset-", "labels-", "source-", "archive-", "attributes-", "policy-",
-                 "results-", "cache-", "output-"):
+                 "results-", "cache-", "output-", "dataset-info-", "pairs-", "generator-", "option-"):
         assert any(name.startswith(kind) for name in names), kind
 
 

@@ -8,6 +8,7 @@ comes with zero calls made.  The last test shows the counter counts.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from audit.targets import get_target
 from tests.corpus.datasets import face_dataset
 from tests.fake_targets import ProjectionTarget
 from tests.test_generator_artifact import make as make_generator
+from tests.test_generator_damage import DAMAGES
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -99,6 +101,53 @@ def test_a_generator_trained_against_another_model(target, dataset, tmp_path):
     make_generator(tmp_path / "gen")                         # trained against projection-1; the target is -2
     refused(target, "trained against target", lambda: run(dataset, tmp_path / "out", probes=("inversion",),
                                                           generator_paths=(tmp_path / "gen",)))
+
+
+@pytest.mark.parametrize("damage", ["checkpoint-without-generator-key", "checkpoint-negative-channels",
+                                    "info-without-target", "vectors-object-dtype", "training-set-empty",
+                                    "info-deeply-nested", "history-entries-not-objects"])
+def test_a_damaged_generator_folder(target, dataset, tmp_path, damage):
+    make_generator(tmp_path / "gen")
+    DAMAGES[damage][0](tmp_path / "gen")
+    refused(target, "generator folder .* is damaged", lambda: run(
+        dataset, tmp_path / "out", probes=("inversion",), generator_paths=(tmp_path / "gen",)))
+
+
+def test_a_training_corpus_that_is_the_audit_set(target, dataset, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)                  # the same images in another folder: the same faces
+    for corpus in (dataset, copy):
+        refused(target, r"training corpus .* leaves no image to train the generator on: every one of its images "
+                        r"is an audit image .*\(same image: 8\).*--train-dataset OTHER",
+                lambda: run(dataset, tmp_path / "out", probes=("inversion",), train_datasets=(corpus,)))
+
+
+def test_a_generator_corpus_that_is_all_excluded(dataset, tmp_path, monkeypatch):
+    from audit.generator_stage import train_generator_artifact
+
+    monkeypatch.setattr("audit.generator_stage.open_target", lambda *a, **k: pytest.fail("the target was opened"))
+    with pytest.raises(InputError, match=r"leaves no image .*\(same image: 8\).*--dataset OTHER"):
+        train_generator_artifact(
+            target_spec="dlib", target_options=(), datasets=(dataset,), excluded=(dataset,), out_dir=tmp_path / "gen",
+            group_by=None, epochs=1, image_size=64, batch_size=4, lr=1e-3, validate_every=1, average_identities=False,
+            generator_channels=16, train_balance="group-by", train_per_group=None, near_duplicate_distance=None,
+            identity_loss=0.0, device="cpu", seed=0, cache_path=tmp_path / "cache.sqlite", use_cache=True,
+            face_config=None, workers=1, show_progress=False)
+
+
+@pytest.mark.parametrize("content, named", [
+    ("Ann_Lee 1 2\nJos\u00e9_Ruiz 1 2\n".encode("latin-1"), r"pairs.txt' line 2: byte 0xe9 is not UTF-8 text"),
+    ("Ann_Lee 1 \u00b2\n".encode(), r"line 1: 'Ann_Lee 1 \u00b2' is not 'Name i j'"),
+    (b"Ann_Lee 1 " + b"9" * 5000 + b"\n", "line 1: 'Ann_Lee 1 9999"),
+    (b"10 300\n\n", "holds no pair"),
+    (b"", "holds no pair"),
+])
+def test_a_pairs_file_that_cannot_be_read(target, dataset, tmp_path, content, named):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_bytes(content)
+    refused(target, named, lambda: run(dataset, tmp_path / "out", probes=("verification",), pairs_file=pairs))
+    shutil.copy(pairs, dataset / "pairs.txt")           # found in the dataset folder: read first as well
+    refused(target, named, lambda: run(dataset, tmp_path / "out", probes=("detection", "verification")))
 
 
 def test_a_training_corpus_that_is_not_a_dataset(target, dataset, tmp_path):

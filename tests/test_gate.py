@@ -140,6 +140,61 @@ def test_undefined_figure_fails_never_passes_silently(value):
             "See why the group has no data in results.json (n_images, flags).")
 
 
+@pytest.mark.parametrize("value", [float("-inf"), float("inf")])
+@pytest.mark.parametrize("bound", [{"max": 0.5}, {"min": 0.1}])
+def test_an_infinite_figure_fails_every_rule_on_it(value, bound):
+    """-Infinity passed a max rule (it is below every bound) and Infinity a min rule: neither may pass."""
+    data = results([figure("detection.failure_rate", "race", "Black", value),
+                    figure("detection.failure_rate", "race", "White", 0.2, (0.15, 0.25))])
+    for judge_on in ("bound", "estimate"):
+        verdict = evaluate_policy(one_rule(metric="detection.failure_rate", judge_on=judge_on, **bound), data)
+        assert [c.passed for c in verdict.checks] == [False, True]
+        assert verdict.failures[0].reason.startswith(
+            f"the figure is {value}, not a finite number: a rule never passes on it.")
+        assert verdict.exit_code == EXIT_GATE_FAILED
+
+
+@pytest.mark.parametrize("end", ["ci_low", "ci_high"])
+@pytest.mark.parametrize("value", [float("-inf"), float("inf")])
+def test_an_infinite_interval_end_is_no_interval(end, value):
+    """Judged on the estimate, with the note, exactly as a missing end (results.json writes both as null)."""
+    ci = {"ci_low": (value, 0.3), "ci_high": (0.1, value)}[end]
+    data = results([figure("detection.failure_rate", "race", "Black", 0.2, ci)])
+    for bound in ({"max": 0.5}, {"min": 0.1}):
+        (check,) = evaluate_policy(one_rule(metric="detection.failure_rate", **bound), data).checks
+        if (end == "ci_high") == ("max" in bound):
+            assert check.judged_on == "estimate" and check.note == "no confidence interval: judged on the estimate"
+
+
+@pytest.mark.parametrize("old, new", [(float("inf"), 0.5), (0.5, float("-inf")), (float("-inf"), 0.5),
+                                      (0.5, float("inf"))])
+def test_an_infinite_figure_on_either_side_of_a_baseline_rule_fails(old, new):
+    then = results([figure(DISTANCE, "race", "Black", old)])
+    now = results([figure(DISTANCE, "race", "Black", new)])
+    for limit in ({"max_worsening": 0.1}, {"max_relative_worsening": 0.1}):
+        policy = one_rule(metric=DISTANCE, baseline=limit)
+        (check,) = evaluate_policy(policy, now, baseline=then).checks
+        assert not check.passed
+        which = "the figure" if not math.isfinite(new) else "the baseline's figure"
+        assert check.reason.startswith(f"{which} is "), check.reason
+
+
+def test_a_results_file_with_non_finite_numbers_fails_the_gate(tmp_path):
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nid = "r"\nmetric = "detection.failure_rate"\nmax = 0.5\n')
+    for token in ("-Infinity", "Infinity", "NaN", "-1e999", "1e999"):
+        text = json.dumps(results([figure("detection.failure_rate", "race", "Black", 12345.0)])).replace(
+            "12345.0", token)
+        (tmp_path / "results.json").write_text(text)
+        result = CliRunner().invoke(cli, ["gate", str(tmp_path), "--policy", str(policy)])
+        assert result.exit_code == EXIT_GATE_FAILED, (token, result.output)
+        assert "a rule never passes on" in result.output
+
+
 # --- disparities ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind, value, ci, limit", [
@@ -565,4 +620,11 @@ def test_an_unreadable_policy_file_is_an_input_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "read_text", refuse)
     with pytest.raises(PolicyError, match="cannot be read \\(Permission denied\\)"):
+        load_policy(path)
+
+
+def test_a_policy_with_a_number_past_pythons_digit_limit_is_a_policy_error(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text('[[rule]]\nid = "r"\nmetric = "detection.failure_rate"\nmax = ' + "9" * 5000 + "\n")
+    with pytest.raises(PolicyError, match="is not valid TOML .*Exceeds the limit"):
         load_policy(path)

@@ -186,7 +186,7 @@ def test_no_usable_row_is_an_error_that_counts_the_reasons(tmp_path):
 def test_dataset_json_that_is_not_json_is_an_error(tmp_path):
     root = make_dataset(tmp_path / "ds")
     write_csv(root / INFO_FILE, "{not json")
-    with pytest.raises(DatasetError, match="dataset.json' cannot be read"):
+    with pytest.raises(DatasetError, match="dataset.json' is not valid JSON"):
         load_dataset(root)
 
 

@@ -130,6 +130,9 @@ def test_reembed_dimension_mismatch_with_real_onnx(tmp_path):
     ('image_id,vec\na,"[1,2]"\nb,"[1,2,3]"\n', "row 2 (image_id 'b') has 3 values; the rows before have 2."),
     ("image_id,x,y\na,1,2\n", "cannot tell which columns hold the vectors"),
     ("image_id,v0\n", "has no rows."),
+    ("image_id,v0,v999999999\na,1,2\n", "missing ['v1', 'v2', 'v3', 'v4', 'v5']"),
+    ("image_id,v0,v1,v01\na,1,2,3\n", "the columns ['v01', 'v1'] name the same vector index"),
+    ('image_id,vec\na,"' + "[" * 100000 + "]" * 100000 + '"\n', "row 1 (image_id 'a'): column 'vec' holds"),
 ])
 def test_bad_files_are_refused_with_the_row(tmp_path, content, message):
     path = tmp_path / "bad.csv"
@@ -137,6 +140,13 @@ def test_bad_files_are_refused_with_the_row(tmp_path, content, message):
     with pytest.raises(InputError) as caught:
         PrecomputedTarget(path=str(path), threshold="0.6")
     assert message in str(caught.value)
+
+
+def test_a_column_named_v_and_5000_digits_is_no_vector_index(tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_text("image_id,v" + "9" * 5000 + "\na,1.5\nb,2.5\n")
+    target = PrecomputedTarget(path=str(path), threshold="0.6")     # read as the one column of JSON lists
+    assert target.dimension == 1
 
 
 def test_registry_spec_and_options(wide_csv, tmp_path):

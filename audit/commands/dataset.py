@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 
+from audit.commands.options import MAX_IMAGES, seed_option
 from audit.commands.terminal import echo
-from audit.data.balance import DEFAULT_SEED, balance_dataset
+from audit.data.balance import balance_dataset
 from audit.data.describe import describe_dataset, render_description
 from audit.data.fetch import PUBLISHED_ARCHIVES, fetch_dataset
 from audit.data.importers import KINDS, LFW_IMAGES, LFW_LABELS, ImportSummary, import_dataset
@@ -221,10 +222,9 @@ def describe_command(folder: Path, group_by: tuple[str, ...] | None, as_json: bo
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--by", required=True, callback=_attribute_list, metavar="ATTRS",
               help="Comma-separated attributes whose every intersection gets --per-group images.")
-@click.option("--per-group", required=True, type=click.IntRange(min=1), metavar="N",
+@click.option("--per-group", required=True, type=click.IntRange(1, MAX_IMAGES), metavar="N",
               help="Images per group.")
-@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int,
-              help="Seed of the sample: the same seed gives the same dataset.")
+@seed_option("Seed of the sample: the same seed gives the same dataset")
 @click.option("--allow-smaller", is_flag=True,
               help="Give a group with fewer than N images all it has, instead of stopping.")
 @click.option("--copy", "copy_images", is_flag=True,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from audit.commands.options import (cache_options, threads_option, face_options, make_face_config, parse_group_by,
-                                    scheduler_option, target_options, training_options)
+from audit.commands.options import (cache_options, face_options, make_face_config, parse_group_by,
+                                    scheduler_option, seed_option, target_options, threads_option,
+                                    training_options)
 from audit.commands.terminal import echo
 
 
@@ -37,7 +38,7 @@ def generator() -> None:
 @click.option("--group-by", "group_by", help="Attributes the training set is balanced over with "
               "--train-balance group-by (default: race and gender where the corpus has them).")
 @training_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling and the training.")
+@seed_option("Seed of the sampling and the training")
 @cache_options
 @threads_option
 @face_options
@@ -70,8 +71,11 @@ def train(target_spec, target_option, datasets, excluded, out_dir, overwrite, gr
         near_duplicate_distance=near_duplicate_distance, identity_loss=identity_loss, device=device, seed=seed,
         cache_path=cache_path, use_cache=not no_cache, face_config=make_face_config(detector, upsample, min_score),
         workers=workers, scheduler=scheduler, show_progress=not quiet, overwrite=overwrite)
-    summary = artifact.info["training_set"]
+    summary = artifact.info.get("training_set") or {}
+    distance = artifact.info.get("best_val_mean_distance")   # null in generator.json where it was NaN
+    shown = f"{distance:.3f}" if isinstance(distance, (int, float)) else "undefined"
     echo(f"Generator: {artifact.folder} (target {artifact.info['target']['name']}, best epoch "
-         f"{artifact.info['best_epoch']}, validation distance {artifact.info['best_val_mean_distance']:.3f})")
-    echo(f"Trained on {summary['n_train_images']} images of {summary['n_train_people']} people; dropped: "
-         + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["dropped"].items()) or "none"))
+         f"{artifact.info['best_epoch']}, validation distance {shown})")
+    echo(f"Trained on {summary.get('n_train_images', '?')} images of {summary.get('n_train_people', '?')} "
+         "people; dropped: " + (", ".join(f"{k.replace('_', ' ')} {v}"
+                                         for k, v in (summary.get("dropped") or {}).items()) or "none"))

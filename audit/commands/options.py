@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +15,40 @@ from audit.faces import DEFAULT_MIN_SCORE, DEFAULT_UPSAMPLE, FaceConfig
 from audit.outputs import write_atomic, writing
 from audit.threads import set_threads
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR,
-                                       DEFAULT_VALIDATE_EVERY)
+                                       DEFAULT_VALIDATE_EVERY, MAX_BASE_CHANNELS, MAX_SEED)
+
+# Every integer option has a largest value as well as a smallest: click's plain int takes
+# -1 and 10**30 alike, and numpy, torch or a loop over the value then fail deep inside a run
+# (or never end).  The limits are far past any real use, each with its reason.
+#: Epochs and validation rounds: the method trains 150 epochs.
+MAX_EPOCHS = 100_000
+#: Faces per training step (the method's 300; a large GPU takes a few thousand).
+MAX_BATCH_SIZE = 1_000_000
+#: Images per group or cell: more than any dataset holds.
+MAX_IMAGES = 1_000_000_000
+#: Worker processes on one machine.
+MAX_WORKERS = 1024
+
+
+def seed_option(help_text: str) -> Callable:
+    """``--seed``: 0 to :data:`MAX_SEED` (numpy refuses a negative seed, torch one past 64 bits)."""
+    return click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+                        help=f"{help_text}.")
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf, which pass any bound (nan compares false with all)."""
+
+    name = "float"
+
+    def _describe_range(self) -> str:
+        return super()._describe_range() if self.min is not None or self.max is not None else "finite"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def target_options(func: Callable) -> Callable:
@@ -70,6 +104,10 @@ def cache_options(func: Callable) -> Callable:
     return func
 
 
+#: More compute threads than any machine this runs on has.
+MAX_THREADS = 1024
+
+
 def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
     if not ctx.resilient_parsing:
         set_threads(value)
@@ -77,16 +115,16 @@ def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None
 
 def threads_option(func: Callable) -> Callable:
     """``--threads N``: compute threads (torch's CPU kernels), applied as the options are read."""
-    return click.option("--threads", type=click.IntRange(min=1), default=None, expose_value=False,
+    return click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, expose_value=False,
                         callback=_apply_threads,
                         help="Compute threads for embedding and training (default: the CPUs this process may "
                              "use, from its affinity and any container quota).")(func)
 
 
 def face_options(func: Callable) -> Callable:
-    func = click.option("--workers", type=click.IntRange(min=1), default=None,
+    func = click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
                         help="Processes for face detection (default: all cores).")(func)
-    func = click.option("--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True,
+    func = click.option("--min-score", type=FiniteFloatRange(), default=DEFAULT_MIN_SCORE, show_default=True,
                         help="Discard HOG detections scoring below this.")(func)
     func = click.option("--upsample", type=click.IntRange(0, 3), default=DEFAULT_UPSAMPLE, show_default=True,
                         help="Detector pyramid upsampling steps (0 suits pre-cropped faces).")(func)
@@ -112,30 +150,30 @@ def training_options(func: Callable) -> Callable:
     """How the inversion generator is trained (``audit run`` and ``audit generator train``)."""
 
     options = [
-        click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True,
+        click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=DEFAULT_EPOCHS, show_default=True,
                      help="Generator training epochs (the method's 150; fewer on a CPU)."),
         click.option("--image-size", type=click.Choice(["64", "128"]), default="64", show_default=True,
                      help="Size of the reconstructed faces."),
-        click.option("--batch-size", type=click.IntRange(min=2), default=DEFAULT_BATCH_SIZE, show_default=True,
+        click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE), default=DEFAULT_BATCH_SIZE, show_default=True,
                      help="Training batch size (the method's 300; larger on a GPU)."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True, max=1, max_open=True), default=DEFAULT_LR,
+        click.option("--lr", type=FiniteFloatRange(min=0, min_open=True, max=1, max_open=True), default=DEFAULT_LR,
                      show_default=True, help="Adam's learning rate for the generator."),
-        click.option("--validate-every", type=click.IntRange(min=1), default=DEFAULT_VALIDATE_EVERY,
+        click.option("--validate-every", type=click.IntRange(1, MAX_EPOCHS), default=DEFAULT_VALIDATE_EVERY,
                      show_default=True,
                      help="Re-embed validation reconstructions every K epochs to pick the best checkpoint."),
         click.option("--average-identities", is_flag=True,
                      help="Train on per-identity averaged chips (identities with 3+ images), as in the method."),
-        click.option("--generator-channels", type=click.IntRange(min=8), default=DEFAULT_BASE_CHANNELS, show_default=True,
+        click.option("--generator-channels", type=click.IntRange(8, MAX_BASE_CHANNELS), default=DEFAULT_BASE_CHANNELS, show_default=True,
                      help="Channels of the generator's first 4x4 map (the method's 512; smaller trains faster)."),
         click.option("--train-balance", default="group-by", show_default=True,
                      help="Balance the training corpus over 'group-by' (the audit's attributes), 'none', or a "
                           "comma list of attributes."),
-        click.option("--train-per-group", type=click.IntRange(min=1),
+        click.option("--train-per-group", type=click.IntRange(1, MAX_IMAGES),
                      help="Training images per cell of the balance attributes (default: the smallest cell)."),
-        click.option("--near-duplicate-distance", type=click.FloatRange(min=0),
+        click.option("--near-duplicate-distance", type=FiniteFloatRange(min=0),
                      help="Drop training images this close to an audit image's embedding (default: a tenth "
                           "of the target's threshold)."),
-        click.option("--identity-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+        click.option("--identity-loss", type=FiniteFloatRange(min=0), default=0.0, show_default=True,
                      help="White-box option (dlib): add this weight x the target's embedding distance to the "
                           "generator's loss. Off by default so black-box and white-box audits stay comparable."),
         click.option("--device", default="auto", show_default=True, help="auto (the GPU if any), cpu or cuda."),

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import click
 
-from audit.commands.options import (cache_options, threads_option, dataset_option, face_options, make_face_config,
-                                    parse_group_by, scheduler_option, target_options, training_options,
-                                    write_junit, write_verdict_file)
+from audit.commands.options import (cache_options, dataset_option, face_options, make_face_config,
+                                    parse_group_by, scheduler_option, seed_option, target_options,
+                                    threads_option, training_options, write_junit, write_verdict_file)
 from audit.commands.terminal import echo
 from audit.gate import format_verdict_table, verdict_to_junit, verdict_to_markdown
 from audit.outputs import check_writable_file
 from audit.results import CORRECTIONS
-from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, PROBES, RunConfig
+from audit.run_config import (DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PROBES, MAX_GENERATOR_SEEDS,
+                              MAX_N_RESAMPLES, MAX_REQUESTS, PROBES, RunConfig)
 
 
 @click.command()
@@ -40,18 +41,18 @@ from audit.run_config import DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_PR
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Use this finished generator ('audit generator train') instead of training one "
                    "(repeatable: one folder per seed).")
-@click.option("--generator-seeds", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--generator-seeds", type=click.IntRange(1, MAX_GENERATOR_SEEDS), default=1, show_default=True,
               help="Train this many generators with different seeds: figures pool them and a disparity "
                    "counts only if it holds under every one.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, training and bootstrap.")
-@click.option("--resamples", "n_resamples", type=click.IntRange(min=100), default=DEFAULT_N_RESAMPLES,
+@seed_option("Seed of splits, training and bootstrap")
+@click.option("--resamples", "n_resamples", type=click.IntRange(100, MAX_N_RESAMPLES), default=DEFAULT_N_RESAMPLES,
               show_default=True, help="Bootstrap resamples behind each 95% interval of a mean.")
 @click.option("--correction", type=click.Choice(CORRECTIONS), default=DEFAULT_CORRECTION, show_default=True,
               help="How findings survive the run's many comparisons: holm (no false finding in the whole "
                    "report, at 95%) or bh (Benjamini-Hochberg: at most 5% of findings false).")
 @click.option("--pairs", "pairs_file", help="Official verification pairs (LFW's pairs.txt): a file or a URL "
               "(s3://...); found in the dataset folder (local or at a URL) if there.")
-@click.option("--max-requests", type=click.IntRange(min=1), help="Budget of API requests (cloud targets).")
+@click.option("--max-requests", type=click.IntRange(1, MAX_REQUESTS), help="Budget of API requests (cloud targets).")
 @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Gate the results on this policy (TOML); exit code 1 when a rule fails.")
 @click.option("--baseline", "baseline_path", type=click.Path(exists=True, path_type=Path),

@@ -94,6 +94,7 @@ def pick_identities(sizes: Sequence[tuple[str, int]], target: int, *, seed: int)
     any that would overshoot; when that misses the target, a subset-sum
     search over the same order finds an exact set if one exists.
     """
+    target = min(target, sum(n for _, n in sizes))   # no set adds up to more: the bitsets stay small
     rng = np.random.default_rng(seed)
     order = [sizes[i] for i in rng.permutation(len(sizes))]
     chosen, total = [], 0

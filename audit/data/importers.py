@@ -22,7 +22,6 @@ Label rules (documented for users in ``datasets/README.md``):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -41,6 +40,7 @@ from audit.data.manifest import (IDENTITY_COLUMN, IMAGE_EXTENSIONS, NON_ATTRIBUT
                                  RESERVED_COLUMNS, SHA256_COLUMN, Resolver, digest_files,
                                  exclusions_frame, is_inside, write_dataset_folder, write_dataset_hash_cache)
 from audit.errors import DatasetError
+from audit.json_model import read_json
 from audit.outputs import writing
 
 #: The folder inside DEST through which the manifest's paths reach the images.
@@ -283,11 +283,8 @@ def _lfw_genders(rows: list[dict[str, str]], listed: dict[str, dict[str, list[st
 
 def _lfw_races(path: Path, people: set[str], notes: list[str]) -> dict[str, tuple[str, str]]:
     """``person -> (race, race_labels)`` from lfw_race_dict.json."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{str(path)!r} cannot be read as JSON ({exc}); it must map person "
-                           "names to race labels, e.g. {\"Woody_Allen\": \"caucasian\"}.") from exc
+    raw = read_json(path, error=DatasetError, fix="it must be a JSON object mapping person names to race "
+                                                  "labels, e.g. {\"Woody_Allen\": \"caucasian\"}.")
     if not isinstance(raw, dict):
         raise DatasetError(f"{str(path)!r} must be a JSON object mapping person names to race "
                            "labels, e.g. {\"Woody_Allen\": \"caucasian\"}.")

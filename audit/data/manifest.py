@@ -38,6 +38,7 @@ from audit import __version__
 from audit.data.csv_records import CsvRecord, read_csv_records
 from audit.errors import DatasetError
 from audit.images import FORMATS_TEXT, ImageReadError, open_image, read_regular_file
+from audit.json_model import read_json
 from audit.outputs import replacing
 from audit.progress import Progress
 
@@ -425,14 +426,11 @@ def read_info(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / INFO_FILE
     if not path.exists():
         return {}
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{str(path)!r} cannot be read ({exc}). It only records how the folder "
-                           "was made: re-import the dataset, or delete the file if you wrote the "
-                           "manifest yourself.") from exc
+    fix = ("it only records how the folder was made: re-import the dataset, or delete the file if you "
+           "wrote the manifest yourself.")
+    info = read_json(path, error=DatasetError, fix=fix)
     if not isinstance(info, dict):
-        raise DatasetError(f"{str(path)!r} is not a JSON object; re-import the dataset or delete it.")
+        raise DatasetError(f"{str(path)!r} is not a JSON object: {fix}")
     _check_info_fields(info, path)
     return info
 

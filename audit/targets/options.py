@@ -11,6 +11,9 @@ from typing import Any
 from audit.errors import InputError
 
 TRUE_WORDS = ("1", "true", "yes", "on")
+#: The largest whole number a target option takes where the target names no bound: what fits
+#: numpy's and torch's 64-bit integers (a larger one fails deep inside them).
+MAX_OPTION_INT = 2 ** 63 - 1
 FALSE_WORDS = ("0", "false", "no", "off")
 
 
@@ -57,7 +60,8 @@ def option_int(name: str, value: Any, *, minimum: int | None = None,
         raise InputError(f"target option {name}={value!r} is not a whole number.") from None
     if minimum is not None and number < minimum:
         raise InputError(f"target option {name}={value!r} must be >= {minimum}.")
-    if maximum is not None and number > maximum:
+    maximum = MAX_OPTION_INT if maximum is None else maximum
+    if number > maximum:
         raise InputError(f"target option {name}={value!r} must be <= {maximum}.")
     return number
 

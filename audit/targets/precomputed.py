@@ -44,7 +44,8 @@ PLACEHOLDER_THRESHOLD = 0.6
 DEFAULT_ID_COLUMN = "image_id"
 MISSING_REASON = "no precomputed vector for this image"
 REEMBED_PREFIX = "reembed."
-_V_COLUMN = re.compile(r"^v(\d+)$")
+#: A vector column: v0, v1, ... (ASCII digits, at most nine: a longer number is no column index).
+_V_COLUMN = re.compile(r"^v([0-9]{1,9})$")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _NO_REEMBED = ("precomputed vectors cannot embed new images (the inversion probe's "
                "reconstructions need the model): pass --target-option reembed=<spec> with the "
@@ -224,9 +225,12 @@ def _read_vectors(path: Path, id_column: str, vector_column: str | None) -> tupl
     elif v_columns:
         numbers = [n for n, _ in v_columns]
         if numbers != list(range(len(numbers))):
-            missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
+            repeated = sorted({c for n, c in v_columns if numbers.count(n) > 1})
+            if repeated:
+                raise InputError(f"{path.name!r}: the columns {repeated[:5]} name the same vector index; "
+                                 "keep one of them.")
             raise InputError(f"{path.name!r}: vector columns must be v0..v{max(numbers)} without "
-                             f"gaps; missing {['v%d' % m for m in missing[:5]]}.")
+                             f"gaps; missing {['v%d' % m for m in _first_gaps(numbers)]}.")
         block = table[[c for _, c in v_columns]]
         try:
             vectors = block.to_numpy(dtype=np.float64)
@@ -247,6 +251,17 @@ def _read_vectors(path: Path, id_column: str, vector_column: str | None) -> tupl
     return ids, vectors.astype(np.float32)
 
 
+def _first_gaps(numbers: list[int], limit: int = 5) -> list[int]:
+    """The first indices missing from sorted ``numbers`` (walked, never a range as long as the largest)."""
+    missing, expected = [], 0
+    for n in numbers:
+        while expected < n and len(missing) < limit:
+            missing.append(expected)
+            expected += 1
+        expected = n + 1
+    return missing
+
+
 def _first_bad_number(block, ids: list[str]) -> np.ndarray:
     for k, row in enumerate(block.itertuples(index=False)):
         for column, value in zip(block.columns, row):
@@ -264,7 +279,7 @@ def _parse_list_column(column, ids: list[str], name: str) -> np.ndarray:
         try:
             values = json.loads(cell) if isinstance(cell, str) else cell
             array = np.asarray(values, dtype=np.float64).ravel()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             raise InputError(f"row {k + 1} (image_id {ids[k]!r}): column {name!r} holds "
                              f"{str(cell)[:40]!r}, not a list of numbers.") from None
         if rows and array.size != rows[0].size:

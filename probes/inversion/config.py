@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from audit.errors import InputError
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_BETAS, DEFAULT_DEVICE,
                                        DEFAULT_EPOCHS, DEFAULT_EVAL_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_LR,
-                                       DEFAULT_NOISE_STD, DEFAULT_VALIDATE_EVERY)
+                                       DEFAULT_NOISE_STD, DEFAULT_VALIDATE_EVERY, MAX_BASE_CHANNELS,
+                                       MAX_SEED)
 
 #: Output sizes the generator can draw.
 IMAGE_SIZES = (64, 128)
@@ -52,6 +53,9 @@ class TrainingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}={value!r}, must be a positive integer.")
+        if self.base_channels > MAX_BASE_CHANNELS:
+            raise InputError(f"base_channels={self.base_channels!r}, must be at most {MAX_BASE_CHANNELS} "
+                             f"(the method's is {DEFAULT_BASE_CHANNELS}).")
         if self.batch_size < 2:
             raise InputError(f"batch_size={self.batch_size!r}, must be at least 2 (BatchNorm needs two "
                              "samples per batch).")
@@ -63,8 +67,8 @@ class TrainingConfig:
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
         if not (isinstance(self.noise_std, (int, float)) and self.noise_std >= 0 and math.isfinite(self.noise_std)):
             raise InputError(f"noise_std={self.noise_std!r}, must be a finite number >= 0 (0 turns it off).")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed={self.seed!r}, must be a non-negative integer.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"seed={self.seed!r}, must be a whole number from 0 to {MAX_SEED}.")
         if not (self.device in ("auto", "cpu") or str(self.device).startswith("cuda")):
             raise InputError(f"device={self.device!r}, must be 'auto', 'cpu', 'cuda' or 'cuda:N'.")
         if self.image_size not in IMAGE_SIZES:

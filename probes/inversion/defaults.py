@@ -33,3 +33,14 @@ DEFAULT_DEVICE = "auto"
 DEFAULT_EVAL_BATCH_SIZE = 500
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_BASE_CHANNELS = 512
+#: The most channels the generator's first map may have (8x the method's): the network's
+#: projection already holds 4*4*C weights per embedding dimension, 8 million at dlib's 128.
+MAX_BASE_CHANNELS = 4096
+#: The most weights the generator's projection (embedding -> 4x4 map) may hold: 4 GiB of
+#: float32, far past any network this tool trains, so that a damaged checkpoint asking for
+#: more is refused instead of exhausting the machine's memory.
+MAX_PROJECTION_WEIGHTS = 2 ** 30
+#: The largest seed any command takes (``--seed``), and any seed the tool derives from it
+#: (``seed + k`` for the k-th generator, small offsets per fold) stays far below torch's
+#: 64-bit limit; 32 bits is what numpy's legacy generator and scikit-learn accept.
+MAX_SEED = 2 ** 32 - 1

@@ -29,7 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from probes.inversion.config import IMAGE_SIZES, UPSAMPLING
-from probes.inversion.defaults import DEFAULT_BASE_CHANNELS, DEFAULT_IMAGE_SIZE
+from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_IMAGE_SIZE, MAX_BASE_CHANNELS,
+                                       MAX_PROJECTION_WEIGHTS)
 
 #: The projection's spatial size: 4x4, as in DCGAN.
 START_SIZE = 4
@@ -137,6 +138,11 @@ class InversionGenerator(nn.Module):
         if not isinstance(base_channels, int) or base_channels < min_base:
             raise ValueError(f"base_channels={base_channels!r}, must be an integer >= {min_base} so that "
                              f"it can be halved {n_stages - 1} times for image_size={image_size}.")
+        if base_channels > MAX_BASE_CHANNELS:
+            raise ValueError(f"base_channels={base_channels!r}, must be at most {MAX_BASE_CHANNELS}.")
+        if embedding_dim * base_channels * START_SIZE * START_SIZE > MAX_PROJECTION_WEIGHTS:
+            raise ValueError(f"embedding_dim={embedding_dim!r} with base_channels={base_channels!r} would need "
+                             f"more than {MAX_PROJECTION_WEIGHTS:,} projection weights; use fewer channels.")
         if upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling={upsampling!r}, must be one of {UPSAMPLING}.")
         self.embedding_dim = embedding_dim

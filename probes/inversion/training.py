@@ -173,10 +173,31 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def load_generator(path: Path) -> InversionGenerator:
-    """Rebuild a trained generator from ``best.pt`` or ``last.pt`` (weights only), in eval mode."""
+    """Rebuild a trained generator from ``best.pt`` or ``last.pt`` (weights only), in eval mode.
+
+    A checkpoint that loads but does not hold a generator (a key missing, a
+    negative channel count, weights of another shape) is an InputError
+    saying what is wrong with it, never a KeyError from deep inside torch.
+    """
     ckpt = load_checkpoint(path)
-    model = InversionGenerator(**ckpt["generator"])
-    model.load_state_dict(ckpt["model"])
+    where = f"checkpoint {str(path)!r}"
+    if not isinstance(ckpt, dict):
+        raise InputError(f"{where} holds a {type(ckpt).__name__}, not a checkpoint of this tool.")
+    for key in ("generator", "model"):
+        if not isinstance(ckpt.get(key), dict):
+            found = "no" if key not in ckpt else f"a {type(ckpt[key]).__name__} as its"
+            raise InputError(f"{where} has {found} {key!r} key, not the network's "
+                             f"{'settings' if key == 'generator' else 'weights'}.")
+    try:
+        model = InversionGenerator(**ckpt["generator"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: the network's settings {ckpt['generator']!r:.120} do not make a generator "
+                         f"({exc}).") from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"{where}: its weights do not fit its network's settings "
+                         f"({' '.join(str(exc).split())[:200]}).") from None
     return model.eval()
 
 
@@ -458,10 +479,21 @@ class _TrainingRun:
         if not self.last_path.exists():
             self.best_path.unlink(missing_ok=True)  # a stale best.pt must never outlive its run
             return
-        last_path, config = self.last_path, self.config
+        last_path = self.last_path
         ckpt = load_checkpoint(last_path)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"checkpoint {str(last_path)!r} has format {ckpt.get('format')!r}, this version "
+        try:
+            self._resume(ckpt)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError, RecursionError) as exc:
+            raise InputError(f"checkpoint {str(last_path)!r} is damaged ({type(exc).__name__}: {str(exc)[:200]}); "
+                             "delete it to start the training afresh.") from exc
+        log.info("resuming generator training at epoch %d of %d", self.start_epoch + 1, self.config.epochs)
+
+    def _resume(self, ckpt: dict) -> None:
+        """Load ``last.pt``'s state; a KeyError or TypeError here means the file is damaged."""
+        last_path, config = self.last_path, self.config
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise InputError(f"checkpoint {str(last_path)!r} has format {found!r}, this version "
                              f"writes {CHECKPOINT_FORMAT}. Use a new checkpoint folder.")
         changes = _config_changes(ckpt["config"], config)
         if ckpt["data_fingerprint"] != self.fingerprint:
@@ -477,10 +509,11 @@ class _TrainingRun:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.rng.set_state(ckpt["rng_state"])
         self.history = json.loads(ckpt["history"])
+        if not isinstance(self.history, list) or not all(isinstance(h, dict) for h in self.history):
+            raise ValueError("its training history is not a list of epochs")
         self.best = {"epoch": ckpt["best"]["epoch"], "score": float(ckpt["best"]["score"]),
                      "val_mean_distance": float(ckpt["best"]["val_mean_distance"])}
         self.start_epoch = int(ckpt["epoch"])
-        log.info("resuming generator training at epoch %d of %d", self.start_epoch + 1, config.epochs)
 
     def train_epoch(self, epoch: int, chips_dev: torch.Tensor, emb_dev: torch.Tensor, starts: list[int],
                     ends: list[int]) -> float:

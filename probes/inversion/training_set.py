@@ -39,7 +39,6 @@ equal size after faces that could not be found or near-duplicates are gone.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from audit.data.manifest import read_info
 from audit.distances import cross_distances
 from audit.errors import InputError
 from audit.targets.base import Metric
@@ -103,10 +103,11 @@ def corpus_origin(root: Path, info: Mapping) -> str:
 
 
 def _read_info(folder: Path) -> dict:
-    path = Path(folder) / "dataset.json"
+    """The dataset.json of a folder a balanced one was drawn from; {} where it is gone or unreadable
+    (the origin then falls back to the folder itself)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_info(folder)
+    except InputError:
         return {}
 
 

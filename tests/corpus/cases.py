@@ -52,6 +52,14 @@ class Inputs:
     policy: Path | None = None
     results: str | bytes | None = None
     cache: Path | None = None
+    #: A generator folder for 'audit run --generator' (audited with the clean dataset of the session).
+    generator: Path | None = None
+    #: Command lines (command name -> arguments) the case runs as they are; {DATASET}, {OUT},
+    #: {RESULTS} and {POLICY} stand for an empty folder, a fresh output folder, a clean run folder
+    #: and a clean policy.
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    #: Options added to the dataset's 'audit run' (e.g. a probe that reads a file of the case).
+    run_options: list[str] = field(default_factory=list)
     #: Render the report of this case's run (slow: only a few cases do).
     report: bool = False
     #: Also run the inversion probe with a tiny generator (slow: only a few cases do).
@@ -640,6 +648,9 @@ POLICY_CASES = (
     _policy_case("baseline-without-baseline", RULE.replace("max = 1.0", "baseline = { max_worsening = 0.1 }"),
                  words="baseline"),
     _policy_case("deeply-nested", "a = " + "[" * 5000 + "]" * 5000 + "\n", words="Policy"),
+    _policy_case("latin-1", RULE.replace('id = "r"', 'id = "r\u00e9gle"').encode("latin-1"),
+                 words="is not valid TOML ('utf-8' codec can't decode byte 0xe9"),
+    _policy_case("a-5000-digit-bound", RULE.replace("max = 1.0", "max = " + "9" * 5000), words="Policy"),
     _policy_case("a-folder", None, special="folder", words="No policy file"),
     _policy_case("a-fifo", None, special="fifo", words="No policy file"),
 )
@@ -648,12 +659,18 @@ POLICY_CASES = (
 # --------------------------------------------------------------------------- results files
 
 def _results_case(name: str, make_text: Callable[[dict], str | bytes], *, exit_code: int | None = 2,
-                  words: str | None = None) -> Case:
+                  words: str | None = None, gate: int | None = None, gate_words: str | None = None) -> Case:
+    """A results file for gate, report and a later run's --baseline (``gate``/``gate_words``: the gate's
+    own verdict where it differs from the report's, as for a figure no rule may pass)."""
     def make(root: Path) -> Inputs:
         # gate and report read the file alike: refused by both, or read by both
-        return Inputs(results=make_text,
-                      expected_exit={"gate": exit_code, "report": exit_code} if exit_code is not None else {},
-                      expected_words={"gate": words, "report": words} if words else {})
+        exits = {"gate": exit_code, "report": exit_code, "baseline": exit_code} if exit_code is not None else {}
+        said = {"gate": words, "report": words, "baseline": words} if words else {}
+        if gate is not None:
+            exits["gate"] = exits["baseline"] = gate
+        if gate_words is not None:
+            said["gate"] = gate_words
+        return Inputs(results=make_text, expected_exit=exits, expected_words=said)
     return Case(f"results-{name}", make)
 
 
@@ -686,6 +703,30 @@ def _hostile_groups(results: dict) -> None:
                 disparity[key] = renamed[disparity[key]]
 
 
+#: A number no figure of a run has, replaced in the text by a token Python's json reads as a float.
+_MARK = 123456.789
+
+
+def _non_finite_figure(token: str, key: str = "value") -> Callable[[dict], str]:
+    """Every figure of the detection probe's failure rate (the gate's rule) with ``key`` = ``token``."""
+    def text(results: dict) -> str:
+        data = json.loads(json.dumps(results))
+        for item in data["figures"]:
+            if item["metric"] == "failure_rate":
+                item[key] = _MARK
+        return json.dumps(data).replace(str(_MARK), token)
+    return text
+
+
+def _non_finite_disparity(token: str, key: str = "value") -> Callable[[dict], str]:
+    def text(results: dict) -> str:
+        data = json.loads(json.dumps(results))
+        for item in data["disparities"]:
+            item[key] = _MARK
+        return json.dumps(data).replace(str(_MARK), token)
+    return text
+
+
 RESULTS_CASES = (
     _results_case("hostile-group-labels", _edit(_hostile_groups), exit_code=None),
     _results_case("valid", lambda r: json.dumps(r), exit_code=0),
@@ -708,8 +749,28 @@ RESULTS_CASES = (
     _results_case("tests-p-value-text", _set("tests", {"detection.failure_rate": {"race": {"p_value": "low"}}}),
                   words="tests.detection.failure_rate.race.p_value is str 'low', not a number"),
     _results_case("deeply-nested", lambda r: json.dumps(r)[:-1] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}",
-                  exit_code=None),
-    _results_case("binary", lambda r: bytes(range(256)), words="is not valid JSON"),
+                  words="nests JSON more than 100 levels deep"),
+    _results_case("nested-past-the-limit", lambda r: json.dumps(r)[:-1] + ', "x": ' + "[" * 150 + "]" * 150 + "}",
+                  words="nests JSON more than 100 levels deep"),
+    _results_case("a-5000-digit-number", lambda r: json.dumps(r)[:-1] + ', "x": ' + "9" * 5000 + "}",
+                  words="is not valid JSON (Exceeds the limit"),
+    _results_case("latin-1", lambda r: json.dumps(r, ensure_ascii=False).replace('"tool"', '"t\u00f6ol"', 1)
+                  .encode("latin-1", errors="replace"), words="is not UTF-8 text"),
+    _results_case("a-string", lambda r: '"results"', words="no 'schema_version'"),
+    _results_case("null", lambda r: "null", words="no 'schema_version'"),
+    _results_case("figures-a-list-of-lists", _set("figures", [[1, 2]]), words="figures[0] is list"),
+    *(_results_case(f"figure-{name}", _non_finite_figure(token), exit_code=0, gate=1,
+                    gate_words="not a finite number")
+      for name, token in (("minus-infinity", "-Infinity"), ("infinity", "Infinity"), ("1e999", "1e999"),
+                          ("minus-1e999", "-1e999"))),
+    _results_case("figure-nan-token", _non_finite_figure("NaN"), exit_code=0, gate=1,
+                  gate_words="the figure is undefined (NaN"),
+    _results_case("interval-minus-infinity", _non_finite_figure("-Infinity", key="ci_low"), exit_code=0),
+    _results_case("interval-infinity", _non_finite_figure("Infinity", key="ci_high"), exit_code=0),
+    _results_case("disparity-minus-infinity", _non_finite_disparity("-Infinity"), exit_code=0),
+    _results_case("p-value-minus-infinity", _non_finite_disparity("-Infinity", key="p_value"), exit_code=0),
+    _results_case("count-1e999", _first_figure("n_people", 1e999), words="not a number"),
+    _results_case("binary", lambda r: bytes(range(256)), words="is not UTF-8 text"),
 )
 
 
@@ -776,6 +837,189 @@ CACHE_CASES = (
 )
 
 
+# --------------------------------------------------------------------------- dataset.json, pairs, LFW files
+
+def _dataset_info_case(name: str, text: str | bytes, words: str) -> Case:
+    """A dataset whose dataset.json is damaged: every command that loads the dataset refuses it alike."""
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=4, per_person=1)
+        (dataset / "dataset.json").write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+        commands = ("describe", "embed", "run", "balance")
+        return Inputs(dataset=dataset, expected_rows=None, expected_exit={c: 2 for c in commands},
+                      expected_words={c: words for c in ("describe", "run")})
+    return Case(f"dataset-info-{name}", make)
+
+
+DATASET_INFO_CASES = (
+    _dataset_info_case("deeply-nested", '{"kind": ' + "[" * 100000 + "]" * 100000 + "}", "nests JSON more than"),
+    _dataset_info_case("nested-past-the-limit", '{"kind": "folders", "x": ' + "[" * 150 + "]" * 150 + "}",
+                       "nests JSON more than 100 levels deep"),
+    _dataset_info_case("latin-1", '{"source": "caf\u00e9"}'.encode("latin-1"), "is not UTF-8 text (byte 0xe9"),
+    _dataset_info_case("a-list", "[1, 2]", "is not a JSON object"),
+    _dataset_info_case("images-not-an-object", '{"images": "copy"}', "has 'images' = 'copy', not an object"),
+    _dataset_info_case("references-not-a-list", '{"references": 5}', "has 'references' = 5, not a list"),
+    _dataset_info_case("a-5000-digit-number", '{"x": ' + "9" * 5000 + "}", "is not valid JSON (Exceeds the limit"),
+)
+
+
+def _pairs_case(name: str, data: bytes, words: str, *, in_folder: bool = False) -> Case:
+    """A verification pairs file (--pairs, or the dataset folder's pairs.txt) refused before any embedding."""
+    def make(root: Path) -> Inputs:
+        dataset = face_dataset(root / "ds", people=2, per_person=2)
+        pairs = dataset / "pairs.txt" if in_folder else root / "pairs.txt"
+        pairs.write_bytes(data)
+        options = ["--probes", "detection,verification"] + ([] if in_folder else ["--pairs", str(pairs)])
+        return Inputs(dataset=dataset, expected_rows=4, run_options=options, expected_exit={"run": 2},
+                      expected_words={"run": words})
+    return Case(f"pairs-{name}", make)
+
+
+PAIRS_CASES = (
+    _pairs_case("latin-1", "p0 1 2\nJos\u00e9 1 2\n".encode("latin-1"), "line 2: byte 0xe9 is not UTF-8 text"),
+    _pairs_case("latin-1-in-the-folder", "Jos\u00e9 1 2\n".encode("latin-1"), "byte 0xe9 is not UTF-8 text",
+                in_folder=True),
+    _pairs_case("utf16", "p0 1 2\n".encode("utf-16"), "is not UTF-8 text"),
+    _pairs_case("superscript-digit", "p0 1 \u00b2\n".encode(), "is not 'Name i j'"),
+    _pairs_case("a-5000-digit-number", b"p0 1 " + b"9" * 5000 + b"\n", "is not 'Name i j'"),
+    _pairs_case("no-pair", b"10 300\n", "holds no pair"),
+)
+
+
+def _lfw_file_case(name: str, relative: str, data: bytes, words: str) -> Case:
+    def make(root: Path) -> Inputs:
+        inputs = _lfw_source(root)
+        (inputs.source[1] / relative).write_bytes(data)
+        inputs.expected_exit = {"import": 2}
+        inputs.expected_words = {"import": words}
+        return inputs
+    return Case(f"source-lfw-{name}", make)
+
+
+LFW_FILE_CASES = (
+    _lfw_file_case("race-dict-deeply-nested", "labels/lfw_race_dict.json", b"[" * 100000 + b"]" * 100000,
+                   "nests JSON more than"),
+    _lfw_file_case("race-dict-nested-values", "labels/lfw_race_dict.json",
+                   b'{"Ann_Lee": ' + b"[" * 500 + b"]" * 500 + b"}", "nests JSON more than 100 levels deep"),
+    _lfw_file_case("race-dict-latin-1", "labels/lfw_race_dict.json", '{"Ann_L\u00e9e": "x"}'.encode("latin-1"),
+                   "is not UTF-8 text"),
+    _lfw_file_case("names-latin-1", "labels/female_names.txt", "Ann_L\u00e9e_0001.jpg\n".encode("latin-1"),
+                   "female_names.txt' cannot be read"),
+)
+
+
+def _fairface_latin1(root: Path) -> Inputs:
+    inputs = _fairface_clean_but_odd(root)
+    label = inputs.source[1] / "fairface_label_train.csv"
+    label.write_bytes(label.read_text().replace("Female", "F\u00e9male", 1).encode("latin-1"))
+    inputs.expected_exit, inputs.expected_words = {"import": 2}, {"import": "is not UTF-8 text"}
+    return inputs
+
+
+def _exclusions_latin1(root: Path) -> Inputs:
+    dataset = face_dataset(root / "ds", people=4, per_person=1)
+    (dataset / "exclusions.csv").write_bytes("row,path,reason\n2,x.png,caf\u00e9\n".encode("latin-1"))
+    return Inputs(dataset=dataset, expected_exit={c: 2 for c in ("describe", "embed", "run", "balance")},
+                  expected_words={"describe": "exclusions.csv"})
+
+
+# --------------------------------------------------------------------------- generator folders
+
+#: A clean generator folder, trained once per session (seconds: a tiny network on 30 random chips)
+#: in the folder of the first case that needs it (the session's temporary folders outlive it).
+_CLEAN_GENERATOR: list[Path] = []
+
+
+def _clean_generator(root: Path) -> Path:
+    if not _CLEAN_GENERATOR:
+        from tests.test_generator_artifact import make
+
+        folder = root.parent / "clean-generator"
+        make(folder)
+        _CLEAN_GENERATOR.append(folder)
+    return _CLEAN_GENERATOR[0]
+
+
+def _generator_case(name: str, damage: Callable[[Path], None] | None, words: str) -> Case:
+    def make(root: Path) -> Inputs:
+        import shutil
+
+        folder = root / "gen"
+        shutil.copytree(_clean_generator(root), folder)
+        if damage is not None:
+            damage(folder)
+        return Inputs(generator=folder, expected_exit={"run-generator": 2}, expected_words={"run-generator": words})
+    return Case(f"generator-{name}", make)
+
+
+def generator_cases() -> list[Case]:
+    """Every damage of tests/test_generator_damage.py, each file of the folder, through 'audit run --generator'."""
+    from tests.test_generator_damage import DAMAGES
+
+    # The clean folder was trained against a stand-in model: a real target refuses it by its fingerprint.
+    return [_generator_case("clean-for-another-target", None, "was trained against target"),
+            *(_generator_case(name, damage, "is damaged (") for name, (damage, _) in DAMAGES.items())]
+
+
+# --------------------------------------------------------------------------- number options
+
+def option_cases() -> list[Case]:
+    """Every number option of every command, with the values numpy and torch cannot take.
+
+    A whole number gets one below its least value, 10**30 and -10**30; a
+    float nan, inf and -inf.  Each must be refused when the options are
+    parsed (exit 2 naming the option), before the command reads anything.
+    """
+    import click
+
+    from audit.cli import cli
+
+    def commands(group, path=()):
+        for name, command in sorted(group.commands.items()):
+            if isinstance(command, click.Group):
+                yield from commands(command, (*path, name))
+            else:
+                yield (*path, name), command
+
+    cases = []
+    for words, command in commands(cli):
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            kind = param.type
+            if isinstance(kind, click.types.IntParamType):
+                values = [str(min(-1, (getattr(kind, "min", None) or 0) - 1)), str(10 ** 30), str(-10 ** 30)]
+            elif isinstance(kind, click.types.FloatParamType):
+                values = ["nan", "inf", "-inf"]
+            else:
+                continue
+            option = param.opts[0]
+
+            def make(root: Path, words=words, option=option, values=values) -> Inputs:
+                required = _REQUIRED.get(words, [])
+                if option in required:          # given once only: a second one would win over the bad value
+                    at = required.index(option)
+                    required = required[:at] + required[at + 2:]
+                lines = {f"{' '.join(words)} {option}={v}": [*words, f"{option}={v}", *required] for v in values}
+                return Inputs(commands=lines, expected_exit={c: 2 for c in lines},
+                              expected_words={c: f"Invalid value for '{option}'" for c in lines})
+            cases.append(Case(f"option-{'-'.join(words)}{option}", make))
+    return cases
+
+
+#: What each command needs besides the bad option.  {DATASET} is an empty folder: a command whose
+#: option is left unchecked then fails on it at once, with another message (an expectation that
+#: fails), instead of starting work that a value such as 10**30 would never let end.
+_REQUIRED = {
+    ("run",): ["--dataset", "{DATASET}", "--out", "{OUT}", "--probes", "detection", "--no-report", "-q"],
+    ("embed",): ["--dataset", "{DATASET}", "-q"],
+    ("generator", "train"): ["--dataset", "{DATASET}", "--out", "{OUT}", "-q"],
+    ("dataset", "balance"): ["{DATASET}", "{OUT}", "--by", "race", "--per-group", "1"],
+    ("dataset", "describe"): ["{DATASET}"],
+    ("gate",): ["{RESULTS}", "--policy", "{POLICY}"],
+    ("report",): ["{RESULTS}"],
+}
+
+
 def all_cases() -> list[Case]:
     return [
         *(_image_case(kind) for kind in IMAGE_CASES),
@@ -806,4 +1050,11 @@ def all_cases() -> list[Case]:
         *POLICY_CASES,
         *RESULTS_CASES,
         *CACHE_CASES,
+        *DATASET_INFO_CASES,
+        Case("dataset-exclusions-latin-1", _exclusions_latin1),
+        *PAIRS_CASES,
+        *LFW_FILE_CASES,
+        Case("source-fairface-latin-1", _fairface_latin1),
+        *generator_cases(),
+        *option_cases(),
     ]

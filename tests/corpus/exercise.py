@@ -32,6 +32,9 @@ RUN_FAST = ["--probes", "detection", "--no-report", *FAST]
 TRAIN = ["--probes", "detection,inversion,volume,verification", "--epochs", "1", "--generator-channels", "16",
          "--batch-size", "16", "--no-report", *FAST]
 POLICY = '[[rule]]\nid = "detection"\nmetric = "detection.failure_rate"\ngrouping = "race"\nmax = 1.0\n'
+#: A rule against an earlier run: a results file of a case is read as that earlier run (--baseline).
+BASELINE_POLICY = ('[[rule]]\nid = "no-worse"\nmetric = "detection.failure_rate"\ngrouping = "race"\n'
+                   'baseline = { max_worsening = 0.0 }\n')
 OLD = "an earlier output, which a failed command must leave as it is\n"
 STATUSES = ("ok", "no_face", "error")
 
@@ -94,6 +97,10 @@ def exercise(case: Case, root: Path, baseline: Baseline) -> list[str]:
         _results_commands(runner, inputs, baseline)
     if inputs.cache is not None:
         _cache_commands(runner, inputs, baseline)
+    if inputs.generator is not None:
+        _generator_commands(runner, inputs, baseline)
+    if inputs.commands:
+        _command_lines(runner, inputs, baseline)
     return runner.report()
 
 
@@ -172,8 +179,8 @@ def _dataset_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) 
                 runner.expect(embedded, False, f"{image_id} got no vector and is not named", kind=SILENT_DROP)
 
     out = _copy(baseline.run, root / "run")
-    ran = runner.invoke("run", ["run", "--dataset", dataset, "--out", out, *(TRAIN if inputs.train else RUN_FAST)],
-                        keep_on_failure=[out])
+    ran = runner.invoke("run", ["run", "--dataset", dataset, "--out", out, *(TRAIN if inputs.train else RUN_FAST),
+                                *inputs.run_options], keep_on_failure=[out])
     _expect(runner, ran, inputs, "run")
     if ran.exit_code == 0:
         _check_run(runner, ran, inputs, out, usable, excluded_ids)
@@ -369,6 +376,13 @@ def _results_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) 
     _expect(runner, rendered, inputs, "report")
     if rendered.exit_code == 0:
         _check_report(runner, rendered, out)
+    now = _copy(baseline.run, runner.root / "now")
+    policy = runner.root / "baseline-policy.toml"
+    policy.write_text(BASELINE_POLICY)
+    junit = _old_file(runner.root / "baseline-gate.xml")
+    compared = runner.invoke("baseline", ["gate", now, "--policy", policy, "--baseline", out / "results.json",
+                                          "--junit", junit], keep_on_failure=[junit, now])
+    _expect(runner, compared, inputs, "baseline")
 
 
 def _cache_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) -> None:
@@ -379,3 +393,28 @@ def _cache_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) ->
                              outputs=[cache, *side] if inputs.expected_exit.get("embed") == 0 else side,
                              keep_on_failure=[cache])
     _expect(runner, embedded, inputs, "embed")
+
+
+# --------------------------------------------------------------------------- generators, command lines
+
+def _generator_commands(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) -> None:
+    """'audit run --generator GEN' on the clean dataset: a damaged folder is refused before any embedding."""
+    out = _copy(baseline.run, runner.root / "run")
+    ran = runner.invoke("run-generator", ["run", "--dataset", baseline.dataset, "--generator", inputs.generator,
+                                          "--out", out, "--probes", "detection,inversion", "--no-report", *FAST],
+                        keep_on_failure=[out, inputs.generator])
+    _expect(runner, ran, inputs, "run-generator")
+
+
+def _command_lines(runner: CorpusRunner, inputs: Inputs, baseline: Baseline) -> None:
+    """The case's own command lines, over an empty folder for a dataset and a copy of the session's clean run."""
+    root = runner.root
+    dataset = root / "empty"
+    dataset.mkdir()
+    results = _copy(baseline.run, root / "results")
+    for name, args in inputs.commands.items():
+        out = root / "out"
+        places = {"{DATASET}": dataset, "{OUT}": out, "{RESULTS}": results, "{POLICY}": baseline.policy}
+        ran = runner.invoke(name, [places.get(a, a) for a in args], outputs=[out],
+                            keep_on_failure=[dataset, results])
+        _expect(runner, ran, inputs, name)
