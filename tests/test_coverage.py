@@ -41,6 +41,10 @@ REDUCED = [
     ("volume: group of 2m", 40, 150),
     ("volume: group of 10m", 20, 100),
     ("volume gap: groups equal", 40, 120),
+    ("impostor_match_rate: group of 2m", 60, 150),
+    ("impostor_match_rate gap: n vs 6.7n", 30, 100),
+    ("nn_distance_impostor: group of 2m", 40, 100),
+    ("nn_distance_impostor gap: groups equal", 30, 100),
     ("leakage: success at own FMR 10%", 60, 150),
     ("leakage: rank 1 in equal gallery", 60, 150),
     ("leakage: AUC", 60, 150),
@@ -57,8 +61,15 @@ def test_interval_covers_the_truth_about_95_percent_of_the_time(kind, people, si
     row = coverage(kind, people, sims, seed=2026)
     assert 0.90 <= row.coverage <= 0.99, f"{kind} at {people} people: {100 * row.coverage:.1f}% coverage"
     assert row.median_width > 0
+    assert row.zero_width == 0, f"{kind} at {people} people: {row.zero_width} intervals of zero width"
 
 
 def test_a_threshold_from_too_few_pairs_is_reported_not_estimable_not_as_a_miss():
     row = coverage("leakage: success at own FMR 0.1%", 40, 5, seed=2026)
     assert math.isnan(row.coverage)
+
+
+def test_no_match_in_any_subsample_still_gives_an_interval_of_positive_width():
+    """Groups of 8 people (subsamples of 4, six pairs): most subsamples have no match at all."""
+    row = coverage("impostor_match_rate: group of 2m", 8, 60, seed=2026)
+    assert row.zero_width == 0
