@@ -32,7 +32,13 @@ How the data are clustered by people
   and 200) and between equal groups (truth 0: ``excl. 0`` is the size of
   the gap test), and a real gap (the second group shrunk by 0.93, or with a
   flatter spectrum for the effective dimensionality: ``excl. 0`` is the
-  power).  The table also counts intervals of zero width.
+  power).  The table also counts intervals of zero width.  At 30 people
+  (``--people 30``, seed 0, 400 datasets): the match rate covers 90.5%
+  (seeds 1 and 2: 94.3%, 94.5%), its 30-vs-200 gap test has size 7.8%
+  (seeds 1 and 2: 4.3%, 4.7%), equal groups 3.0%, power 15.5% (it was
+  95.0%, 5.5%, 0.0% and 5.0%, with zero-width intervals); the
+  nearest-neighbour distance 96.0%, size 3.8% and 2.5%, power 16.8%; the
+  effective dimensionality (unchanged) 99.0%, size 1.5% and 0.0%, power 1.5%.
 * Identity leakage (``probes.inversion.leakage``): each person has an
   identity, one real embedding and one reconstruction that recovers a
   share of the identity (``benchmarks/leakage_cases.py``); the truths are
