@@ -326,7 +326,7 @@ class VerificationSection(Record):
 
 @dataclass(kw_only=True)
 class SignalTest(Record):
-    """Whether one group's reconstructions are closer to their own source than to the group's others."""
+    """Whether one group's reconstructions are closer to their own source than to the others sharing its labels."""
 
     grouping: str = ""
     group: str = ""
@@ -339,6 +339,9 @@ class SignalTest(Record):
     alpha: float | None = None
     signal: bool = False
     reason: str | None = None
+    stratified_on: list[str] = field(default_factory=list)
+    n_strata: int | None = None
+    n_alone: int | None = None
 
 
 @dataclass(kw_only=True)

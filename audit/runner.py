@@ -464,7 +464,8 @@ class AuditRun:
                 impostor_distances=impostors, config=training, out_dir=out, groupings=self.groupings,
                 person="identity", seed=config.seed, average_identities=config.average_identities,
                 progress=config.show_progress, identity_model=identity_model,
-                n_generators=config.generator_seeds, n_resamples=config.n_resamples)
+                n_generators=config.generator_seeds, n_resamples=config.n_resamples,
+                label_columns=self.dataset.attributes)
             samples, signal, leakage = result.samples, result.signal, result.leakage
             details = dict(result.details)
             details["split_sizes"] = {str(k): int(v) for k, v in split.value_counts().items()}
@@ -524,7 +525,8 @@ class AuditRun:
             generators=generators, embeddings=vectors, chips=self.embset.chips[rows], table=table, split=split,
             embed_fn=embed_fn, metric=self.target.metric, default_threshold=self.target.default_threshold,
             impostor_distances=impostors, out_dir=out, groupings=self.groupings, person="identity",
-            seed=config.seed, eval_batch_size=training.eval_batch_size, n_resamples=config.n_resamples)
+            seed=config.seed, eval_batch_size=training.eval_batch_size, n_resamples=config.n_resamples,
+            label_columns=self.dataset.attributes)
         details.update(measured.details)
         details.update(_generator_details(artifacts, sources))
         details["split_sizes"] = {str(k): int(v) for k, v in split.value_counts().items()}

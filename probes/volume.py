@@ -63,6 +63,29 @@ standard error ``s * sqrt(m / (n - m) + 1 / B)`` and a normal interval
 around the mean over draws; ``benchmarks/coverage.py`` shows its coverage
 for groups of ``2m`` people and of many more.  A group of exactly ``m``
 people has no interval (every subsample is the group).
+If every draw gives the same value the spread says nothing about the
+uncertainty: the figure then has no interval (rather than one of zero
+width, which would claim it exact).
+
+The two pair figures need no draws: their mean over *every* subsample of
+``m`` people can be computed on all the group's people (one random image
+each, at most :data:`MAX_PAIR_PEOPLE`), so they carry no draw noise and
+their uncertainty is estimated from the people alone.  A pair of people
+is in a random subsample with the same chance as any other, so
+``impostor_match_rate`` is the match rate over all the group's pairs, with
+a Clopper-Pearson interval on its effective number of pairs, the variance
+the unbiased one of a U-statistic of order 2 (:func:`match_rate_estimate`):
+never of zero width, even with no match at all (the subsample draws of a
+rare match all gave 0, and a zero-width interval).  For ``nn_distance_impostor`` a
+person's nearest neighbour in a random subsample is their ``k``-th nearest
+of the group with a hypergeometric chance (:func:`nearest_neighbour_weights`),
+which gives the all-subsamples mean exactly; its standard error is a
+delete-a-group jackknife over people (:data:`JACKKNIFE_GROUPS` groups, a
+Student t).  ``effective_dimensionality`` keeps the draws and the formula
+above, which errs wide (a participation ratio of ``m`` points varies far
+more from draw to draw than its mean over draws does between groups).
+``benchmarks/coverage.py`` has the coverage, the zero-width count and the
+size and power of the gaps of each.
 ``relative_log_volume_per_dim`` is the group's figure minus the whole
 population's, its standard error theirs combined (the population holds the
 group, so this errs on the wide side).  Disparities compare every two
@@ -84,7 +107,7 @@ from audit.errors import InputError
 from audit.json_model import from_json, json_safe
 from audit.result_sections import Spectrum, VolumeSection
 from audit.results import ALL, FLAG_SMALL_GROUP, grouping_name
-from probes.estimates import NormalEstimate
+from probes.estimates import Estimate, NormalEstimate, ProportionEstimate
 from probes.result import ProbeResult
 from probes.stats import (
     DEFAULT_CONFIDENCE,
@@ -106,6 +129,11 @@ DEFAULT_N_DRAWS = 50
 MIN_SUBSAMPLE_SIZE = 3
 #: Eigenvalues kept per group in ``details`` (the head of the spectrum).
 N_EIGENVALUES_REPORTED = 10
+#: People per group on whom the pair figures (match rate, nearest neighbour) are computed at most
+#: (a seeded subsample above it): their distance matrix is this squared.
+MAX_PAIR_PEOPLE = 1_000
+#: Groups of people left out in turn by the nearest-neighbour figure's jackknife (its degrees of freedom + 1).
+JACKKNIFE_GROUPS = 20
 
 METRICS = {  # name -> (better, disparity kinds)
     "log_volume_per_dim": ("higher", ("gap",)),   # a log: only differences mean something
@@ -239,8 +267,15 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
                                                 metric=metric, threshold=threshold)
         spectra[f"{g}: {lab}"] = {"top_eigenvalues": mean_eig[:N_EIGENVALUES_REPORTED].tolist(),
                                   "total_variance": float(mean_eig.sum())}
-    estimates = {key: {m: subsample_estimate(draws, len(people_of[key]), size) for m, draws in v.items()}
-                 for key, v in values.items()}
+    estimates: dict[tuple[str, str], dict[str, Estimate]] = {
+        key: {m: subsample_estimate(draws, len(people_of[key]), size) for m, draws in v.items()}
+        for key, v in values.items()}
+    pair_rng = np.random.default_rng([seed, 1])   # its own stream: the subsample draws stay as they were
+    for g, lab, mask in groups:
+        people = people_of[g, lab]
+        if size is not None and len(people) >= size:
+            estimates[g, lab].update(pair_figures(x, persons, mask, people, size=size, metric=metric,
+                                                  threshold=threshold, rng=pair_rng))
     population = estimates[ALL, ALL].get("log_volume_per_dim", NormalEstimate(math.nan, math.nan))
     for key, by_metric in estimates.items():
         own = by_metric.get("log_volume_per_dim", NormalEstimate(math.nan, math.nan))
@@ -252,9 +287,11 @@ def volume_probe(embeddings: np.ndarray, samples: pd.DataFrame, *, groupings: Se
             estimate = estimates[g, lab][name]
             n_people = len(people_of[g, lab])
             flags = [FLAG_SMALL_GROUP] if (size is not None and n_people < size) else []
+            count = int(round(estimate.count)) if isinstance(estimate, ProportionEstimate) else None
             collected.add(figure_from_estimate(estimate, probe=PROBE, metric=name, grouping=g, group=lab,
                                                confidence=confidence, n_images=int(mask.sum()), n_people=n_people,
-                                               better=better, min_people=min_people, flags=flags), estimate)
+                                               count=count, better=better, min_people=min_people, flags=flags),
+                          estimate)
     figures = collected.figures()
     disparities_out = collected.disparities({name: kinds for name, (_, kinds) in METRICS.items()},
                                             confidence=confidence)
@@ -289,12 +326,111 @@ def _group_draws(x: np.ndarray, persons: np.ndarray, mask: np.ndarray, people: n
     return per_draw, np.mean(eigs, axis=0)
 
 
+def pair_figures(x: np.ndarray, persons: np.ndarray, mask: np.ndarray, people: np.ndarray, *, size: int,
+                 metric: str, threshold: float, rng: np.random.Generator) -> dict[str, Estimate]:
+    """The match rate and the nearest-neighbour distance of one group, on all its people at once.
+
+    One random image per person, at most :data:`MAX_PAIR_PEOPLE` people (a
+    seeded subsample).  Both figures are what the mean over every subsample
+    of ``size`` people would give, computed exactly instead of from a few
+    draws (see the module docstring), so their uncertainty is the people's
+    alone.
+    """
+    pos = np.flatnonzero(mask)
+    rows = pd.Series(np.arange(len(pos))).groupby(persons[mask], sort=False).indices
+    chosen_people = people if len(people) <= MAX_PAIR_PEOPLE else rng.choice(people, MAX_PAIR_PEOPLE,
+                                                                                 replace=False)
+    one = np.array([pos[rows[p][rng.integers(len(rows[p]))]] for p in chosen_people])
+    d = cross_distances(x[one], x[one], metric)
+    matched = (d <= threshold) & ~np.eye(len(one), dtype=bool)   # the match rule d <= t
+    return {"impostor_match_rate": match_rate_estimate(matched),
+            "nn_distance_impostor": nearest_neighbour_estimate(d, size, rng)}
+
+
+def match_rate_estimate(matched: np.ndarray) -> ProportionEstimate:
+    """The share of pairs of different people that match, with the unbiased variance of a U-statistic.
+
+    ``matched``: the symmetric ``n x n`` match indicator of all the group's
+    people (False on the diagonal).  The rate over all pairs is a
+    U-statistic of order 2, whose variance is ``(4 (n - 2) z1 + 2 z2) / (n
+    (n - 1))`` (Hoeffding) with ``z2 = p (1 - p)`` the variance of one pair
+    and ``z1`` the covariance of two pairs sharing a person; ``p``, ``p^2``
+    and the shared-person moment each have an unbiased estimate from the
+    counts (pairs, pairs of pairs at a person, disjoint pairs of pairs), so
+    the variance estimate is unbiased too.  The interval is Clopper-Pearson
+    on the effective number of pairs (:class:`~probes.estimates.ProportionEstimate`),
+    never of zero width.
+    """
+    m = np.asarray(matched, dtype=np.float64)
+    n = len(m)
+    pairs = n * (n - 1) / 2
+    if n < 2:
+        return ProportionEstimate(0.0, 0.0)
+    per_person = m.sum(axis=1)
+    total = float(per_person.sum() / 2)
+    if n < 4:
+        return ProportionEstimate(total, pairs, math.nan, n)
+    at_a_person = float(np.sum(per_person * (per_person - 1)))   # ordered matched pairs of pairs sharing a person
+    disjoint = total * total - total - at_a_person                  # ordered matched pairs of disjoint pairs
+    p = total / pairs
+    p_squared = disjoint / (pairs * (pairs - 1) - n * (n - 1) * (n - 2))
+    shared = at_a_person / (n * (n - 1) * (n - 2)) - p_squared
+    variance = (4 * (n - 2) * shared + 2 * (p - p_squared)) / (n * (n - 1))
+    return ProportionEstimate(total, pairs, variance, n)
+
+
+def nearest_neighbour_weights(n: int, size: int) -> np.ndarray:
+    """``w[k - 1]``: chance that a person's nearest neighbour in a random subsample of ``size`` of ``n``
+    people (the person included) is their ``k``-th nearest of all ``n - 1`` others.
+
+    The other ``size - 1`` members are a random subset of the ``n - 1``;
+    ``P(smallest rank >= k) = C(n - k, size - 1) / C(n - 1, size - 1)``,
+    whose successive ratios are ``(n - k - size + 1) / (n - k)``.
+    """
+    k = np.arange(1, n)
+    ratio = np.clip((n - k - size + 1) / (n - k), 0.0, None)
+    at_least = np.concatenate([[1.0], np.cumprod(ratio)])[: n - 1]      # P(smallest rank >= k), k = 1..n-1
+    return at_least - np.concatenate([at_least[1:], [0.0]])
+
+
+def nearest_neighbour_mean(d: np.ndarray, size: int) -> float:
+    """Mean over every subsample of ``size`` people of the mean nearest-neighbour distance (``d``: all pairs)."""
+    n = len(d)
+    ordered = np.sort(d + np.diag(np.full(n, np.inf)), axis=1)[:, : n - 1]
+    return float(np.mean(ordered @ nearest_neighbour_weights(n, size)))
+
+
+def nearest_neighbour_estimate(d: np.ndarray, size: int, rng: np.random.Generator) -> NormalEstimate:
+    """:func:`nearest_neighbour_mean` with a delete-a-group jackknife standard error over people.
+
+    The people are split at random into :data:`JACKKNIFE_GROUPS` groups
+    (fewer where removing one would leave fewer than ``size`` people); the
+    figure is recomputed without each group and ``v = (K - 1) / K *
+    sum_k (f_k - mean f)^2``, read on a Student t with ``K - 1`` degrees
+    of freedom.  NaN where fewer than two groups can be left out or ``v`` is 0.
+    """
+    n = len(d)
+    value = nearest_neighbour_mean(d, size)
+    k = min(JACKKNIFE_GROUPS, n)
+    while k >= 2 and n - math.ceil(n / k) < size:
+        k -= 1
+    if k < 2:
+        return NormalEstimate(value, math.nan)
+    fold = rng.permutation(n) % k
+    left_out = np.array([nearest_neighbour_mean(d[np.ix_(fold != j, fold != j)], size) for j in range(k)])
+    variance = (k - 1) / k * float(np.sum((left_out - left_out.mean()) ** 2))
+    if not variance > 0:
+        return NormalEstimate(value, math.nan)
+    return NormalEstimate(value, math.sqrt(variance), df=k - 1)
+
+
 def subsample_estimate(draws: np.ndarray, n_people: int, size: int | None) -> NormalEstimate:
     """The mean over subsample draws, with the standard error ``s * sqrt(m / (n - m) + 1 / B)``.
 
     ``s`` is the standard deviation of the ``B`` finite draws, ``m`` the
     subsample size and ``n`` the group's people (see the module docstring).
-    NaN where there are fewer than two draws or ``n <= m``.
+    NaN where there are fewer than two draws, ``n <= m``, or every draw is
+    the same (a zero-width interval would claim the figure exact).
     """
     draws = np.asarray(draws, dtype=np.float64)
     finite = draws[np.isfinite(draws)]
@@ -304,6 +440,8 @@ def subsample_estimate(draws: np.ndarray, n_people: int, size: int | None) -> No
     if finite.size < 2 or size is None or n_people <= size:
         return NormalEstimate(value, math.nan)
     spread = float(np.std(finite, ddof=1))
+    if not spread > 0:   # every draw alike: the draws cannot tell the figure's uncertainty, and 0 is not it
+        return NormalEstimate(value, math.nan)
     return NormalEstimate(value, spread * math.sqrt(size / (n_people - size) + 1.0 / finite.size))
 
 

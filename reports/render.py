@@ -413,6 +413,7 @@ def _inversion_trust(detail: InversionSection, order: Mapping[str, list[str]]) -
     training_set = detail.training_set
     return {
         "signal_rows": signal_rows,
+        "stratified_on": ", ".join(next((t.stratified_on for t in detail.signal if t.stratified_on), [])),
         "signal_tested": summary.tested,
         "signal_overall": summary.overall,
         "groups_without_signal": list(summary.groups_without_signal),

@@ -47,6 +47,10 @@ REDUCED = [
     ("gap: rates 5% = 5% (20x people)", 20, 300),
     ("rate 0.1% (20 images each)", 400, 200),
     ("FMR gap: groups equal (8x people)", 25, 60),
+    ("impostor_match_rate: group of 2m", 60, 150),
+    ("impostor_match_rate gap: n vs 6.7n", 30, 100),
+    ("nn_distance_impostor: group of 2m", 40, 100),
+    ("nn_distance_impostor gap: groups equal", 30, 100),
     ("leakage: success at own FMR 10%", 60, 150),
     ("leakage: rank 1 in equal gallery", 60, 150),
     ("leakage: AUC", 60, 150),
@@ -70,6 +74,7 @@ def test_interval_covers_the_truth_about_95_percent_of_the_time(kind, people, si
     low, high = (0.93, 1.0) if kind in FEW_ERRORS else (0.90, 0.99)
     assert low <= row.coverage <= high, f"{kind} at {people} people: {100 * row.coverage:.1f}% coverage"
     assert row.median_width > 0
+    assert row.zero_width == 0, f"{kind} at {people} people: {row.zero_width} intervals of zero width"
 
 
 def test_a_threshold_from_many_images_of_few_people_is_not_estimable():
@@ -94,3 +99,9 @@ def test_whole_runs_under_the_global_null_keep_the_family_wise_error(races):
 def test_a_threshold_from_too_few_pairs_is_reported_not_estimable_not_as_a_miss():
     row = coverage("leakage: success at own FMR 0.1%", 40, 5, seed=2026)
     assert math.isnan(row.coverage)
+
+
+def test_no_match_in_any_subsample_still_gives_an_interval_of_positive_width():
+    """Groups of 8 people (subsamples of 4, six pairs): most subsamples have no match at all."""
+    row = coverage("impostor_match_rate: group of 2m", 8, 60, seed=2026)
+    assert row.zero_width == 0

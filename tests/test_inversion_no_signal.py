@@ -121,3 +121,48 @@ def test_a_disparity_that_flips_between_generators_is_unstable():
     mark_unstable([flips], samples, [["race"]])
     mark_unstable([steady], samples_steady, [["race"]])
     assert flips.flags == ["unstable"] and steady.flags == []
+
+
+class GenderOnly(nn.Module):
+    """A 'generator' that reads the gender from the embedding and draws that gender's average face: no identity."""
+
+    image_size = 64
+
+    def __init__(self, vectors: np.ndarray, chips: np.ndarray, female: np.ndarray) -> None:
+        super().__init__()
+        self.vectors = torch.from_numpy(vectors)
+        self.female = torch.from_numpy(np.asarray(female, dtype=bool))
+        as_float = chips.astype(np.float32) / 255.0
+        self.faces = torch.from_numpy(np.stack([as_float[~female].mean(axis=0), as_float[female].mean(axis=0)]))
+        self.faces = self.faces.permute(0, 3, 1, 2)
+        self.noise = torch.Generator().manual_seed(0)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        nearest = torch.cdist(embeddings, self.vectors).argmin(dim=1)
+        faces = self.faces[self.female[nearest].long()]
+        return (faces * 0.9 + torch.rand(faces.shape, generator=self.noise) * 0.1).clamp(0, 1)
+
+
+def test_a_generator_that_carries_only_gender_has_no_signal_when_gender_is_a_known_label(tmp_path):
+    """Compared with everyone of the group it would pass (its faces have the right gender); compared with
+    the people sharing its labels (race, and the dataset's gender column) it does not."""
+    n = 60
+    rng = np.random.default_rng(4)
+    chips = rng.integers(0, 200, size=(n, 64, 64, 3)).astype(np.uint8)
+    female = np.arange(n) % 2 == 0
+    chips[female, :, :32] += 55                        # the gender shows in the face, so in the embedding
+    target = ProjectionTarget()
+    vectors = target.vectors(chips)
+    table = pd.DataFrame({"image_id": [f"{i}.png" for i in range(n)], "identity": [f"p{i}" for i in range(n)],
+                          "race": ["A", "B", "C"] * (n // 3), "gender": np.where(female, "F", "M"),
+                          "age": [str(20 + i) for i in range(n)]})
+    common = dict(generators=[Reconstructor(GenderOnly(vectors, chips, female))], embeddings=vectors, chips=chips,
+                  table=table, split=np.array(["test"] * n, dtype=object), embed_fn=target.embed_fn,
+                  metric="euclidean", default_threshold=0.6, impostor_distances=None, groupings=[["race"]], seed=0)
+    unaware = measure_reconstructions(**common, out_dir=tmp_path / "a")
+    assert all(t.signal for t in unaware.signal)       # race alone is known: the gender fools the test
+    measured = measure_reconstructions(**common, out_dir=tmp_path / "b", label_columns=["race", "gender", "age"])
+    assert not any(t.signal for t in measured.signal)
+    assert all(t["stratified_on"] == ["race", "gender"] for t in measured.details["signal"])
+    figures, disparities = summarize(measured.samples)
+    assert mark_no_signal(figures, disparities, measured.signal)["overall"] is False

@@ -166,3 +166,57 @@ def test_a_group_just_above_the_subsample_size_gets_a_wider_interval_not_a_narro
     hits = np.mean([f.ci_low <= truth <= f.ci_high for f in found])
     assert hits >= 0.88, hits
     assert all(f.ci_high - f.ci_low > 0 for f in found)
+
+
+# --------------------------------------------------------------------------- the pair figures, on everyone
+
+def test_a_group_without_a_single_match_still_gets_an_interval_of_positive_width():
+    """Every subsample has no match: the draws alone would give [0, 0] (a rate claimed exact)."""
+    rng = np.random.default_rng(3)
+    x, df = clouds(rng, {"A": (40, np.full(8, 10.0)), "B": (40, np.full(8, 10.0))})
+    res = volume_probe(x, df, groupings=[["race"]], metric="euclidean", threshold=0.01, n_draws=10)
+    for fig in figs(res, "impostor_match_rate").values():
+        assert fig.value == 0.0 and fig.count == 0
+        assert fig.ci_low == 0.0 and fig.ci_high > 0.0
+    gap = next(d for d in res.disparities if d.metric == "impostor_match_rate" and d.kind == "gap")
+    assert gap.ci_high > gap.ci_low
+
+
+def test_draws_that_are_all_equal_give_no_interval_not_a_zero_width_one():
+    from probes.volume import subsample_estimate
+    estimate = subsample_estimate(np.full(20, 0.25), n_people=100, size=20)
+    assert estimate.value == 0.25 and math.isnan(estimate.standard_error)
+
+
+def test_the_nearest_neighbour_figure_is_the_mean_over_every_subsample():
+    from probes.volume import _draw_figures, nearest_neighbour_mean, nearest_neighbour_weights
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(24, 5))
+    d = cross_distances(x, x, "euclidean")
+    assert nearest_neighbour_weights(24, 12).sum() == pytest.approx(1.0)
+    draws = [_draw_figures(x[s], x[s], np.arange(12), metric="euclidean", threshold=1.0)[0]["nn_distance_impostor"]
+             for s in (rng.choice(24, 12, replace=False) for _ in range(6000))]
+    assert nearest_neighbour_mean(d, 12) == pytest.approx(np.mean(draws), rel=0.005)
+    # A subsample of everyone: the plain mean nearest-neighbour distance.
+    plain = np.sort(d + np.diag(np.full(24, np.inf)), axis=1)[:, 0].mean()
+    assert nearest_neighbour_mean(d, 24) == pytest.approx(plain)
+
+
+def test_the_match_rate_variance_is_hoeffdings_unbiased_one():
+    """Brute force on a small group: the unbiased estimates of p^2 and of the shared-person moment."""
+    from itertools import combinations, permutations
+    from probes.volume import match_rate_estimate
+    rng = np.random.default_rng(6)
+    n = 8
+    upper = np.triu(rng.random((n, n)) < 0.4, 1)
+    m = upper | upper.T
+    pairs = list(combinations(range(n), 2))
+    h = {p: float(m[p]) for p in pairs}
+    p = np.mean(list(h.values()))
+    shared = [h[a] * h[b] for a, b in permutations(pairs, 2) if len(set(a) & set(b)) == 1]
+    disjoint = [h[a] * h[b] for a, b in permutations(pairs, 2) if not set(a) & set(b)]
+    z1 = np.mean(shared) - np.mean(disjoint)
+    z2 = p - np.mean(disjoint)
+    expected = (4 * (n - 2) * z1 + 2 * z2) / (n * (n - 1))
+    estimate = match_rate_estimate(m)
+    assert estimate.value == pytest.approx(p) and estimate.variance == pytest.approx(expected)

@@ -68,7 +68,7 @@ from probes.inversion.metrics import (DEFAULT_FMR, crossfit_crossing_thresholds,
                                       reconstruction_distances, threshold_at_fmr, threshold_sweep,
                                       type2_distances)
 from probes.inversion.leakage import LeakageResult, leakage_by_group
-from probes.inversion.signal import SignalTest, group_signal_tests
+from probes.inversion.signal import SignalTest, group_signal_tests, label_attributes
 from probes.inversion.splits import (SPLIT_TEST, SPLIT_TEST_EXTRA, SPLIT_TRAIN, SPLIT_VAL, SPLITS,
                                      average_identities as average_identity_chips, group_labels,
                                      person_labels)
@@ -186,7 +186,7 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
                         groupings: Sequence[Sequence[str]], person: str = "identity", seed: int = 0,
                         average_identities: bool = False, samples_per_group: int = DEFAULT_SAMPLES_PER_GROUP,
                         progress: bool = True, identity_model=None, n_generators: int = 1,
-                        n_resamples: int = 1000) -> InversionResult:
+                        n_resamples: int = 1000, label_columns: Sequence[str] = ()) -> InversionResult:
     """Train (or resume) the generator(s) on one dataset's split and measure them on its test people.
 
     The single-dataset path: ``embeddings``, ``chips`` (uint8 aligned
@@ -225,7 +225,8 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
         generators=generators, embeddings=embeddings, chips=chips, table=table, split=split_values,
         embed_fn=embed_fn, metric=metric, default_threshold=default_threshold,
         impostor_distances=impostor_distances, out_dir=out_dir, groupings=groupings, person=person, seed=seed,
-        samples_per_group=samples_per_group, eval_batch_size=config.eval_batch_size, n_resamples=n_resamples)
+        samples_per_group=samples_per_group, eval_batch_size=config.eval_batch_size, n_resamples=n_resamples,
+        label_columns=label_columns)
     details = {**measured.details, **training_details(trained[0], config),
                "generators": [generator_summary(t, f"seed {config.seed + k}", "trained in this run")
                               for k, t in enumerate(trained)],
@@ -326,7 +327,8 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
                             default_threshold: float, impostor_distances: np.ndarray | None, out_dir: Path,
                             groupings: Sequence[Sequence[str]], person: str = "identity", seed: int = 0,
                             samples_per_group: int = DEFAULT_SAMPLES_PER_GROUP,
-                            eval_batch_size: int = 500, n_resamples: int = 1000) -> Measurement:
+                            eval_batch_size: int = 500, n_resamples: int = 1000,
+                            label_columns: Sequence[str] = ()) -> Measurement:
     """Reconstruct every test person with every generator and measure (see the module doc).
 
     ``split`` labels rows ``test`` (one image per test person: the figures)
@@ -336,7 +338,10 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
     resample people.  The crossing threshold is cross-fitted
     (:func:`~probes.inversion.metrics.crossfit_crossing_thresholds`).
     ``signal`` holds the identity-signal test of every group, the
-    generators pooled (:mod:`probes.inversion.signal`).
+    generators pooled (:mod:`probes.inversion.signal`): each reconstruction
+    is compared only with the people sharing all its labels, the grouped
+    attributes and those of ``label_columns`` (the dataset's other
+    attribute columns) with few values (:func:`~probes.inversion.signal.label_attributes`).
     """
     if not generators:
         raise InputError("measure_reconstructions needs at least one generator.")
@@ -383,7 +388,10 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
 
     all_groupings: list[list[str]] = [[]] + [list(g) for g in groupings]
     labels = {grouping_name(g): group_labels(test_table, g) for g in all_groupings}
-    signal = (group_signal_tests(recon_vectors, real, labels, metric=metric, seed=seed) if reembedded else [])
+    stratified_on = label_attributes(test_table, attributes, label_columns)
+    signal = (group_signal_tests(recon_vectors, real, labels, metric=metric, seed=seed,
+                                 strata=group_labels(test_table, stratified_on), stratified_on=stratified_on)
+              if reembedded else [])
     leakage = (leakage_by_group(recon_vectors, recon_ok, real, test_persons, _complete_labels(test_table, labels,
                                                                                             all_groupings),
                                 metric=metric, extras=_other_photos(test), n_resamples=n_resamples, seed=seed)

@@ -321,6 +321,17 @@ INFO_CASES = (
 )
 
 
+def _trainable_everyone_alone(root: Path) -> Inputs:
+    """An extra attribute that gives each person a label combination of their own: the identity-signal
+    test, which compares people only within shared labels, has nobody to compare; the run still ends
+    (the test untested, its figures flagged) and the report renders."""
+    dataset = face_dataset(root / "ds", people=12, per_person=1)
+    rows = [r.split(",") for r in (dataset / "manifest.csv").read_text(encoding="utf-8").splitlines()[1:]]
+    write_manifest_rows(dataset, [[*r, f"band{i}"] for i, r in enumerate(rows)],
+                        header=[*HEADER.split(","), "age_band"])
+    return Inputs(dataset=dataset, expected_rows=12, train=True, report=True, expected_exit={"run": 0})
+
+
 # --------------------------------------------------------------------------- import sources
 
 def _hostile_folders_source(root: Path) -> Inputs:
@@ -1033,6 +1044,7 @@ def all_cases() -> list[Case]:
         Case("dataset-trainable", _trainable),
         *LABEL_CASES,
         Case("labels-attribute-names", _hostile_attribute_names),
+        Case("dataset-trainable-everyone-alone-in-their-labels", _trainable_everyone_alone),
         *MANIFEST_CASES,
         *INFO_CASES,
         Case("source-folders-hostile", _hostile_folders_source),

@@ -248,6 +248,13 @@ def _check_run(runner: CorpusRunner, ran: Run, inputs: Inputs, out: Path, usable
         runner.expect(ran, dataset["n_images"] + dataset["n_excluded"] == inputs.expected_rows,
                       f"results.json: {dataset['n_images']} images + {dataset['n_excluded']} excluded != "
                       f"{inputs.expected_rows} rows", kind=SILENT_DROP)
+    for figure in results.get("figures", []):
+        if figure.get("probe") != "volume":
+            continue
+        low, high = figure.get("ci_low"), figure.get("ci_high")
+        runner.expect(ran, low is None or high is None or high > low,
+                      f"volume figure {figure.get('metric')} of {figure.get('group')}: a zero-width interval "
+                      f"[{low}, {high}] claims it exact")
     status = {row["image_id"]: row["status"] for row in detections}
     for image_id, expected in inputs.expected_status.items():
         got = "excluded" if image_id in excluded else status.get(image_id, "missing")
