@@ -204,9 +204,13 @@ FLAG_TEXT: dict[str, str] = {
                       "pairs): shown, never a finding, and a policy rule on it fails"),
     "no_signal": "the inversion probe found no identity in its reconstructions: the figure measures noise",
     "unstable": "the disparity changes direction between generators: it describes the generator, not the model",
+    "generator_drift": ("the generator redraws this group's faces as another group's (the attributes probe reads "
+                        "its reconstructions as another group): a low inversion figure for it is partly the "
+                        "generator's doing, not the model's"),
 }
 FLAG_SHORT: dict[str, str] = {"small_group": "small group", "few_errors": "few errors", "undefined": "undefined",
-                              "not_estimable": "not estimable", "no_signal": "no signal", "unstable": "unstable"}
+                              "not_estimable": "not estimable", "no_signal": "no signal", "unstable": "unstable",
+                              "generator_drift": "generator drift"}
 
 NOT_AVAILABLE = "n/a"
 DISPARITY_KIND_TEXT = {
