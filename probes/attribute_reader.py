@@ -10,9 +10,9 @@ without one, the inversion probe's training split of the audit set.
 
 The reader is scikit-learn's ``LogisticRegression`` on standardised vectors
 (a ``Pipeline``), its regularisation chosen by cross-validation over
-:data:`C_GRID` with ``GroupKFold`` on people: two images of one person never
-sit on both sides of a fold, so the cross-validated accuracy is that on new
-people.  A class with fewer than :data:`MIN_CLASS_PEOPLE` training people is
+:data:`C_GRID` with people as the unit (``StratifiedGroupKFold``: two images
+of one person never sit on both sides of a fold, so the cross-validated
+accuracy is that on new people, and every fold holds every class).  A class with fewer than :data:`MIN_CLASS_PEOPLE` training people is
 left out (the reader cannot learn it; an audit person of that class is then
 always misread, and the section says so).
 """
@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -156,7 +156,8 @@ def train_reader(attribute: str, vectors: np.ndarray, labels: Sequence, persons:
         reader.pipeline = pipeline.set_params(classify__C=1.0).fit(x, y)
         reader.c = 1.0
         return reader
-    search = GridSearchCV(pipeline, {"classify__C": list(C_GRID)}, cv=GroupKFold(n_splits=n_folds),
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    search = GridSearchCV(pipeline, {"classify__C": list(C_GRID)}, cv=folds,
                           scoring={"balanced_accuracy": "balanced_accuracy", "accuracy": "accuracy"},
                           refit="balanced_accuracy", n_jobs=None, error_score="raise")
     search.fit(x, y, groups=people)

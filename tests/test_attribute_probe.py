@@ -225,3 +225,45 @@ def test_an_age_column_gives_the_age_band_reader_a_chance_level(precomputed_run)
     reader = results["probes"]["attributes"]["readers"]["age_band"]
     assert reader["skipped"] is None or "training people" in reader["skipped"]
     assert math.isfinite(results["probes"]["attributes"]["readers"]["race"]["chance_accuracy"])
+
+
+def tinted_png(index: int) -> bytes:
+    """The test face, tinted blue for race B (odd people): a race the projection target can read."""
+    import io
+
+    from tests.corpus.images import rgb_png
+
+    pixels = np.asarray(Image.open(io.BytesIO(rgb_png(index))).convert("RGB")).astype(int)
+    if index % 2:
+        pixels[..., 2] = np.clip(pixels[..., 2] + 30, 0, 255)
+        pixels[..., 0] = np.clip(pixels[..., 0] - 20, 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_audit_run_reads_the_inversion_probes_reconstructions(tmp_path, monkeypatch):
+    """A stand-in model and a briefly trained generator: fidelity figures for every group, and every group
+    that drifts has its inversion figures flagged."""
+    from audit.run_config import RunConfig
+    from audit.runner import run_audit
+    from tests.corpus.datasets import face_dataset
+    from tests.fake_targets import ProjectionTarget
+
+    monkeypatch.setenv("AUDIT_CACHE", str(tmp_path / "cache.sqlite"))
+    target = ProjectionTarget(seed=3)
+    monkeypatch.setattr("audit.runner.open_target", lambda *args, **kwargs: target)
+    dataset = face_dataset(tmp_path / "faces", people=72, per_person=1, make=tinted_png)
+    config = RunConfig(dataset_dir=dataset, out_dir=tmp_path / "out", workers=1, report=False, show_progress=False,
+                       n_resamples=100, cache_path=tmp_path / "cache.sqlite", probes=("inversion", "attributes"),
+                       group_by=("race", "gender"), epochs=1, batch_size=4, generator_channels=16)
+    results = run_audit(config).results
+    section = results.probes.attributes
+    assert section.readers["race"].skipped is None and section.fidelity_unavailable is None
+    assert section.n_reconstructions and section.n_reconstructions > 0
+    fidelity = [f for f in results.figures if f.metric == "fidelity_race"]
+    assert {f.grouping for f in fidelity} == {"all", "race", "gender", "race*gender"}
+    drifting = {(d.grouping, d.group) for d in section.drift}
+    for f in results.figures:
+        if f.probe == "inversion":
+            assert (FLAG_GENERATOR_DRIFT in f.flags) == ((f.grouping, f.group) in drifting)
