@@ -21,7 +21,8 @@ Generator fidelity
     real embeddings read so, so that the reader's own errors are not charged
     to the generator (1: the generator keeps the group; 0.5: half of what
     the reader sees in the real face is lost).  A group whose fidelity's
-    upper 95% bound lies below ``drift_bound`` (0.9 by default) *drifts*:
+    upper 95% bound lies below ``drift_bound`` (0.9 by default), in a
+    grouping that holds the attribute (:func:`drift_groupings`), *drifts*:
     it is named in ``details.drift`` with the size of the drift and the
     label its reconstructions are read as most, and the runner flags its
     inversion figures ``generator_drift`` (a low inversion figure for it is
@@ -243,6 +244,7 @@ def _fidelity(reconstructions: Reconstructions, samples: pd.DataFrame, predictio
                                          min_people=min_people, disparity_kinds=())
         figures += recon_figures
         recon_by_group = {(f.grouping, f.group): f for f in recon_figures}
+        judged = drift_groupings(attribute, groupings)
         for attrs in [[]] + [list(g) for g in groupings]:
             name = grouping_name(attrs)
             for label, mask in iter_groups(table, attrs):
@@ -253,7 +255,7 @@ def _fidelity(reconstructions: Reconstructions, samples: pd.DataFrame, predictio
                                               n_images=int(rows.sum()), n_people=int(pd.unique(persons[rows]).size),
                                               better="higher", min_people=min_people)
                 figures.append(figure)
-                if (records[attribute].get("readable") and figure.ci_high is not None
+                if (name in judged and records[attribute].get("readable") and figure.ci_high is not None
                         and math.isfinite(figure.ci_high) and figure.ci_high < drift_bound):
                     drift.append(_drift_record(attribute, figure, recon_by_group.get((name, label)),
                                                real_ok[rows], truth[rows], recon[rows]))
@@ -264,6 +266,19 @@ def _fidelity(reconstructions: Reconstructions, samples: pd.DataFrame, predictio
         confusion.append(_joint_confusion(finest, truths, recon_predictions, predictions, samples, table, source,
                                           known, has_vector))
     return figures, drift, confusion, (int(len(table)), int((~has_vector).sum()))
+
+
+def drift_groupings(attribute: str, groupings: Sequence[Sequence[str]]) -> set[str]:
+    """The groupings in which a drift of ``attribute`` is judged: those holding it, else every one but ``all``.
+
+    A group of another attribute mixes sources: where race B is redrawn as
+    race A, half of every gender group is too, and naming the gender groups
+    would only repeat the race groups' drift.  An attribute that is no
+    grouping of the run (age band, read beside race and gender) is judged in
+    every grouping: "B's ages are lost" is news.
+    """
+    holding = {grouping_name(g) for g in groupings if attribute in g}
+    return holding or {grouping_name(g) for g in groupings}
 
 
 def _drift_record(attribute: str, figure: Figure, recon_figure: Figure | None, real_ok: np.ndarray,

@@ -267,3 +267,36 @@ def test_audit_run_reads_the_inversion_probes_reconstructions(tmp_path, monkeypa
     for f in results.figures:
         if f.probe == "inversion":
             assert (FLAG_GENERATOR_DRIFT in f.flags) == ((f.grouping, f.group) in drifting)
+
+
+def test_a_drift_is_named_where_the_attribute_is_a_grouping_not_in_the_groups_it_mixes_into():
+    result = run_probe(drifting_generator)
+    groupings = {d.grouping for d in result.details.drift}
+    assert groupings == {"race", "race*gender"}
+    mixed = figure(result, "fidelity_race", "gender", "F")     # half of it is race B: measured, not named
+    assert mixed.ci_high < 0.9
+
+
+def test_a_gate_rule_can_require_that_no_group_drifts(tmp_path):
+    from audit.gate import evaluate_policy, load_policy
+    from audit.results import Results
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nid = "no-drift"\nmetric = "attributes.fidelity_race"\ngrouping = "race"\n'
+                      'min = 0.9\njudge_on = "estimate"\n')
+    verdict = evaluate_policy(load_policy(policy), Results(figures=run_probe(drifting_generator).figures))
+    failed = {c.group for c in verdict.checks if not c.passed}
+    assert failed == {"B"} and verdict.exit_code == 1
+
+
+def test_the_first_page_names_a_drifting_group_and_the_section_draws_the_heat_map(tmp_path):
+    from reports.render import build_context, render_html
+    from tests.report_fixtures import build_run
+
+    run_dir = build_run(tmp_path / "run")
+    html = render_html(build_context(json.loads((run_dir / "results.json").read_text()), run_dir=run_dir))
+    cover = html[:html.index('id="contents"')]
+    assert "redraws 1 group as another" in cover and "race: Black" in cover and "read as White in 60%" in cover
+    section = html[html.index('<section class="chapter" id="attributes">'):html.index('id="method"')]
+    assert "Source race against the race the classifier reads" in section and "data:image/png" in section
+    assert "drifts to White (60%)" in section and "not read: the training faces carry no" in section
