@@ -35,6 +35,7 @@ from audit.outputs import check_writable_folder, write_atomic, writing
 from audit.pipeline import build_embedder, default_group_by, load_dataset_for_run, open_target, opened_cache
 from audit.result_sections import (DatasetSection, EnvironmentSection, FindingsSummary, InversionSection,
                                    PermutationTest, ProbeSections, TargetSection, ToolSection, VerificationSection)
+from audit.result_sections import AttributesSection
 from audit.results import (ALL, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, GROUPS_FILE,
                            RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, Results, grouping_name, load_results,
                            write_json_atomic)
@@ -485,6 +486,9 @@ class AuditRun:
         The reader learns from the generator's training faces; a drifting
         group's inversion figures are flagged ``generator_drift``.
         """
+        if not ok.any():
+            self.probe_details["attributes"] = AttributesSection(skipped="no image has an embedding to read")
+            return
         table = with_age_band(self.embset.table.reset_index(drop=True))
         attributes = attributes_to_read(table, self.group_by)
         training, evaluated, evaluated_on = self._attribute_training(table, ok)

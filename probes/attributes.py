@@ -171,7 +171,8 @@ def attributes_probe(*, training: TrainingFaces, audit_vectors: np.ndarray, audi
 
 
 def _leakage(samples: pd.DataFrame, truth: np.ndarray, correct: np.ndarray, attribute: str, *, groupings,
-             person: str, seed: int, n_resamples: int, confidence: float, min_people: int) -> tuple[list[Figure], list[Disparity], Figure | None]:
+             person: str, seed: int, n_resamples: int, confidence: float,
+             min_people: int) -> tuple[list[Figure], list[Disparity], Figure | None]:
     """Accuracy (a rate) and balanced accuracy (a people bootstrap) of one attribute, per group."""
     frame = samples.assign(**{_CORRECT: correct})
     acc_figures, acc_disparities = group_figures(

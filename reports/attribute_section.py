@@ -8,7 +8,6 @@ the groups whose reconstructions drift, for the first page.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping, Sequence
 
 from audit.result_sections import AttributesSection
@@ -22,10 +21,6 @@ PROBE = "attributes"
 #: The leakage table's figures and the fidelity table's, by their metric's prefix.
 LEAKAGE = ("accuracy", "balanced_accuracy")
 FIDELITY = ("recon_accuracy", "fidelity")
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _cell(figure: Figure | None, unit: str) -> dict:
