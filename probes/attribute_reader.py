@@ -63,8 +63,9 @@ def with_age_band(table: pd.DataFrame) -> pd.DataFrame:
     if AGE_BAND in table.columns or AGE not in table.columns:
         return table
     ages = pd.to_numeric(table[AGE], errors="coerce")
-    bands = [age_band(int(a)) if pd.notna(a) and float(a) == int(a) and a >= 0 else None for a in ages]
-    return table.assign(**{AGE_BAND: bands})
+    bands = [age_band(int(a)) if math.isfinite(a) and a >= 0 and float(a).is_integer() else None
+             for a in ages.astype(np.float64)]
+    return table.assign(**{AGE_BAND: pd.Series(bands, index=table.index, dtype=object)})
 
 
 def labels_of(values: Sequence) -> np.ndarray:

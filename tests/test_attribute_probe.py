@@ -142,8 +142,8 @@ def test_a_class_with_too_few_training_people_is_left_out_and_too_many_classes_a
 
 
 def test_age_band_is_derived_from_age_where_the_manifest_has_no_band():
-    table = with_age_band(pd.DataFrame({"age": ["1", "25", "71", "x", ""]}))
-    assert [None if pd.isna(v) else v for v in table["age_band"]] == ["0-2", "20-29", "70+", None, None]
+    table = with_age_band(pd.DataFrame({"age": ["1", "25", "71", "x", "", "1e400", "-3", "2.5", "inf", "nan"]}))
+    assert [None if pd.isna(v) else v for v in table["age_band"]] == ["0-2", "20-29", "70+"] + [None] * 7
 
 
 def test_balanced_accuracy_and_fidelity_intervals_never_have_zero_width():
