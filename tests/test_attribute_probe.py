@@ -228,12 +228,14 @@ def test_an_age_column_gives_the_age_band_reader_a_chance_level(precomputed_run)
 
 
 def tinted_png(index: int) -> bytes:
-    """The test face, tinted blue for race B (odd people): a race the projection target can read."""
+    """The test face with its own noise, tinted blue for race B (odd people): a race the projection target
+    can read."""
     import io
 
     from tests.corpus.images import rgb_png
 
     pixels = np.asarray(Image.open(io.BytesIO(rgb_png(index))).convert("RGB")).astype(int)
+    pixels += np.random.default_rng(index).integers(-6, 7, size=pixels.shape)   # every face its own vector
     if index % 2:
         pixels[..., 2] = np.clip(pixels[..., 2] + 30, 0, 255)
         pixels[..., 0] = np.clip(pixels[..., 0] - 20, 0, 255)
@@ -300,3 +302,33 @@ def test_the_first_page_names_a_drifting_group_and_the_section_draws_the_heat_ma
     section = html[html.index('<section class="chapter" id="attributes">'):html.index('id="method"')]
     assert "Source race against the race the classifier reads" in section and "data:image/png" in section
     assert "drifts to White (60%)" in section and "not read: the training faces carry no" in section
+
+
+def test_with_a_training_corpus_the_reader_learns_from_the_corpus_and_its_ages(tmp_path, monkeypatch):
+    from audit.run_config import RunConfig
+    from audit.runner import run_audit
+    from tests.corpus.datasets import face_dataset, write_manifest_rows
+    from tests.fake_targets import ProjectionTarget
+
+    monkeypatch.setenv("AUDIT_CACHE", str(tmp_path / "cache.sqlite"))
+    target = ProjectionTarget(seed=3)
+    monkeypatch.setattr("audit.runner.open_target", lambda *args, **kwargs: target)
+    with_ages = []
+    for name, n, offset in (("audit", 24, 0), ("corpus", 64, 1000)):
+        folder = face_dataset(tmp_path / name, people=n, per_person=1, make=lambda i, o=offset: tinted_png(i + o))
+        manifest = pd.read_csv(folder / "manifest.csv", dtype=str)
+        manifest["identity"] = f"{name}-" + manifest["identity"]
+        manifest["age"] = [str(20 + 30 * (i % 2)) for i in range(len(manifest))]
+        write_manifest_rows(folder, manifest.values.tolist(), header=list(manifest.columns))
+        with_ages.append(folder)
+    config = RunConfig(dataset_dir=with_ages[0], out_dir=tmp_path / "out", workers=1, report=False,
+                       show_progress=False, n_resamples=100, cache_path=tmp_path / "cache.sqlite",
+                       probes=("inversion", "attributes"), group_by=("race", "gender"), epochs=1, batch_size=4,
+                       generator_channels=16, train_datasets=(with_ages[1],), near_duplicate_distance=0.0)
+    results = run_audit(config).results
+    section = results.probes.attributes
+    assert section.training_source == "the generator's training corpus (--train-dataset)"
+    assert section.evaluated_on == "every audited person"
+    assert set(section.readers) == {"race", "gender", "age_band"}
+    assert section.readers["age_band"].skipped is None, section.readers["age_band"].skipped
+    assert section.readers["race"].n_train_people >= 20
