@@ -490,6 +490,91 @@ class InversionSection(Record):
     sample_images: list[SampleImage] = field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- attributes
+
+@dataclass(kw_only=True)
+class AttributeReaderRecord(Record):
+    """One attribute's reader: what it learned from, how well it reads new people, chance beside it.
+
+    ``cv_*`` are cross-validated on the training faces (people as folds);
+    ``chance_*`` are the audit population's: the majority class's share for
+    accuracy, one over the number of classes for balanced accuracy.
+    ``readable`` says the audit population's balanced accuracy is above
+    chance (its interval's lower end); fidelity is judged only then.
+    """
+
+    attribute: str = ""
+    skipped: str | None = None
+    classes: list[str] = field(default_factory=list)
+    left_out_classes: dict[str, int] = field(default_factory=dict)
+    n_train_images: int | None = None
+    n_train_people: int | None = None
+    regularization_c: float | None = None
+    cv_accuracy: float = NAN
+    cv_balanced_accuracy: float = NAN
+    chance_accuracy: float = NAN
+    chance_balanced_accuracy: float = NAN
+    readable: bool = False
+    n_audit_images: int | None = None
+    n_audit_people: int | None = None
+
+
+@dataclass(kw_only=True)
+class ChanceRecord(Record):
+    """A group's chance levels: the majority class's share (accuracy), 1 / classes (balanced accuracy)."""
+
+    accuracy: float = NAN
+    balanced_accuracy: float = NAN
+
+
+@dataclass(kw_only=True)
+class ConfusionRecord(Record):
+    """Source label (rows) against the reader's label (columns): of the real embeddings and of the
+    reconstructions; ``grouping`` is an attribute or an intersection (its labels joined with `` / ``)."""
+
+    grouping: str = ""
+    sources: list[str] = field(default_factory=list)
+    predicted: list[str] = field(default_factory=list)
+    real: list[list[int]] = field(default_factory=list)
+    reconstructed: list[list[int]] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class DriftRecord(Record):
+    """A group whose reconstructions the reader places in another group: fidelity below the bound."""
+
+    attribute: str = ""
+    grouping: str = ""
+    group: str = ""
+    fidelity: float = NAN
+    ci_low: float | None = None
+    ci_high: float | None = None
+    drift: float = NAN
+    real_accuracy: float = NAN
+    recon_accuracy: float = NAN
+    drifts_to: str | None = None
+    drifts_to_share: float = NAN
+    n_people: int | None = None
+
+
+@dataclass(kw_only=True)
+class AttributesSection(Record):
+    """The attributes probe: its readers, chance levels, the confusion of reconstructions, the drifts."""
+
+    skipped: str | None = None
+    training_source: str | None = None
+    evaluated_on: str | None = None
+    attributes: list[str] = field(default_factory=list)
+    readers: dict[str, AttributeReaderRecord] = field(default_factory=dict)
+    chance: dict[str, dict[str, dict[str, ChanceRecord]]] = field(default_factory=dict)
+    fidelity_unavailable: str | None = None
+    drift_bound: float | None = None
+    n_reconstructions: int | None = None
+    n_reconstructions_without_vector: int | None = None
+    confusion: list[ConfusionRecord] = field(default_factory=list)
+    drift: list[DriftRecord] = field(default_factory=list)
+
+
 @dataclass(kw_only=True)
 class ProbeSections(Record):
     """Each probe's details; a probe that did not run is None.  Other probes' details stay in ``extra``."""
@@ -497,9 +582,10 @@ class ProbeSections(Record):
     inversion: InversionSection | None = None
     volume: VolumeSection | None = None
     verification: VerificationSection | None = None
+    attributes: AttributesSection | None = None
 
     def get(self, name: str) -> Any:
         """A probe's details by name, or None where it did not run (or kept none)."""
-        if name in ("inversion", "volume", "verification"):
+        if name in ("inversion", "volume", "verification", "attributes"):
             return getattr(self, name)
         return self.extra.get(name)

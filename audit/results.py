@@ -55,6 +55,8 @@ FLAG_NOT_ESTIMABLE = "not_estimable"  # too little data for this kind of figure 
                                       # FMR f from fewer than about 30 / f impostor pairs)
 FLAG_NO_SIGNAL = "no_signal"          # the inversion probe found no identity in the reconstructions
 FLAG_UNSTABLE = "unstable"            # a disparity whose direction changes between generators
+FLAG_GENERATOR_DRIFT = "generator_drift"  # the generator redraws the group's faces as another group's
+                                          # (attributes probe): read its inversion figures with care
 
 #: Flags under which a figure or disparity is never a finding and never passes a gate rule:
 #: the number exists but does not measure what its name says.  Each maps to the reason a

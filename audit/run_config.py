@@ -16,7 +16,7 @@ from probes.inversion.config import TrainingConfig
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE,
                                        DEFAULT_LR, DEFAULT_VALIDATE_EVERY, MAX_SEED)
 
-PROBES = ("detection", "inversion", "volume", "verification")
+PROBES = ("detection", "inversion", "volume", "verification", "attributes")
 DEFAULT_PROBES = PROBES
 DEFAULT_SEED = 0
 DEFAULT_N_RESAMPLES = 1000

@@ -38,12 +38,15 @@ from audit.outputs import (check_own_folder, check_writable_folder, mark_own_fol
 from audit.pipeline import build_embedder, default_group_by, load_dataset_for_run, open_target, opened_cache
 from audit.result_sections import (DatasetSection, EnvironmentSection, FindingsSummary, InversionSection,
                                    PermutationTest, ProbeSections, TargetSection, ToolSection, VerificationSection)
+from audit.result_sections import AttributesSection
 from audit.results import (ALL, DISPARITY_KINDS, FLAG_NOT_ESTIMABLE, FLAG_NO_SIGNAL, GROUPS_FILE,
                            RESULTS_FILE, SCHEMA_VERSION, Disparity, Figure, Results, grouping_name, load_results,
                            write_json_atomic, written_by_audit_run)
 from audit.run_config import RunConfig
 from audit.sinks import csv_frame
 from audit.targets.base import STATUS_OK
+from probes.attribute_reader import attributes_to_read, with_age_band
+from probes.attributes import Reconstructions, TrainingFaces, attributes_probe, mark_generator_drift
 from probes.detection import detection_probe
 from probes.findings import mark_findings
 from probes.generator_seeds import judge_across_generators
@@ -51,7 +54,7 @@ from probes.inversion.artifact import check_target, read_artifact
 from probes.inversion.leakage import LeakageResult, leakage_figures
 from probes.inversion.metrics import DEFAULT_FMR
 from probes.inversion.probe import Reconstructor, measure_reconstructions, run_inversion_probe
-from probes.inversion.splits import group_labels, split_identities, test_every_person
+from probes.inversion.splits import SPLIT_TRAIN, group_labels, split_identities, test_every_person
 from probes.inversion.training import resolve_device
 from probes.inversion.training_set import default_near_duplicate_distance
 from probes.pairs import fmr_threshold_estimable, not_estimable_reason, sample_impostor_pairs
@@ -249,6 +252,11 @@ class AuditRun:
         self.inversion_samples: pd.DataFrame | None = None
         self.pairs: pd.DataFrame | None = None
         self.findings: dict = {}
+        # What the attributes probe reads from the inversion probe: its reconstructions' vectors, and the
+        # faces its generator trained on (the corpus's, or the audit set's training split: rows, labels).
+        self.reconstruction_vectors: np.ndarray | None = None
+        self.training_set = None
+        self.inversion_split: tuple[np.ndarray, pd.Series] | None = None
 
     # -- stages ------------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -323,6 +331,8 @@ class AuditRun:
                     raise
                 raise OutputError(MSG_CHECKPOINT_WRITE.format(folder=str(out / "checkpoints"),
                                                               error=str(exc).splitlines()[0])) from exc
+        if "attributes" in probes:   # after the inversion probe: it reads the reconstructions
+            self._attributes(ok)
 
     def _load_corpora(self) -> list:
         """The training corpora and saved generators, read before any target call: a typo must not cost a run."""
@@ -456,6 +466,7 @@ class AuditRun:
             details, measured = self._inversion_on_corpus(table, vectors, rows, impostors, training,
                                                           identity_model, embed_fn, out)
             samples, signal, leakage = measured.samples, measured.signal, measured.leakage
+            self.reconstruction_vectors = measured.reconstruction_vectors
         else:
             split = split_identities(table, person="identity", stratify=list(self.group_by), seed=config.seed)
             result = run_inversion_probe(
@@ -467,6 +478,8 @@ class AuditRun:
                 n_generators=config.generator_seeds, n_resamples=config.n_resamples,
                 label_columns=self.dataset.attributes)
             samples, signal, leakage = result.samples, result.signal, result.leakage
+            self.reconstruction_vectors = result.reconstruction_vectors
+            self.inversion_split = (rows, split)
             details = dict(result.details)
             details["split_sizes"] = {str(k): int(v) for k, v in split.value_counts().items()}
             details["training_source"] = "the audit set's own training split"
@@ -502,6 +515,72 @@ class AuditRun:
                 mark_unstable_leakage(disparities, leakage)
         self._permutation(samples, key="inversion.mean_distance", value="distance")
         self.probe_details["inversion"] = from_json(InversionSection, json_safe(details), "inversion")
+
+    def _attributes(self, ok: np.ndarray) -> None:
+        """What the embeddings and their reconstructions say about a person's group (:mod:`probes.attributes`).
+
+        The reader learns from the generator's training faces; a drifting
+        group's inversion figures are flagged ``generator_drift``.
+        """
+        if not ok.any():
+            self.probe_details["attributes"] = AttributesSection(skipped="no image has an embedding to read")
+            return
+        table = with_age_band(self.embset.table.reset_index(drop=True))
+        attributes = attributes_to_read(table, self.group_by)
+        training, evaluated, evaluated_on = self._attribute_training(table, ok)
+        columns = list(dict.fromkeys(["image_id", "identity", *self.group_by, *attributes]))
+        reconstructions, unavailable = None, None
+        vectors = self.reconstruction_vectors
+        if self.inversion_samples is not None and vectors is not None and np.isfinite(vectors).any():
+            reconstructions = Reconstructions(self.inversion_samples, vectors)
+        elif "inversion" in self.config.probes:
+            unavailable = "the reconstructions could not be embedded (the target has no model to embed new images)"
+        result = attributes_probe(training=training, audit_vectors=self.embset.vectors[evaluated],
+                                  audit_samples=table.loc[evaluated, columns].reset_index(drop=True),
+                                  groupings=self.groupings, attributes=attributes, reconstructions=reconstructions,
+                                  fidelity_unavailable=unavailable, evaluated_on=evaluated_on,
+                                  n_resamples=self.config.n_resamples, seed=self.config.seed)
+        self._record("attributes", result)
+        mark_generator_drift(self.figures, self.disparities, result.details.drift)
+
+    def _attribute_training(self, table: pd.DataFrame, ok: np.ndarray) -> tuple[TrainingFaces, np.ndarray, str]:
+        """The attribute reader's training faces, and the audit rows it may be judged on (never its own people)."""
+        if self.training_set is not None or getattr(self, "artifacts", None):
+            faces = self.training_set.table if self.training_set is not None else self.artifacts[0].training_set
+            vectors = self.training_set.vectors if self.training_set is not None else self.artifacts[0].training_vectors
+            faces = with_age_band(self._corpus_labels(faces.reset_index(drop=True)))
+            persons = (faces["dataset"].astype(str) + "\x1f" + faces["identity"].astype(str)).to_numpy() \
+                if "dataset" in faces.columns else faces["identity"].astype(str).to_numpy()
+            source = ("the generator's training corpus (--train-dataset)" if self.training_set is not None
+                      else "the saved generator's training faces (--generator)")
+            return (TrainingFaces(np.asarray(vectors, dtype=np.float64), faces, persons, source), np.flatnonzero(ok),
+                    "every audited person")
+        if self.inversion_split is not None:
+            rows, split = self.inversion_split
+        else:   # the split the inversion probe would train its generator on
+            rows = np.flatnonzero(ok)
+            split = split_identities(table.iloc[rows], person="identity", stratify=list(self.group_by),
+                                     seed=self.config.seed)
+        train_rows = rows[split.to_numpy() == SPLIT_TRAIN]
+        faces = table.iloc[train_rows].reset_index(drop=True)
+        trained_people = set(faces["identity"].astype(str))
+        evaluated = np.flatnonzero(ok & ~table["identity"].astype(str).isin(trained_people).to_numpy())
+        return (TrainingFaces(self.embset.vectors[train_rows].astype(np.float64), faces,
+                              faces["identity"].astype(str).to_numpy(),
+                              "the inversion probe's training split of the audit set"),
+                evaluated, "the audited people outside that training split")
+
+    def _corpus_labels(self, faces: pd.DataFrame) -> pd.DataFrame:
+        """The corpus manifests' attribute columns (age, ...) beside the training faces' own."""
+        if not self.corpora or "dataset" not in faces.columns or "image_id" not in faces.columns:
+            return faces
+        labels = pd.concat([d.table.assign(dataset=str(d.root)) for d in self.corpora], ignore_index=True)
+        extra = [c for c in labels.columns if c not in faces.columns and c not in ("path", "sha256")]
+        if not extra:
+            return faces
+        labels = labels.drop_duplicates(["dataset", "image_id"]).set_index(["dataset", "image_id"])[extra]
+        keys = pd.MultiIndex.from_arrays([faces["dataset"].astype(str), faces["image_id"].astype(str)])
+        return pd.concat([faces, labels.reindex(keys).reset_index(drop=True)], axis=1)
 
     def _findings(self) -> None:
         """Correct every disparity's p-value for all the run's comparisons, once, after every probe."""
@@ -564,6 +643,7 @@ class AuditRun:
             sources.append(str(artifacts[-1].folder))
         details["training_set"] = training_set.summary()
         details["training_source"] = "a training corpus (--train-dataset)"
+        self.training_set = training_set
         warning = training_size_warning(int(training_set.rows("train").sum()))
         if warning:
             details["warnings"].append(warning)
@@ -595,7 +675,8 @@ class AuditRun:
             findings=from_json(FindingsSummary, json_safe(self.findings), "findings"),
             tests=from_json(dict[str, dict[str, PermutationTest]], json_safe(self.tests), "tests"),
             probes=ProbeSections(inversion=details.pop("inversion", None), volume=details.pop("volume", None),
-                                 verification=details.pop("verification", None), extra=details),
+                                 verification=details.pop("verification", None),
+                                 attributes=details.pop("attributes", None), extra=details),
             schema_version=SCHEMA_VERSION)
 
     def _write_groups_csv(self, out: Path) -> None:

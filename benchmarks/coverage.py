@@ -43,6 +43,10 @@ How the data are clustered by people
   95.0%, 5.5%, 0.0% and 5.0%, with zero-width intervals); the
   nearest-neighbour distance 96.0%, size 3.8% and 2.5%, power 16.8%; the
   effective dimensionality (unchanged) 99.0%, size 1.5% and 0.0%, power 1.5%.
+* Attributes (``probes.attribute_estimates``, ``benchmarks/attribute_cases.py``): three
+  classes, 1-3 images per person, a reader whose per-person chance of a right read is
+  Beta-distributed around each class's recall (ICC 0.2); fidelity pairs each person's real
+  read with one reconstruction's, read right more often where the real one is.
 * Identity leakage (``probes.inversion.leakage``): each person has an
   identity, one real embedding and one reconstruction that recovers a
   share of the identity (``benchmarks/leakage_cases.py``); the truths are
@@ -91,6 +95,7 @@ from probes.stats import group_figures  # noqa: E402
 from probes.verification import verification_probe  # noqa: E402
 from probes.volume import _draw_figures, volume_probe  # noqa: E402
 from leakage_cases import Setting, leakage_case, leakage_gap_case  # noqa: E402
+from attribute_cases import balanced_accuracy_case, fidelity_case  # noqa: E402
 
 DEFAULT_PEOPLE = (20, 100, 500)
 CONFIDENCE = 0.95
@@ -476,6 +481,8 @@ CASES: dict[str, Case] = {
                                                                Setting(spread=1.0)), LEAKAGE),
     "leakage rank-1 gap: 0.6 vs 0.8": Case(leakage_gap_case("rank1_equal_gallery", Setting(leak=0.6),
                                                             Setting(leak=0.8)), LEAKAGE),
+    "attribute balanced accuracy": Case(balanced_accuracy_case(), CHEAP),
+    "attribute fidelity": Case(fidelity_case(), CHEAP),
 }
 
 

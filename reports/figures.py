@@ -39,7 +39,8 @@ from audit.sinks import chart_label
 from reports.text import format_value
 
 __all__ = ["GroupStyle", "GroupPalette", "DPI", "PAGE_WIDTH_IN", "to_data_uri", "composition_chart",
-           "interval_chart", "distribution_panels", "sweep_chart", "training_curve", "det_chart", "THRESHOLD_STYLES"]
+           "interval_chart", "distribution_panels", "sweep_chart", "training_curve", "det_chart", "confusion_chart",
+           "THRESHOLD_STYLES"]
 
 #: Charts are drawn at the width of an A4 page's text block (210 mm - 2 x 18 mm margins)...
 PAGE_WIDTH_IN = 6.8
@@ -395,6 +396,38 @@ def det_chart(grouping: str, curves: Mapping[str, DetCurve], palette: GroupPalet
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_value(v, "rate")))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_value(v, "rate")))
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        return to_data_uri(fig)
+
+
+def confusion_chart(grouping: str, sources: Sequence[str], predicted: Sequence[str],
+                    real: Sequence[Sequence[int]], reconstructed: Sequence[Sequence[int]]) -> str:
+    """Source group (rows) against the group the reader places a face in (columns), each row as shares.
+
+    Two heat maps side by side: the real embeddings and their reconstructions.
+    A reconstruction that keeps its group puts its row's weight on the same
+    column as the real face; a generator that redraws a group as another
+    moves it to that group's column.
+    """
+    panels = [("real embeddings", real)] + ([("reconstructions", reconstructed)] if reconstructed else [])
+    rows, columns = [chart_label(s) for s in sources], [chart_label(c) for c in predicted]
+    with matplotlib.rc_context({**_RC, "axes.grid": False}):
+        fig = _new_figure(1.0 + 0.32 * max(2, len(rows)) + 0.06 * max(len(c) for c in columns + ["x"]))
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (title, counts) in zip(axes, panels):
+            matrix = np.asarray(counts, dtype=np.float64).reshape(len(rows), len(columns))
+            totals = matrix.sum(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shares = np.where(totals > 0, matrix / np.where(totals > 0, totals, 1.0), np.nan)
+            annotate = len(columns) <= 10
+            sns.heatmap(shares, ax=ax, vmin=0.0, vmax=1.0, cmap="rocket_r", cbar=ax is axes[-1],
+                        annot=annotate, fmt=".0%", annot_kws={"fontsize": 6.5}, linewidths=0.4, linecolor="white",
+                        xticklabels=columns, yticklabels=rows if ax is axes[0] else False, square=False,
+                        cbar_kws={"format": FuncFormatter(lambda v, _pos: format_value(v, "rate"))})
+            ax.set_title(title, loc="left")
+            ax.set_xlabel(f"read as ({chart_label(grouping)})")
+            ax.tick_params(axis="x", labelrotation=45)
+            if ax is axes[0]:
+                ax.set_ylabel(f"source ({chart_label(grouping)})")
         return to_data_uri(fig)
 
 

@@ -34,6 +34,7 @@ from audit.result_sections import (FindingsSummary, InversionSection, SignalSumm
 from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, Disparity, Figure, Results, load_results
 from audit.sinks import html_text
 from reports import figures as charts
+from reports.attribute_section import attributes_context
 from reports.text import (CORRECTION_TEXT, FLAG_SHORT, FLAG_TEXT, LEAKAGE_KEYS, METRICS, MIXES_CROWDING,
                           better_text, describe_metric, disparity_sentence, finding_sentence, findings_by_pair,
                           format_count, format_interval, format_value)
@@ -55,9 +56,10 @@ STYLESHEET = "report.css"
 HTML_FILE = "report.html"
 PDF_FILE = "report.pdf"
 FORMATS = ("html", "pdf")
-PROBES = ("detection", "inversion", "volume", "verification")
+PROBES = ("detection", "inversion", "volume", "verification", "attributes")
 PROBE_TITLES = {"detection": "Face detection", "inversion": "Inversion: reconstructing faces from embeddings",
-                "volume": "Embedding-space volume", "verification": "Verification bias"}
+                "volume": "Embedding-space volume", "verification": "Verification bias",
+                "attributes": "Attributes: demographic leakage and generator fidelity"}
 #: Sample images larger than this are not embedded (a run writes 64x64 chips).
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
@@ -619,7 +621,7 @@ def _sections(has_verdict: bool, others: list[dict]) -> list[tuple[str, str]]:
         sections.append(("policy", "Policy verdict"))
     sections += [("dataset", "Dataset"), ("detection", PROBE_TITLES["detection"]),
                  ("inversion", PROBE_TITLES["inversion"]), ("volume", PROBE_TITLES["volume"]),
-                 ("verification", PROBE_TITLES["verification"])]
+                 ("verification", PROBE_TITLES["verification"]), ("attributes", PROBE_TITLES["attributes"])]
     sections += [(f"probe-{o['name']}", f"Other probe: {o['name']}") for o in others]
     return sections + [("method", "Method and limits"), ("privacy", "Privacy")]
 
@@ -650,6 +652,8 @@ def _probe_blocks(results: Results, run_dir: Path, no_faces: bool, order: Mappin
         "verification": {"ran": ran["verification"], "metrics": metrics("verification"),
                          **_verification(results.probes.verification, palette, order)},
         "others": [{"name": p, "metrics": metrics(p)} for p in other_probes],
+        "attributes": {"ran": ran["attributes"], "metrics": metrics("attributes"),
+                       **attributes_context(results.probes.attributes, figures, order, palette, sort_rows=_sort_rows)},
     }
 
 
@@ -682,7 +686,8 @@ def build_context(results: Results | Mapping, *, run_dir: Path, no_faces: bool =
         "verdict": verdict, "findings": _findings(results.findings, results.figures, results.disparities),
         "no_faces": no_faces, "ran": ran,
         "probes_not_run": [PROBE_TITLES[p] for p in PROBES if not ran[p]],
-        **{name: blocks[name] for name in ("detection", "inversion", "volume", "verification", "others")},
+        **{name: blocks[name] for name in ("detection", "inversion", "volume", "verification", "others",
+                                           "attributes")},
         "sections": _sections(verdict is not None, blocks["others"]),
         "metric_glossary": [{"key": k, "title": describe_metric(k).title, "meaning": describe_metric(k).meaning,
                              "better": better_text(describe_metric(k).better)}

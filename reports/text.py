@@ -204,9 +204,13 @@ FLAG_TEXT: dict[str, str] = {
                       "pairs): shown, never a finding, and a policy rule on it fails"),
     "no_signal": "the inversion probe found no identity in its reconstructions: the figure measures noise",
     "unstable": "the disparity changes direction between generators: it describes the generator, not the model",
+    "generator_drift": ("the generator redraws this group's faces as another group's (the attributes probe reads "
+                        "its reconstructions as another group): a low inversion figure for it is partly the "
+                        "generator's doing, not the model's"),
 }
 FLAG_SHORT: dict[str, str] = {"small_group": "small group", "few_errors": "few errors", "undefined": "undefined",
-                              "not_estimable": "not estimable", "no_signal": "no signal", "unstable": "unstable"}
+                              "not_estimable": "not estimable", "no_signal": "no signal", "unstable": "unstable",
+                              "generator_drift": "generator drift"}
 
 NOT_AVAILABLE = "n/a"
 DISPARITY_KIND_TEXT = {
@@ -226,10 +230,42 @@ LEAKAGE_KEYS = frozenset(k for k in METRICS if k.startswith("inversion.")
                          and any(w in k for w in ("sar_at_own_fmr", "rank1_equal_gallery", "leakage_auc")))
 
 
+#: The attributes probe's figures, by the prefix of their metric (``attributes.<prefix><attribute>``).
+ATTRIBUTE_METRICS = (
+    ("balanced_accuracy_", "Demographic leakage: balanced accuracy of reading {attribute}",
+     "The mean over the {attribute} classes of the share of each class's real embeddings that a classifier, "
+     "trained on other people's embeddings, reads as their own {attribute}: what the embedding gives away "
+     "about it beyond identity. Chance is one over the number of classes.", "lower", "rate"),
+    ("recon_accuracy_", "Generator fidelity: reconstructions read as their own {attribute}",
+     "Share of the group's reconstructions that the same classifier reads as the source person's {attribute}.",
+     "higher", "rate"),
+    ("accuracy_", "Demographic leakage: accuracy of reading {attribute}",
+     "Share of the group's real embeddings that a classifier, trained on other people's embeddings, reads as "
+     "the person's own {attribute}. Compare it with chance (the largest class's share).", "lower", "rate"),
+    ("fidelity_", "Generator fidelity: {attribute} kept by the reconstructions",
+     "The share of the group's reconstructions read as the source's {attribute}, over the same share of the "
+     "real embeddings: 1 means the generator keeps the group's {attribute}, below 1 it redraws some of its faces "
+     "as another group's (so a low inversion figure for the group is partly the generator's doing).",
+     "higher", "number"),
+)
+
+
+def _attribute_metric(key: str) -> MetricText | None:
+    name = key.split(".", 1)[1] if key.startswith("attributes.") else None
+    for prefix, title, meaning, better, unit in ATTRIBUTE_METRICS if name else ():
+        if name.startswith(prefix) and len(name) > len(prefix):
+            attribute = name[len(prefix):].replace("_", " ")
+            return MetricText(key, title.format(attribute=attribute), meaning.format(attribute=attribute), better, unit)
+    return None
+
+
 def describe_metric(key: str) -> MetricText:
     """The metric's words; an unknown metric keeps its raw name and says so."""
     if key in METRICS:
         return METRICS[key]
+    attribute_metric = _attribute_metric(key)
+    if attribute_metric is not None:
+        return attribute_metric
     return MetricText(key, key, "No description is known for this metric (written by a newer or third-party "
                                 "probe); see the probe's documentation.")
 

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 RACES = ("White", "Black", "Asian", "Indian", "Others")
 GENDERS = ("Male", "Female")
-ALL_PROBES = ("detection", "inversion", "volume", "verification")
+ALL_PROBES = ("detection", "inversion", "volume", "verification", "attributes")
 #: Images per race group; "Others" is small so that some intersections get the small_group flag.
 IMAGES_PER_RACE = {"White": 420, "Black": 400, "Asian": 400, "Indian": 380, "Others": 56}
 SMALL_GROUP_PEOPLE = 30
@@ -52,6 +52,12 @@ METRIC_SHAPES = {
         "fnmr_at_fmr_1e-3": ("rate", "lower", 0.09, 0.8),
         "fmr_at_fmr_1e-3": ("rate", "lower", 0.001, 0.6),
         "threshold_at_fmr_1e-3": ("number", None, 0.42, 0.06),
+    },
+    "attributes": {
+        "accuracy_race": ("rate", "lower", 0.85, 0.1),
+        "balanced_accuracy_race": ("rate", "lower", 0.80, 0.1),
+        "recon_accuracy_race": ("rate", "higher", 0.70, 0.2),
+        "fidelity_race": ("number", "higher", 0.85, 0.15),
     },
 }
 #: How far each race group sits from the typical value (in units of the spread).
@@ -265,6 +271,32 @@ def _policy_verdict(figures: list[dict]) -> dict:
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 
+def _attributes_detail(groups: dict, races: Sequence[str]) -> dict:
+    """The attributes probe's section: a race reader, chance levels, the confusion of race, one drifting group."""
+    race_groups = list(groups["race"])
+    chance = {grouping: {g: {"accuracy": 0.5, "balanced_accuracy": 1 / len(race_groups)} for g in members}
+              for grouping, members in groups.items()}
+    n = len(race_groups)
+    real = [[80 if i == j else 5 for j in range(n)] for i in range(n)]
+    reconstructed = [row[:] for row in real]
+    drifting = race_groups[1]
+    reconstructed[1] = [60 if j == 0 else (10 if j == 1 else 5) for j in range(n)]
+    return {"training_source": "the generator's training corpus (--train-dataset)",
+            "evaluated_on": "every audited person", "attributes": ["race", "gender"],
+            "readers": {"race": {"attribute": "race", "classes": race_groups, "n_train_images": 6000,
+                                 "n_train_people": 6000, "regularization_c": 0.1, "cv_accuracy": 0.86,
+                                 "cv_balanced_accuracy": 0.81, "chance_accuracy": 0.21,
+                                 "chance_balanced_accuracy": 1 / n, "readable": True},
+                        "gender": {"attribute": "gender", "skipped": "the training faces carry no 'gender' label"}},
+            "chance": {"race": chance}, "drift_bound": 0.9, "n_reconstructions": 1656,
+            "n_reconstructions_without_vector": 0,
+            "confusion": [{"grouping": "race", "sources": race_groups, "predicted": race_groups, "real": real,
+                           "reconstructed": reconstructed}],
+            "drift": [{"attribute": "race", "grouping": "race", "group": drifting, "fidelity": 0.12, "ci_low": 0.08,
+                       "ci_high": 0.17, "drift": 0.88, "real_accuracy": 0.8, "recon_accuracy": 0.1,
+                       "drifts_to": race_groups[0], "drifts_to_share": 0.6, "n_people": 400}]}
+
+
 def build_run(run_dir: Path, *, probes: Sequence[str] = ALL_PROBES, races: Sequence[str] = RACES,
               policy: bool = True, seed: int = 0) -> Path:
     """Write a finished run (results.json + sample PNGs) into ``run_dir`` and return it.
@@ -278,10 +310,13 @@ def build_run(run_dir: Path, *, probes: Sequence[str] = ALL_PROBES, races: Seque
     groups = _groups(races)
     figures: list[dict] = []
     for probe in probes:
-        figures += _figures(probe, groups, rng)
+        if probe != "attributes":     # added after the disparities: the other probes' findings stay as they were
+            figures += _figures(probe, groups, rng)
     describe = {grouping: {g: {"n_images": v["n_images"], "n_people": v["n_people"]} for g, v in members.items()}
                 for grouping, members in groups.items() if grouping != "all"}
     disparities, findings = _disparities(figures, rng)
+    if "attributes" in probes:
+        figures += _figures("attributes", groups, rng)
     results = {
         "schema_version": "1.0", "tool": {"name": "face-bias-audit", "version": "0.1.0"},
         "created_at": "2026-11-27T03:00:00Z",
@@ -312,6 +347,8 @@ def build_run(run_dir: Path, *, probes: Sequence[str] = ALL_PROBES, races: Seque
         results["probes"]["volume"] = {"subsample_size": 50, "n_draws": 200, "dimension": 128}
     if "verification" in probes:
         results["probes"]["verification"] = _verification_detail(groups, rng)
+    if "attributes" in probes:
+        results["probes"]["attributes"] = _attributes_detail(groups, races)
     (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return run_dir
 

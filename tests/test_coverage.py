@@ -55,6 +55,8 @@ REDUCED = [
     ("leakage: rank 1 in equal gallery", 60, 150),
     ("leakage: AUC", 60, 150),
     ("leakage AUC gap: crowded = spread", 60, 100),
+    ("attribute balanced accuracy", 100, 400),
+    ("attribute fidelity", 100, 400),
 ]
 
 

@@ -96,6 +96,8 @@ class InversionResult:
     training: TrainingResult
     signal: list[SignalTest] = field(default_factory=list)
     leakage: LeakageResult | None = None
+    #: The reconstructions' embeddings, one row per row of ``samples`` (NaN where none).
+    reconstruction_vectors: np.ndarray | None = None
 
 
 def _rounded(values: np.ndarray) -> list:
@@ -156,6 +158,9 @@ class Measurement:
     details: dict
     signal: list[SignalTest]
     leakage: LeakageResult | None = None
+    #: The reconstructions' embeddings, one row per row of ``samples`` (NaN where none): the attributes
+    #: probe reads them.
+    reconstruction_vectors: np.ndarray | None = None
 
 
 def check_probe_inputs(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.DataFrame, split: pd.Series,
@@ -232,7 +237,7 @@ def run_inversion_probe(*, embeddings: np.ndarray, chips: np.ndarray, table: pd.
                               for k, t in enumerate(trained)],
                "average_identities": bool(average_identities)}
     return InversionResult(samples=measured.samples, details=details, training=trained[0], signal=measured.signal,
-                           leakage=measured.leakage)
+                           leakage=measured.leakage, reconstruction_vectors=measured.reconstruction_vectors)
 
 
 def training_details(training: TrainingResult, config: TrainingConfig) -> dict:
@@ -406,7 +411,7 @@ def measure_reconstructions(*, generators: Sequence[Reconstructor], embeddings: 
     details["signal"] = [t.to_dict() for t in signal]
     if leakage is not None:
         details["leakage"] = leakage.details()
-    return Measurement(samples, details, signal, leakage)
+    return Measurement(samples, details, signal, leakage, reconstruction_vectors=np.concatenate(recon_vectors))
 
 
 def _complete_labels(table: pd.DataFrame, labels: dict[str, np.ndarray],

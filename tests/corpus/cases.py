@@ -247,6 +247,19 @@ def _trainable(root: Path) -> Inputs:
     return Inputs(dataset=dataset, expected_rows=12, train=True, report=True)
 
 
+#: Ages the attributes probe's age bands must survive: overflowing, negative, fractional, not a number,
+#: a formula, a non-ASCII digit, blank.
+ODD_AGES = ("1e400", "-3", "nan", "=1+1", "2.5", "", "inf", "25", "9" * 30, "0x10", "  ", "\u0663")
+
+
+def _odd_ages(root: Path) -> Inputs:
+    """An age column of numbers that are not ages: the whole audit (attributes probe included) runs."""
+    dataset = face_dataset(root / "ds", people=12, per_person=1)
+    rows = [r.split(",") + [ODD_AGES[i % len(ODD_AGES)]] for i, r in enumerate(_rows(12))]
+    write_manifest_rows(dataset, rows, header=(*HEADER.split(","), "age"))
+    return Inputs(dataset=dataset, expected_rows=12, train=True)
+
+
 # --------------------------------------------------------------------------- datasets: hostile labels
 
 def _file_name(label: str) -> str:
@@ -1042,6 +1055,7 @@ def all_cases() -> list[Case]:
         Case("dataset-every-row-reason", _many_problems),
         Case("dataset-blank-group-column", _blank_group_column),
         Case("dataset-trainable", _trainable),
+        Case("dataset-odd-ages", _odd_ages),
         *LABEL_CASES,
         Case("labels-attribute-names", _hostile_attribute_names),
         Case("dataset-trainable-everyone-alone-in-their-labels", _trainable_everyone_alone),

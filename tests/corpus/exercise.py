@@ -29,7 +29,7 @@ TARGET = ["--target-option", "engine=dlib", "--workers", "1"]
 FAST = ["--resamples", "100", "-q", *TARGET]
 RUN_FAST = ["--probes", "detection", "--no-report", *FAST]
 #: A tiny generator where a case trains one: the whole audit in seconds.
-TRAIN = ["--probes", "detection,inversion,volume,verification", "--epochs", "1", "--generator-channels", "16",
+TRAIN = ["--probes", "detection,inversion,volume,verification,attributes", "--epochs", "1", "--generator-channels", "16",
          "--batch-size", "16", "--no-report", *FAST]
 POLICY = '[[rule]]\nid = "detection"\nmetric = "detection.failure_rate"\ngrouping = "race"\nmax = 1.0\n'
 #: A rule against an earlier run: a results file of a case is read as that earlier run (--baseline).
