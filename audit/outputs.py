@@ -263,10 +263,14 @@ def check_own_folder(folder: str | os.PathLike, *, kind: str, option: str, overw
 
 
 def mark_own_folder(folder: str | os.PathLike, *, kind: str) -> None:
-    """Mark ``folder`` as the tool's ``kind`` output folder (see :func:`check_own_folder`)."""
+    """Mark ``folder`` as the tool's ``kind`` output folder (see :func:`check_own_folder`).
+
+    The marker is owner-only like everything else in the folders it marks, so
+    a check of the folder's modes finds no exception to explain.
+    """
     path = Path(folder) / OWNER_MARKER
     if folder_kind(folder) != kind:
-        with replacing(path) as tmp:
+        with replacing(path, private=True) as tmp:
             tmp.write_text(json.dumps({"written_by": TOOL_NAME, "kind": kind}) + "\n", encoding="utf-8")
 
 

@@ -880,8 +880,8 @@ DATASET_INFO_CASES = (
                        "nests JSON more than 100 levels deep"),
     _dataset_info_case("latin-1", '{"source": "caf\u00e9"}'.encode("latin-1"), "is not UTF-8 text (byte 0xe9"),
     _dataset_info_case("a-list", "[1, 2]", "is not a JSON object"),
-    _dataset_info_case("images-not-an-object", '{"images": "copy"}', "has 'images' = 'copy', not an object"),
-    _dataset_info_case("references-not-a-list", '{"references": 5}', "has 'references' = 5, not a list"),
+    _dataset_info_case("images-not-an-object", '{"images": "copy"}', "'images' is str 'copy', not an object"),
+    _dataset_info_case("references-not-a-list", '{"references": 5}', "'references' is int 5, not a list of text"),
     _dataset_info_case("a-5000-digit-number", '{"x": ' + "9" * 5000 + "}", "is not valid JSON (Exceeds the limit"),
 )
 
