@@ -5,8 +5,8 @@
 
 A laptop with a browser open and a shared CI runner are busy machines.
 Each setting (torch's thread count, and how idle OpenMP threads wait:
-``spin`` is libgomp's default, ``PASSIVE`` what ``audit`` sets, see
-``audit/threads.py``) runs in a fresh process, because the wait policy is
+``spin`` is libgomp's default, ``PASSIVE`` no spinning at all, ``spin 10k``
+a shorter spin before sleeping; see ``audit/threads.py``) runs in a fresh process, because the wait policy is
 read once when torch loads.  Each workload runs for about ``--seconds``
 quiet, then again beside one competing process that keeps a core busy.
 Settings and conditions take turns, ``--rounds`` times, and the table gives
@@ -31,8 +31,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"2 threads, spin": (2, None), "2 threads, PASSIVE": (2, "PASSIVE"),
-            "1 thread, spin": (1, None), "1 thread, PASSIVE": (1, "PASSIVE")}
+#: Each setting: torch's thread count and the OpenMP environment it starts with.  libgomp's
+#: default spins about 300,000 times before sleeping; GOMP_SPINCOUNT shortens that spin.
+SETTINGS = {"2 threads, spin": (2, {}), "2 threads, PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
+            "2 threads, spin 10k": (2, {"GOMP_SPINCOUNT": "10000"}),
+            "2 threads, spin 1k": (2, {"GOMP_SPINCOUNT": "1000"}),
+            "2 threads, spin 100": (2, {"GOMP_SPINCOUNT": "100"}),
+            "1 thread, spin": (1, {}), "1 thread, PASSIVE": (1, {"OMP_WAIT_POLICY": "PASSIVE"})}
 BUSY = "while True: pass"
 
 
@@ -73,10 +78,9 @@ def _child(kind: str, threads: int, seconds: float) -> dict:
 
 
 def measure(kind: str, setting: str, busy: bool, seconds: float) -> float:
-    threads, policy = SETTINGS[setting]
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
+    threads, openmp = SETTINGS[setting]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+    env.update(openmp)
     competitor = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
     try:
         out = subprocess.run([sys.executable, __file__, "--child", kind, "--threads", str(threads),
