@@ -466,6 +466,9 @@ def _findings(summary: FindingsSummary | None, figures: list[Figure], disparitie
 
     Inversion figures that mix leakage with crowding (:data:`MIXES_CROWDING`)
     are counted, never listed: a group's crowding would read as leakage.
+    Identity leakage is the inversion probe's headline, so its findings lead
+    each round; otherwise a run with many figures (volume, attributes) would
+    push them below the page's few entries.
     """
     every_pair = findings_by_pair(disparities)
     pairs = [p for p in every_pair if p[0].key not in MIXES_CROWDING]
@@ -474,8 +477,8 @@ def _findings(summary: FindingsSummary | None, figures: list[Figure], disparitie
     ranked, seen = [], {}
     for p in pairs:
         seen[p[0].key] = seen.get(p[0].key, 0) + 1
-        ranked.append((seen[p[0].key], len(ranked), p))
-    shown = [p for _, _, p in sorted(ranked, key=lambda t: (t[0], t[1]))[:FIRST_PAGE_FINDINGS]]
+        ranked.append((seen[p[0].key], p[0].key not in LEAKAGE_KEYS, len(ranked), p))
+    shown = [t[-1] for t in sorted(ranked, key=lambda t: t[:3])[:FIRST_PAGE_FINDINGS]]
     entries = [{"where": f"{describe_metric(p[0].key).title}, by {p[0].grouping}",
                 "sentence": finding_sentence(p, figures)} for p in shown]
     leakage_found = any(p[0].probe == "inversion" and p[0].key not in MIXES_CROWDING for p in pairs)

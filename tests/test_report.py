@@ -494,3 +494,21 @@ def test_the_report_says_what_the_number_of_generators_controls(tmp_path, n_gene
     path.write_text(json.dumps(data))
     html = render_report(run_dir, formats=("html",))["html"].read_text()
     assert words in html
+
+
+def test_identity_leakage_findings_lead_the_first_page_over_stronger_findings_of_other_probes():
+    """Leakage is the inversion probe's headline: many stronger volume or attribute findings cannot hide it."""
+    def finding(probe: str, metric: str, p: float) -> Disparity:
+        return Disparity(probe, metric, "race", "gap", 0.3, 0.1, 0.5, "Asian", "White", p_value=p,
+                         p_adjusted=p, finding=True)
+    others = [finding("volume", m, 1e-9) for m in ("impostor_match_rate", "nn_distance_impostor",
+                                                   "effective_dimensionality", "log_volume_per_dim")]
+    others += [finding("attributes", m, 1e-9) for m in ("accuracy_race", "balanced_accuracy_race")]
+    leakage = finding("inversion", "sar_at_own_fmr_1e-1", 1e-3)
+    assert leakage.key in render.LEAKAGE_KEYS
+    entries = render._findings(None, [], [*others, leakage])["entries"]
+    assert len(entries) == render.FIRST_PAGE_FINDINGS < len(others) + 1
+    assert entries[0]["where"].startswith(describe_metric(leakage.key).title)
+    # without it, the page shows the other probes' findings breadth first, as before
+    assert [e["where"] for e in render._findings(None, [], others)["entries"]] == [
+        f"{describe_metric(d.key).title}, by race" for d in others[:render.FIRST_PAGE_FINDINGS]]
