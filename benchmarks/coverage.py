@@ -71,7 +71,13 @@ images per person; race and gender).  All their
 disparities are corrected together, as a run corrects them: the table
 gives the family-wise error (runs with at least one finding) for Holm and
 for Benjamini-Hochberg, and how often a single comparison's p-value is at
-most 0.05 and at most 1e-4 against those nominal rates.
+most 0.05 and at most 1e-4 against those nominal rates.  Measured
+(``--null-only --null-runs 100``, seed 0, 2026-12-03): balanced, Holm 0.0%,
+BH 0.0%, p <= 1e-4 at 0.00x nominal; unbalanced, Holm 0.0%, BH 4.0%,
+0.00x (200 unbalanced runs: Holm 0.5%, p <= 1e-4 at 0.28x).  Before the
+intersections of two or three people were read at their t quantile
+(:func:`probes.estimates.expanded_z`) the unbalanced design gave Holm 7.5%
+and p <= 1e-4 at 12.6x, every false finding a mean of such a cell.
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@ recovery, Zou & Donner 2008), as :mod:`probes.compare` builds differences:
 recall.  A person has one label, so the classes' recalls rest on disjoint
 sets of people: independent rates, whose mean has the MOVER interval
 ``m - sqrt(sum (r_k - l_k)^2) / K`` to ``m + sqrt(sum (u_k - r_k)^2) / K``
-(clipped to [0, 1]).  With one class it is that class's exact interval.
+(clipped to [0, 1]), each ``[l_k, u_k]`` Wilson's interval on the class's
+effective number of images (people-clustered, as for every rate).  With
+the exact intervals there it covered 97.5% at 100 people (2,000
+simulations); with Wilson's 95.0-95.7% at 8, 100 and 500 people, 97.2%
+at 20.
 Unlike a people bootstrap, it never has zero width where every image is read
 correctly (a bootstrap of 100 correct reads draws 100% every time).
 
@@ -38,6 +42,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from probes.estimates import Estimate, ProportionEstimate, clustered_proportion
 from probes.stats import per_person
@@ -59,7 +64,7 @@ class MeanOfRates:
     def interval(self, confidence: float) -> tuple[float, float]:
         if not self.parts or not math.isfinite(self.value):
             return math.nan, math.nan
-        bounds = [p.interval(confidence) for p in self.parts]
+        bounds = [wilson_interval(p.value, p.effective_n(confidence), confidence) for p in self.parts]
         if not all(math.isfinite(lo) and math.isfinite(hi) for lo, hi in bounds):
             return math.nan, math.nan
         k = len(self.parts)
@@ -107,6 +112,25 @@ class RatioOfRates:
 
     def for_ratio(self, other: Estimate) -> Estimate:
         return self
+
+
+def wilson_interval(rate: float, n: float, confidence: float) -> tuple[float, float]:
+    """Wilson's score interval of a rate on ``n`` (effective) trials; NaN where ``n`` is not positive.
+
+    The parts of a balanced accuracy take it instead of the exact interval:
+    MOVER adds the parts' half-widths in quadrature, so the exact
+    intervals' excess width adds up too (97.5% coverage at 100 people with
+    them, see ``benchmarks/coverage.py``); Wilson's sits at about the
+    nominal level and, unlike the Wald interval, never has zero width at a
+    rate of 0 or 1 (Newcombe 1998 builds differences of rates the same way).
+    """
+    if not (n > 0 and math.isfinite(rate)):
+        return math.nan, math.nan
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    denominator = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(max(0.0, rate * (1 - rate) / n + z * z / (4 * n * n)))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _log_gap(value: float, low: float) -> float:
