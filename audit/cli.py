@@ -218,7 +218,8 @@ def cli() -> None:
 COMMAND_MODULES = (("audit.commands.dataset", "dataset"), ("audit.commands.embed", "embed"),
                    ("audit.commands.run", "run"), ("audit.commands.generator", "generator"),
                    ("audit.commands.report", "report"),
-                   ("audit.commands.gate", "gate"), ("audit.commands.targets", "targets"))
+                   ("audit.commands.gate", "gate"), ("audit.commands.targets", "targets"),
+                   ("audit.commands.probes", "probes"))
 
 
 def _register_commands(modules: tuple[tuple[str, str], ...] = COMMAND_MODULES) -> None:

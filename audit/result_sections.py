@@ -11,12 +11,13 @@ documented in ``docs/results-schema.md``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, TypeVar
 
-from audit.json_model import Record, to_json
+from audit.json_model import Record, from_json, to_json
 
 NAN = math.nan
+R = TypeVar("R", bound=Record)
 
 
 # --------------------------------------------------------------------------- run
@@ -576,6 +577,17 @@ class AttributesSection(Record):
 
 
 @dataclass(kw_only=True)
+class GenericSection(Record):
+    """The details of a probe this module does not declare (a plugin's): every key kept as written.
+
+    A file read where that probe is not installed keeps its section whole
+    (in ``extra``) and writes it back unchanged; where it is installed, the
+    report types it with the probe's own section class
+    (:meth:`ProbeSections.section`).
+    """
+
+
+@dataclass(kw_only=True)
 class ProbeSections(Record):
     """Each probe's details; a probe that did not run is None.  Other probes' details stay in ``extra``."""
 
@@ -584,8 +596,29 @@ class ProbeSections(Record):
     verification: VerificationSection | None = None
     attributes: AttributesSection | None = None
 
+    @classmethod
+    def of(cls, sections: Mapping[str, Record | None]) -> "ProbeSections":
+        """Sections by probe name: each declared probe's into its field, any other probe's into ``extra``
+        (after the declared ones in results.json, in the order given); None is no section."""
+        declared = _declared(cls)
+        return cls(**{k: v for k, v in sections.items() if k in declared},
+                   extra={k: v for k, v in sections.items() if k not in declared and v is not None})
+
     def get(self, name: str) -> Any:
         """A probe's details by name, or None where it did not run (or kept none)."""
-        if name in ("inversion", "volume", "verification", "attributes"):
+        if name in _declared(type(self)):
             return getattr(self, name)
         return self.extra.get(name)
+
+    def section(self, name: str, kind: type[R] = GenericSection) -> R | None:  # type: ignore[assignment]
+        """A probe's details as ``kind``: a section read from a file (a plain object in ``extra``) is
+        checked field by field, a ResultsError naming ``probes.<name>.<field>`` where one is wrong."""
+        value = self.get(name)
+        if value is None or isinstance(value, kind):
+            return value
+        return from_json(kind, to_json(value), f"probes.{name}")
+
+
+def _declared(cls: type) -> frozenset[str]:
+    """The probe sections a record class declares as fields (``extra`` is not one)."""
+    return frozenset(f.name for f in fields(cls) if f.name != "extra")

@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Mapping
 
 from audit.errors import ResultsError
 from audit.json_model import from_json, json_safe, read_json, to_json
@@ -194,6 +194,17 @@ _COUNT_FIELDS = ("n_images", "n_people", "count")
 _BOOL_FIELDS = ("finding", "worst_pair")
 
 
+#: Probes whose details results.json keeps at its top level rather than under ``probes``.
+TOP_LEVEL_PROBE_SECTIONS = ("detection",)
+
+
+def probe_sections_arguments(sections: Mapping[str, Any]) -> dict[str, Any]:
+    """Each probe's details by name as :class:`Results` keywords: ``detection=`` for those kept at the
+    top level, ``probes=`` (:meth:`ProbeSections.of`) for the rest."""
+    rest = {k: v for k, v in sections.items() if k not in TOP_LEVEL_PROBE_SECTIONS}
+    return {**{k: sections.get(k) for k in TOP_LEVEL_PROBE_SECTIONS}, "probes": ProbeSections.of(rest)}
+
+
 #: Sections of results.json and their types, in the file's order (figures and disparities are typed
 #: by :func:`_entry`, which names a bad entry by its index).
 SECTION_TYPES: dict[str, Any] = {
@@ -235,6 +246,12 @@ class Results:
     policy_verdict: VerdictSection | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
+
+    def probe_section(self, probe: str) -> Any:
+        """A probe's details by name, wherever results.json keeps them; None where it did not run."""
+        if probe in TOP_LEVEL_PROBE_SECTIONS:
+            return getattr(self, probe)
+        return self.probes.get(probe)
 
     def to_dict(self) -> dict:
         """results.json as written: ``schema_version`` first, then the sections in order."""

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from audit.errors import InputError
 from audit.faces import FaceConfig
+from audit.probe_registry import BUILT_IN_NAMES, check_probe_selection, needed_inputs
 from audit.results import CORRECTIONS
 from probes.inversion.config import TrainingConfig
 from probes.inversion.defaults import (DEFAULT_BASE_CHANNELS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE,
                                        DEFAULT_LR, DEFAULT_VALIDATE_EVERY, MAX_SEED)
 
-PROBES = ("detection", "inversion", "volume", "verification", "attributes")
+#: The built-in probes (a plugin's or a registered probe's name is accepted too: audit.probe_registry).
+PROBES = BUILT_IN_NAMES
 DEFAULT_PROBES = PROBES
 DEFAULT_SEED = 0
 DEFAULT_N_RESAMPLES = 1000
@@ -76,10 +78,7 @@ class RunConfig:
     command_line: str = ""
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.probes if p not in PROBES]
-        if unknown or not self.probes:
-            raise InputError(f"--probes {','.join(self.probes)!r}: unknown probe(s) {unknown}; "
-                             f"choose from {', '.join(PROBES)}.")
+        check_probe_selection(self.probes)
         if self.epochs < 1:
             raise InputError(f"--epochs {self.epochs!r}: must be at least 1.")
         if self.image_size not in (64, 128):
@@ -108,7 +107,7 @@ class RunConfig:
         if self.correction not in CORRECTIONS:
             raise InputError(f"--correction {self.correction!r}: choose {' or '.join(CORRECTIONS)} (Holm: "
                              "family-wise error, the default; bh: Benjamini-Hochberg false discovery rate).")
-        if "inversion" in self.probes:
+        if "generators" in needed_inputs(self.probes):
             self.training_config()   # every training setting is checked before any image is embedded
 
     def training_config(self) -> TrainingConfig:

@@ -18,17 +18,19 @@ from __future__ import annotations
 import base64
 import json
 import math
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from audit.errors import InputError
 from audit.json_model import Record, to_json
 from audit.outputs import check_writable_folder, write_atomic
+from audit.probe_registry import Probe, available_probes
 from audit.result_sections import (FindingsSummary, InversionSection, SignalSummary, TargetSection,
                                    VerdictSection, VerificationSection)
 from audit.results import ALL, GROUPING_JOIN, RESULTS_FILE, Disparity, Figure, Results, load_results
@@ -56,10 +58,6 @@ STYLESHEET = "report.css"
 HTML_FILE = "report.html"
 PDF_FILE = "report.pdf"
 FORMATS = ("html", "pdf")
-PROBES = ("detection", "inversion", "volume", "verification", "attributes")
-PROBE_TITLES = {"detection": "Face detection", "inversion": "Inversion: reconstructing faces from embeddings",
-                "volume": "Embedding-space volume", "verification": "Verification bias",
-                "attributes": "Attributes: demographic leakage and generator fidelity"}
 #: Sample images larger than this are not embedded (a run writes 64x64 chips).
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
@@ -274,9 +272,7 @@ def _plain(value: Any) -> str:
 
 def _probe_ran(results: Results, probe: str) -> bool:
     """A probe ran if the run kept its detail or any figure of it (settings alone do not prove it)."""
-    if probe == "detection" and results.detection is not None:
-        return True
-    if results.probes.get(probe) is not None:
+    if results.probe_section(probe) is not None:
         return True
     return any(f.probe == probe for f in results.figures)
 
@@ -617,47 +613,93 @@ def _target(target: TargetSection) -> dict:
             "details": _details(target.details, "target.details")}
 
 
-def _sections(has_verdict: bool, others: list[dict]) -> list[tuple[str, str]]:
+def _sections(has_verdict: bool, probe_sections: list[dict], others: list[dict]) -> list[tuple[str, str]]:
     """The contents: anchor and title of each section, in the report's order."""
     sections = [("contents", "Contents")]
     if has_verdict:
         sections.append(("policy", "Policy verdict"))
-    sections += [("dataset", "Dataset"), ("detection", PROBE_TITLES["detection"]),
-                 ("inversion", PROBE_TITLES["inversion"]), ("volume", PROBE_TITLES["volume"]),
-                 ("verification", PROBE_TITLES["verification"]), ("attributes", PROBE_TITLES["attributes"])]
+    sections.append(("dataset", "Dataset"))
+    sections += [(s["anchor"], s["title"]) for s in probe_sections]
     sections += [(f"probe-{o['name']}", f"Other probe: {o['name']}") for o in others]
     return sections + [("method", "Method and limits"), ("privacy", "Privacy")]
 
 
+@dataclass(frozen=True)
+class _Page:
+    """What every probe's block is drawn with: the run, where its files are, the groups' order and colours."""
+
+    results: Results
+    run_dir: Path
+    no_faces: bool
+    order: Mapping[str, list[str]]
+    palette: charts.GroupPalette
+
+    def metrics(self, probe: str) -> list[dict]:
+        return _metric_blocks(probe, self.results.figures, self.results.disparities, self.order, self.palette)
+
+
+def _detection_block(page: _Page, section: Any, ran: bool) -> dict:
+    by_status = section.by_status if section else {}
+    return {"by_status": [(k.replace("_", " "), format_count(v)) for k, v in by_status.items()]}
+
+
+def _inversion_block(page: _Page, section: Any, ran: bool) -> dict:
+    if not ran:
+        return {}
+    return _inversion(section or InversionSection(), page.run_dir, page.no_faces, page.palette, page.order,
+                      page.results.figures)
+
+
+def _volume_block(page: _Page, section: Any, ran: bool) -> dict:
+    return {"details": _details(section, "probes.volume")}
+
+
+def _verification_block(page: _Page, section: Any, ran: bool) -> dict:
+    return _verification(section, page.palette, page.order)
+
+
+def _attributes_block(page: _Page, section: Any, ran: bool) -> dict:
+    return attributes_context(section, page.results.figures, page.order, page.palette, sort_rows=_sort_rows)
+
+
+#: How the report lays out a built-in probe's details for its partial; any other probe's partial gets the
+#: generic block (:func:`_generic_block`).
+_BUILT_IN_BLOCKS = {"detection": _detection_block, "inversion": _inversion_block, "volume": _volume_block,
+                    "verification": _verification_block, "attributes": _attributes_block}
+
+
+def _generic_block(probe: Probe, page: _Page, section: Any, ran: bool) -> dict:
+    """A probe's section checked against its declared class, its details as key-value rows, and the
+    probe's own extra values (:meth:`Probe.report_context`)."""
+    typed = page.results.probes.section(probe.name, probe.section) if section is not None else None
+    return {"name": probe.name, "title": probe.title, "section": typed,
+            "details": _details(typed, f"probes.{probe.name}"), **probe.report_context(typed)}
+
+
 def _probe_blocks(results: Results, run_dir: Path, no_faces: bool, order: Mapping[str, list[str]],
                   palette: charts.GroupPalette) -> dict[str, Any]:
-    """Each probe's part of the report: its metrics, and what its section draws from its details."""
-    figures, disparities = results.figures, results.disparities
-    ran = {p: _probe_ran(results, p) for p in PROBES}
-
-    def metrics(probe: str) -> list[dict]:
-        return _metric_blocks(probe, figures, disparities, order, palette)
-
-    detection = results.detection
-    inversion = {"ran": ran["inversion"], "metrics": metrics("inversion")}
-    if ran["inversion"]:
-        inversion.update(_inversion(results.probes.inversion or InversionSection(), run_dir, no_faces, palette,
-                                    order, figures))
-    other_probes = [p for p in dict.fromkeys(f.probe for f in figures) if p not in PROBES]
-    return {
-        "ran": ran,
-        "detection": {"ran": ran["detection"], "metrics": metrics("detection"),
-                      "by_status": [(k.replace("_", " "), format_count(v))
-                                    for k, v in (detection.by_status if detection else {}).items()]},
-        "inversion": inversion,
-        "volume": {"ran": ran["volume"], "metrics": metrics("volume"),
-                   "details": _details(results.probes.volume, "probes.volume")},
-        "verification": {"ran": ran["verification"], "metrics": metrics("verification"),
-                         **_verification(results.probes.verification, palette, order)},
-        "others": [{"name": p, "metrics": metrics(p)} for p in other_probes],
-        "attributes": {"ran": ran["attributes"], "metrics": metrics("attributes"),
-                       **attributes_context(results.probes.attributes, figures, order, palette, sort_rows=_sort_rows)},
-    }
+    """Each probe's part of the report, for every probe the registry knows: its metrics and what its section
+    draws from its details; figures of probes it does not know go to "others", under their raw names."""
+    page = _Page(results, run_dir, no_faces, order, palette)
+    probes = available_probes()
+    ran = {p.name: _probe_ran(results, p.name) for p in probes}
+    blocks: dict[str, dict] = {}
+    sections: list[dict] = []
+    for probe in probes:
+        section = results.probe_section(probe.name)
+        block = {"ran": ran[probe.name], "metrics": page.metrics(probe.name)}
+        builder = _BUILT_IN_BLOCKS.get(probe.name)
+        block.update(builder(page, section, ran[probe.name]) if builder
+                     else _generic_block(probe, page, section, ran[probe.name]))
+        blocks[probe.name] = block
+        if ran[probe.name] or probe.always_in_report:
+            sections.append({"name": probe.name, "title": probe.title, "anchor": probe.section_id(),
+                             "partial": probe.partial, "block": block})
+    known = set(ran)
+    other_probes = [p for p in dict.fromkeys(f.probe for f in results.figures) if p not in known]
+    return {"ran": ran, "blocks": blocks, "sections": sections,
+            "not_run": [p.title for p in probes if p.always_in_report and not ran[p.name]],
+            "others": [{"name": p, "metrics": page.metrics(p)} for p in other_probes]}
 
 
 def build_context(results: Results | Mapping, *, run_dir: Path, no_faces: bool = False) -> dict:
@@ -673,6 +715,7 @@ def build_context(results: Results | Mapping, *, run_dir: Path, no_faces: bool =
     palette = charts.GroupPalette(order)
     blocks = _probe_blocks(results, run_dir, no_faces, order, palette)
     ran = blocks["ran"]
+    built_in = {name: block for name, block in blocks["blocks"].items() if name in _BUILT_IN_BLOCKS}
     verdict = _verdict(results.policy_verdict)
     environment = results.environment
     return {
@@ -688,10 +731,10 @@ def build_context(results: Results | Mapping, *, run_dir: Path, no_faces: bool =
         "libraries": [(k, _plain(v)) for k, v in environment.libraries.items()],
         "verdict": verdict, "findings": _findings(results.findings, results.figures, results.disparities),
         "no_faces": no_faces, "ran": ran,
-        "probes_not_run": [PROBE_TITLES[p] for p in PROBES if not ran[p]],
-        **{name: blocks[name] for name in ("detection", "inversion", "volume", "verification", "others",
-                                           "attributes")},
-        "sections": _sections(verdict is not None, blocks["others"]),
+        "probes_not_run": blocks["not_run"],
+        # The built-in partials read their block by the probe's name; every partial reads it as ``probe``.
+        **built_in, "probes": blocks["blocks"], "probe_sections": blocks["sections"], "others": blocks["others"],
+        "sections": _sections(verdict is not None, blocks["sections"], blocks["others"]),
         "metric_glossary": [{"key": k, "title": describe_metric(k).title, "meaning": describe_metric(k).meaning,
                              "better": better_text(describe_metric(k).better)}
                             for k in dict.fromkeys(f.key for f in results.figures)],
@@ -709,9 +752,12 @@ def _read_template_file(name: str) -> str:
 
 
 def _environment() -> Environment:
+    """The report's templates first (a probe's folder cannot replace them), then each probe's own folder."""
     if not (TEMPLATES_DIR / MAIN_TEMPLATE).is_file():
         raise InputError(MSG_NO_TEMPLATES.format(path=TEMPLATES_DIR / MAIN_TEMPLATE))
-    return Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True, undefined=StrictUndefined,
+    folders = dict.fromkeys(str(p.templates) for p in available_probes() if p.templates is not None)
+    loader = ChoiceLoader([FileSystemLoader(str(TEMPLATES_DIR)), *(FileSystemLoader(f) for f in folders)])
+    return Environment(loader=loader, autoescape=True, undefined=StrictUndefined,
                        trim_blocks=True, lstrip_blocks=True, finalize=_report_text)
 
 

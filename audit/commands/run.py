@@ -29,7 +29,8 @@ from audit.run_config import (DEFAULT_CORRECTION, DEFAULT_N_RESAMPLES, DEFAULT_P
 @click.option("--group-by", "group_by", help="Attributes to compare, e.g. race,gender (default: race and "
               "gender where present). Each alone and their intersection are reported.")
 @click.option("--probes", default=",".join(DEFAULT_PROBES), show_default=True,
-              help=f"Which probes to run, from {', '.join(PROBES)}. 'volume,verification' needs no "
+              help=f"Which probes to run, from {', '.join(PROBES)} or a plugin's (see 'audit probes'). "
+                   "'volume,verification' needs no "
                    "generator and takes seconds on cached embeddings.")
 @training_options
 @click.option("--train-dataset", "train_datasets", multiple=True,
