@@ -46,6 +46,10 @@ def wrapped(*args, **kwargs):
     return result
 
 setattr(owner, name, wrapped)
+# The signal reaches the CLI as it would from a terminal or a CI runner, even where the tests
+# themselves run under nohup (SIGHUP ignored and inherited, which the CLI rightly keeps ignoring).
+if signal_name != "SIGKILL":
+    signal.signal(getattr(signal, signal_name), signal.SIG_DFL)
 sys.argv = ["audit", *sys.argv[7:]]
 from audit.cli import main
 main()
