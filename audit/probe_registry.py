@@ -37,10 +37,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from audit.errors import InputError
 from audit.json_model import Record
+from audit.plugins import Plugin, read_plugins
 from audit.result_sections import (AttributesSection, DetectionSection, GenericSection, InversionSection,
                                    VerificationSection, VolumeSection)
 from audit.results import Disparity, Figure
@@ -252,33 +253,12 @@ _REGISTERED: dict[str, Probe] = {}
 
 
 # -- plugins ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Plugin:
-    name: str
-    value: str                 # "module:Class" as registered
-    distribution: str
-    load: Callable[[], Any]
-
-
-def _plugins() -> dict[str, _Plugin]:
+def _plugins() -> dict[str, Plugin]:
     """Entry points of :data:`ENTRY_POINT_GROUP`, the first registration of a name winning."""
-    found: dict[str, _Plugin] = {}
-    try:
-        eps = entry_points(group=ENTRY_POINT_GROUP)
-    except Exception as exc:  # a broken metadata file must not break the tool
-        log.warning("could not read entry points %r: %s", ENTRY_POINT_GROUP, exc)
-        return found
-    for ep in eps:
-        dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
-        if ep.name in found:
-            log.warning("probe plugin %r is registered twice (%s and %s); using the first",
-                        ep.name, found[ep.name].value, ep.value)
-            continue
-        found[ep.name] = _Plugin(ep.name, ep.value, dist, ep.load)
-    return found
+    return read_plugins(ENTRY_POINT_GROUP, "probe", entry_points)
 
 
-def _load_plugin(plugin: _Plugin) -> Probe:
+def _load_plugin(plugin: Plugin) -> Probe:
     """The plugin's probe, checked, or an InputError saying why it cannot be used."""
     where = f"probe plugin {plugin.name!r} ({plugin.value}, from package {plugin.distribution!r})"
     try:

@@ -22,9 +22,10 @@ import importlib
 import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 from audit.errors import InputError, TargetError
+from audit.plugins import Plugin, read_plugins
 from audit.targets.base import Target
 from audit.targets.options import (check_option_keys, option_bool,
                                    option_choice, option_float, option_int, parse_target_options)
@@ -82,33 +83,12 @@ def _load_class(import_path: str, name: str) -> type[Target]:
 
 
 # -- plugins --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Plugin:
-    name: str
-    value: str                 # "module:Class" as registered
-    distribution: str
-    load: Callable[[], Any]
+def _plugins() -> dict[str, Plugin]:
+    """Entry points of :data:`ENTRY_POINT_GROUP`, the first registration of a name winning."""
+    return read_plugins(ENTRY_POINT_GROUP, "target", entry_points)
 
 
-def _plugins() -> dict[str, _Plugin]:
-    """Entry points of :data:`ENTRY_POINT_GROUP`, first registration of a name winning."""
-    found: dict[str, _Plugin] = {}
-    try:
-        eps = entry_points(group=ENTRY_POINT_GROUP)
-    except Exception as exc:  # a broken metadata file must not break the tool
-        log.warning("could not read entry points %r: %s", ENTRY_POINT_GROUP, exc)
-        return found
-    for ep in eps:
-        dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
-        if ep.name in found:
-            log.warning("target plugin %r is registered twice (%s and %s); using the first",
-                        ep.name, found[ep.name].value, ep.value)
-            continue
-        found[ep.name] = _Plugin(ep.name, ep.value, dist, ep.load)
-    return found
-
-
-def _load_plugin(plugin: _Plugin) -> type[Target]:
+def _load_plugin(plugin: Plugin) -> type[Target]:
     """The plugin's Target subclass, or a TargetError saying why it cannot be used."""
     try:
         cls = plugin.load()
@@ -122,7 +102,7 @@ def _load_plugin(plugin: _Plugin) -> type[Target]:
     return cls
 
 
-def _is_builtin_alias(plugin: _Plugin) -> bool:
+def _is_builtin_alias(plugin: Plugin) -> bool:
     """This package registers its own dlib target as an entry point too: not a clash."""
     builtin = _BUILT_INS.get(plugin.name)
     return builtin is not None and plugin.value.replace(" ", "") == builtin.import_path
