@@ -108,6 +108,16 @@ def test_sigkill_during_embedding_leaves_no_worker_and_the_rerun_matches(tmp_pat
     assert results(tmp_path / "out") == results(tmp_path / "reference")
 
 
+def _assert_the_rerun_resumes_to_an_unbroken_runs_results(args, tmp_path, env, trainable) -> None:
+    """The same command again finishes, with the results of a run that was never stopped."""
+    resumed = run_cli(args, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    reference = run_cli(["run", "--dataset", trainable, "--out", tmp_path / "reference", "--probes", "inversion",
+                         "--workers", "1", "--no-report", *TRAIN, *FAST], env=env)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    assert results(tmp_path / "out") == results(tmp_path / "reference")
+
+
 def test_sigkill_during_training_resumes_to_the_same_results(tmp_path, env, trainable):
     # Every run in its own process with one torch thread: a float sum depends on how many threads
     # share it, and the test process's thread count is whatever earlier tests left behind.
@@ -121,12 +131,7 @@ def test_sigkill_during_training_resumes_to_the_same_results(tmp_path, env, trai
     assert (tmp_path / "out" / "checkpoints" / "inversion" / "last.pt").is_file()
     assert orphans(children) == []
 
-    resumed = run_cli(args, env=env)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    reference = run_cli(["run", "--dataset", trainable, "--out", tmp_path / "reference", "--probes", "inversion",
-                         "--workers", "1", "--no-report", *TRAIN, *FAST], env=env)
-    assert reference.returncode == 0, reference.stdout + reference.stderr
-    assert results(tmp_path / "out") == results(tmp_path / "reference")
+    _assert_the_rerun_resumes_to_an_unbroken_runs_results(args, tmp_path, env, trainable)
 
 
 def test_sigkill_during_report_rendering_then_a_rerun_completes(tmp_path, env, small):
@@ -175,12 +180,7 @@ def test_sigterm_during_training_stops_cleanly_and_the_run_resumes_to_the_same_r
     assert done.returncode == 143, done.stderr
     assert "Stopped by SIGTERM" in done.stderr and "rerun the same command to resume" in done.stderr
     assert (tmp_path / "out" / "checkpoints" / "inversion" / "last.pt").is_file()
-    resumed = run_cli(args, env=env)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    reference = run_cli(["run", "--dataset", trainable, "--out", tmp_path / "reference", "--probes", "inversion",
-                         "--workers", "1", "--no-report", *TRAIN, *FAST], env=env)
-    assert reference.returncode == 0, reference.stdout + reference.stderr
-    assert results(tmp_path / "out") == results(tmp_path / "reference")
+    _assert_the_rerun_resumes_to_an_unbroken_runs_results(args, tmp_path, env, trainable)
 
 
 def test_sigterm_during_an_import_leaves_no_half_made_folder_behind(tmp_path, env):
